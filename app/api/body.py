@@ -1,0 +1,72 @@
+"""Request body reading: size cap, JSON parsing and validation into a model, with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import invalid_request, json_response
+from app.errors import InvalidRequest, PayloadTooLarge
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"body is not valid JSON: {exc.msg} at position {exc.pos}",
+            details={"details": [{"loc": ["body"], "msg": "invalid JSON"}]},
+        ) from None
+
+
+def validate(model: type[M], data: Any, max_message_chars: int) -> M:
+    try:
+        return model.model_validate(data, context={"max_message_chars": max_message_chars})
+    except ValidationError as exc:
+        raise invalid_request(exc) from None
+
+
+async def read_model(request: Request, model: type[M], max_message_chars: int) -> M:
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise InvalidRequest("client disconnected while sending the body") from None
+    return validate(model, parse_json(raw), max_message_chars)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `max_bytes` with 413 before they are buffered (Content-Length or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise PayloadTooLarge(f"request body is over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = PayloadTooLarge(f"request body is over {self.max_bytes} bytes")
+        await json_response(error.body(), error.status_code)(scope, receive, send)

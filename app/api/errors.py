@@ -1,0 +1,102 @@
+"""Exception handlers: every non-2xx answer is the JSON error envelope, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.errors import InvalidRequest, KeypoolError
+
+logger = logging.getLogger("keypool.api")
+
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+_HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+
+
+def invalid_request(exc: ValidationError) -> InvalidRequest:
+    details = validation_details(exc)
+    fields = ", ".join(".".join(d["loc"]) or "body" for d in details[:5])
+    return InvalidRequest(f"invalid request: {fields}", details={"details": details})
+
+
+def json_response(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def is_openai_path(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def openai_error_body(exc: KeypoolError) -> dict[str, Any]:
+    """OpenAI's error shape; the keypool type becomes `code`, the first bad field `param`."""
+    status = 400 if isinstance(exc, InvalidRequest) else exc.status_code
+    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    param = None
+    details = exc.details.get("details")
+    if isinstance(details, list) and details:
+        param = ".".join(details[0]["loc"][1:] or details[0]["loc"]) or None
+    extra = {k: v for k, v in exc.details.items() if k != "details"}
+    error = {"message": exc.message, "type": kind, "param": param, "code": exc.type, **extra}
+    return {"error": error}
+
+
+def error_response(request: Request, exc: KeypoolError) -> Response:
+    if is_openai_path(request):
+        status = 400 if isinstance(exc, InvalidRequest) else exc.status_code
+        return json_response(openai_error_body(exc), status, exc.headers)
+    return json_response(exc.body(), exc.status_code, exc.headers)
+
+
+async def _keypool_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeypoolError)
+    return error_response(request, exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError | ValidationError)
+    details = validation_details(exc)
+    error = InvalidRequest("invalid request", details={"details": details})
+    return error_response(request, error)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error = KeypoolError(str(exc.detail))
+    error.status_code = exc.status_code
+    error.type = _HTTP_TYPES.get(exc.status_code, "http_error")
+    return error_response(request, error)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged by type only: exception text may carry upstream payloads; the client never sees it.
+    logger.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    error = KeypoolError("internal error; the request was not completed")
+    return error_response(request, error)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(KeypoolError, _keypool_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,106 @@
+"""OpenAI-compatible /v1/chat/completions and /v1/models, usable by the official SDKs unchanged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from app.api.body import read_model
+from app.api.chat import keypool_headers
+from app.api.deps import ChatServiceDep, SettingsDep
+from app.api.errors import json_response
+from app.api.sse import DONE, SSE_HEADERS, sse
+from app.chat.service import ChatCall
+from app.chat.streams import ChatStream, StreamInterrupted
+from app.schemas import OpenAIChatRequest
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+AUTO_MODEL = "auto"
+
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": OpenAIChatRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/chat/completions", openapi_extra=_BODY_DOC)
+async def chat_completions(
+    request: Request, service: ChatServiceDep, settings: SettingsDep
+) -> Response:
+    """`model: "auto"` takes Path A; any other model takes Path B."""
+    body = await read_model(request, OpenAIChatRequest, settings.max_message_chars)
+    call = ChatCall(
+        params=body.upstream_params(),
+        model=None if body.model == AUTO_MODEL else body.model,
+        user_id=request.headers.get("x-user-id") or body.user,
+    )
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = await service.open_stream(call)
+        return StreamingResponse(
+            openai_chunks(stream, include_usage),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **keypool_headers(stream.provider, stream.key_index)},
+        )
+    result = await service.complete(call)
+    answer = dict(result.completion.raw)
+    answer.setdefault("object", "chat.completion")
+    answer["usage"] = {**answer.get("usage", {}), **result.usage.as_dict()}
+    return json_response(answer, headers=keypool_headers(result.provider, result.key_index))
+
+
+async def openai_chunks(stream: ChatStream, include_usage: bool) -> AsyncIterator[bytes]:
+    """Relay upstream chunks; the usage chunk only when asked, as OpenAI does; then [DONE]."""
+    try:
+        async for chunk in stream:
+            if chunk.raw.get("choices"):
+                yield sse(chunk.raw)
+        if include_usage and stream.usage is not None:
+            yield sse(_usage_chunk(stream))
+        yield DONE
+    except StreamInterrupted as exc:
+        error = {
+            "message": f"upstream stream failed: {exc.cause.reason}",
+            "type": "api_error",
+            "code": "upstream_stream_error",
+            "param": None,
+        }
+        yield sse({"error": error})
+    finally:
+        await stream.aclose()
+
+
+def _usage_chunk(stream: ChatStream) -> dict[str, Any]:
+    assert stream.usage is not None
+    return {
+        "id": "chatcmpl-usage",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": stream.model,
+        "choices": [],
+        "usage": stream.usage.as_dict(),
+    }
+
+
+@router.get("/models")
+async def list_models(service: ChatServiceDep) -> Response:
+    """`auto` (Path A) plus every `<provider>/<model>` the gateway can route."""
+    created = int(time.time())
+    data = [{"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "keypool"}]
+    for provider in service.providers:
+        for model in dict.fromkeys((provider.default_model, *provider.models)):
+            data.append(
+                {
+                    "id": f"{provider.name}/{model}",
+                    "object": "model",
+                    "created": created,
+                    "owned_by": provider.name,
+                }
+            )
+    return json_response({"object": "list", "data": data})

@@ -1,0 +1,111 @@
+"""WS /api/chat/ws: many chat requests over one socket, each answered with tagged events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from app.api.errors import validation_details
+from app.api.sse import keypool_events
+from app.chat.service import ChatCall, ChatService
+from app.errors import InvalidRequest, KeypoolError
+from app.runtime import Runtime
+from app.schemas import ChatRequest
+
+router = APIRouter(tags=["chat"])
+logger = logging.getLogger("keypool.ws")
+
+
+class ChatSocket:
+    """One client connection: a reader loop plus one task per request; sends are serialised."""
+
+    def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
+        self.websocket = websocket
+        self.service: ChatService = runtime.service
+        self.max_chars = runtime.settings.max_message_chars
+        self.max_frame = runtime.settings.max_body_bytes
+        self.user_id = websocket.headers.get("x-user-id") or websocket.query_params.get("user_id")
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(orjson.dumps(event).decode())
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                frame = message.get("text") or message.get("bytes") or ""
+                self._dispatch(frame)
+        except WebSocketDisconnect:
+            return
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _dispatch(self, frame: str | bytes) -> None:
+        task = asyncio.create_task(self._handle(frame))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, frame: str | bytes) -> None:
+        request_id = None
+        try:
+            data = self._parse(frame)
+            request_id = data.get("id")
+            request = ChatRequest.model_validate(
+                data, context={"max_message_chars": self.max_chars}
+            )
+            await self._chat(request)
+        except ValidationError as exc:
+            error = InvalidRequest("invalid request", details={"details": validation_details(exc)})
+            await self._error(request_id, error)
+        except KeypoolError as exc:
+            await self._error(request_id, exc)
+        except (WebSocketDisconnect, RuntimeError):
+            return  # the socket closed under us; the reader loop cancels the rest
+
+    def _parse(self, frame: str | bytes) -> dict[str, Any]:
+        if len(frame) > self.max_frame:
+            raise InvalidRequest(f"frame is over {self.max_frame} bytes")
+        try:
+            data = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("frame is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("frame must be a JSON object (a chat request)")
+        return data
+
+    async def _chat(self, request: ChatRequest) -> None:
+        call = ChatCall(
+            params=request.upstream_params(),
+            model=request.model,
+            provider=request.provider,
+            fallback=request.fallback,
+            user_id=request.user_id or self.user_id,
+        )
+        stream = await self.service.open_stream(call)
+        async for event in keypool_events(stream):
+            await self.send({**event, "id": request.id})
+
+    async def _error(self, request_id: Any, error: KeypoolError) -> None:
+        body = error.body()["error"]
+        await self.send(
+            {"type": "error", "id": request_id, "status": error.status_code, "error": body}
+        )
+
+
+@router.websocket("/api/chat/ws")
+async def chat_ws(websocket: WebSocket) -> None:
+    """Send ChatRequest JSON frames (optional `id`); receive start/chunk/done or error events."""
+    await websocket.accept()
+    await ChatSocket(websocket, websocket.state.runtime).serve()

@@ -1,0 +1,176 @@
+"""ChatService: the one entry point every route (and script) uses to talk to the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.chat import blocking
+from app.chat.clients import ClientCache
+from app.chat.failures import Attempt
+from app.chat.fallback import FallbackRunner
+from app.chat.routing import Route, resolve_route
+from app.chat.streams import ChatStream, OpenedStream, open_committable
+from app.chat.usage import GroupResolver, NullSink, UsageSink, estimate_usage
+from app.config import ProviderConfig
+from app.keys.model import Outcome
+from app.providers.client import Completion, ProviderClient, Usage
+from app.providers.transport import Transport
+from app.state.base import KeyStateStore
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """One chat request in transport-neutral form; `params` is the upstream body minus `model`."""
+
+    params: dict[str, Any]
+    model: str | None = None
+    provider: str | None = None
+    fallback: bool = True
+    user_id: str | None = None
+
+
+@dataclass(slots=True)
+class ChatResult:
+    completion: Completion
+    provider: str
+    model: str
+    path: str
+    key_index: int
+    usage: Usage
+    attempts: list[Attempt] = field(default_factory=list)
+    latency_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The /api/chat 200 body (DESIGN.md §3)."""
+        return {
+            "id": self.completion.id,
+            "content": self.completion.content,
+            "provider": self.provider,
+            "model": self.model,
+            "path": self.path,
+            "key_index": self.key_index,
+            "usage": self.usage.as_dict(),
+            "attempts": [a.as_dict() for a in self.attempts],
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+
+class ChatService:
+    """Path A / Path B chat over the key pool; built once in the lifespan."""
+
+    def __init__(
+        self,
+        providers: Sequence[ProviderConfig],
+        transport: Transport,
+        store: KeyStateStore,
+        *,
+        sink: UsageSink | None = None,
+        groups: GroupResolver | None = None,
+        group_count: int = 1,
+        rotate_providers: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.providers = tuple(providers)
+        self.store = store
+        self.clients = ClientCache(providers, transport)
+        self.groups = groups
+        self.runner = FallbackRunner(
+            store,
+            self.clients,
+            sink or NullSink(),
+            clock,
+            rotate_providers=rotate_providers,
+            groups=group_count,
+        )
+        self._rng = random.Random()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the blocking entry points submit to (the server's, or a private one)."""
+        self._loop = loop
+
+    def route(self, call: ChatCall) -> Route:
+        return resolve_route(self.providers, call.model, call.provider)
+
+    async def _group(self, user_id: str | None) -> int | None:
+        if user_id is None or self.groups is None:
+            return None
+        return await self.groups.group_for(user_id)
+
+    async def complete(self, call: ChatCall) -> ChatResult:
+        started = time.perf_counter()
+        route = self.route(call)
+
+        async def attempt(client: ProviderClient) -> Completion:
+            return await client.complete(call.params)
+
+        success = await self.runner.run(
+            route, attempt, fallback=call.fallback, group=await self._group(call.user_id)
+        )
+        completion = success.value
+        usage = completion.usage or estimate_usage(call.params, completion.content)
+        await success.lease.finish(Outcome.OK, completion.signal, usage)
+        return ChatResult(
+            completion=completion,
+            provider=success.lease.provider.name,
+            model=success.lease.model,
+            path=route.path,
+            key_index=success.lease.key_index,
+            usage=usage,
+            attempts=success.attempts,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def open_stream(self, call: ChatCall) -> ChatStream:
+        """Returns only once a key produced its first token; earlier failures fall over."""
+        route = self.route(call)
+
+        async def attempt(client: ProviderClient) -> OpenedStream:
+            return await open_committable(client, call.params)
+
+        success = await self.runner.run(
+            route, attempt, fallback=call.fallback, group=await self._group(call.user_id)
+        )
+        return ChatStream(success.value, success.lease, success.attempts, call.params, route.path)
+
+    # The four entry points of the original design; `model=None` takes Path A.
+
+    async def chat_async(
+        self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
+    ) -> ChatResult:
+        return await self.complete(_call(messages, model, options))
+
+    async def chat_stream_async(
+        self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
+    ) -> AsyncIterator[str]:
+        stream = await self.open_stream(_call(messages, model, options))
+        try:
+            async for chunk in stream:
+                if chunk.content:
+                    yield chunk.content
+        finally:
+            await stream.aclose()
+
+    def chat(
+        self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
+    ) -> ChatResult:
+        """Blocking; for threads and worker processes. Never call it on the service's own loop."""
+        return blocking.call(self._loop, self.chat_async(messages, model, **options))
+
+    def chat_stream(
+        self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
+    ) -> Iterator[str]:
+        """Blocking iterator of content pieces; closing it cancels the upstream stream."""
+        return blocking.iterate(self._loop, self.chat_stream_async(messages, model, **options))
+
+
+def _call(messages: list[dict[str, Any]], model: str | None, options: dict[str, Any]) -> ChatCall:
+    provider = options.pop("provider", None)
+    fallback = bool(options.pop("fallback", True))
+    user_id = options.pop("user_id", None)
+    return ChatCall({"messages": messages, **options}, model, provider, fallback, user_id)

@@ -1,0 +1,235 @@
+"""Settings from the environment (and `.env`), and the pure parsing of provider keys."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.providers.catalog import CATALOG
+
+logger = logging.getLogger("keypool.config")
+
+MAX_NUMBERED_KEY = 100
+_N = TypeVar("_N", int, float)
+_KEYS_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEYS$")
+_KEY_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEY(?:_(\d+))?$")
+
+
+class ConfigError(Exception):
+    """Configuration that cannot start a gateway; the message is shown to the operator as is."""
+
+
+class ApiKey:
+    """A provider key; its repr and str show only the fingerprint, so it cannot leak by accident."""
+
+    __slots__ = ("fingerprint", "secret")
+
+    def __init__(self, secret: str, fingerprint: str) -> None:
+        self.secret = secret
+        self.fingerprint = fingerprint
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self.fingerprint})"
+
+    __str__ = __repr__
+
+
+def fingerprint(provider: str, index: int, secret: str) -> str:
+    """`<provider>:<index>:<last 4>` for real-length keys; a short hash when 4 chars would be most of it."""
+    tail = secret[-4:] if len(secret) >= 16 else hashlib.sha256(secret.encode()).hexdigest()[:6]
+    return f"{provider}:{index}:{tail}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    base_url: str
+    default_model: str
+    keys: tuple[ApiKey, ...]
+    models: tuple[str, ...] = ()
+    rpm_per_key: int | None = None
+    tpm_per_key: int | None = None
+    timeout_s: float = 60.0
+    key_weights: tuple[float, ...] = field(default=())
+
+    @property
+    def env_prefix(self) -> str:
+        return self.name.upper()
+
+    def serves(self, model: str) -> bool:
+        return model == self.default_model or model in self.models
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; provider sections are parsed separately by `parse_providers`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+
+    llm_providers: str | None = None
+    key_selection: Literal["round_robin", "random", "weighted", "least_busy"] = "round_robin"
+    provider_rotation: Literal["round_robin", "priority"] = "round_robin"
+    database_url: str = "sqlite+aiosqlite:///./keypool.db"
+    redis_url: SecretStr | None = None
+    keypool_redis_prefix: str = "keypool:"
+    admin_token: SecretStr | None = None
+    max_message_chars: int = Field(default=50_000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    key_groups: int | None = Field(default=None, ge=1)
+    request_deadline_s: float = Field(default=30.0, gt=0)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_reset_s: float = Field(default=60.0, gt=0)
+    min_active_keys: int = Field(default=5, ge=0)
+    probe_interval_s: float = Field(default=30.0, gt=0)
+    db_auto_migrate: bool = True
+    stats_flush_interval_s: float = Field(default=1.0, gt=0)
+    web_concurrency: int = Field(default=1, ge=1)
+    log_level: str = "INFO"
+
+    providers: list[ProviderConfig] = Field(default_factory=list, exclude=True)
+
+    @property
+    def groups(self) -> int:
+        """G: KEY_GROUPS, or the largest key count of any provider."""
+        if self.key_groups:
+            return self.key_groups
+        return max((len(p.keys) for p in self.providers), default=1)
+
+
+def read_environment(env_file: str | None = ".env") -> dict[str, str]:
+    """The process environment over the `.env` file (real environment wins, as pydantic-settings does)."""
+    values: dict[str, str] = {}
+    if env_file and os.path.exists(env_file):
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ)
+    return values
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings and providers from one mapping; raises ConfigError with one clear message."""
+    env = read_environment() if env is None else env
+    fields = {name: env[name.upper()] for name in Settings.model_fields if env.get(name.upper())}
+    fields.pop("providers", None)
+    try:
+        settings = Settings.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(
+            f"invalid setting {str(first['loc'][0]).upper()}: {first['msg']}"
+        ) from None
+    settings.providers = parse_providers(env, settings.llm_providers)
+    if not settings.providers:
+        raise ConfigError(
+            "no LLM provider configured: set <PROVIDER>_API_KEYS (e.g. GROQ_API_KEYS=key1,key2) "
+            "or run `keypool demo` for the built-in fake providers"
+        )
+    return settings
+
+
+def parse_providers(env: Mapping[str, str], order: str | None = None) -> list[ProviderConfig]:
+    """Providers with at least one key, in LLM_PROVIDERS order (else discovery order)."""
+    names = _split(order) if order else _discover_names(env)
+    providers = []
+    for name in dict.fromkeys(n.lower() for n in names):
+        keys = parse_keys(env, name)
+        if not keys:
+            logger.warning("provider %s has no keys and is not configured", name)
+            continue
+        providers.append(_provider(env, name, keys))
+    return providers
+
+
+def parse_keys(env: Mapping[str, str], provider: str) -> list[str]:
+    """`<P>_API_KEYS` then `<P>_API_KEY`, `<P>_API_KEY_2`…`_100`: trimmed, empties and duplicates dropped."""
+    prefix = provider.upper()
+    raw = _split(env.get(f"{prefix}_API_KEYS", ""))
+    raw += _split(env.get(f"{prefix}_API_KEY", ""))
+    for n in range(2, MAX_NUMBERED_KEY + 1):
+        raw += _split(env.get(f"{prefix}_API_KEY_{n}", ""))
+    keys: list[str] = []
+    for position, key in enumerate(raw):
+        if key in keys:
+            logger.warning(
+                "provider %s: duplicate key at position %d dropped (%s)",
+                provider,
+                position,
+                fingerprint(provider, keys.index(key), key),
+            )
+            continue
+        keys.append(key)
+    return keys
+
+
+def _discover_names(env: Mapping[str, str]) -> list[str]:
+    names: list[str] = []
+    for var in env:
+        match = _KEYS_VAR.match(var) or _KEY_VAR.match(var)
+        if match and match.group(1) not in ("LLM", "ADMIN"):
+            names.append(match.group(1).lower())
+    return sorted(set(names), key=names.index)
+
+
+def _provider(env: Mapping[str, str], name: str, secrets: list[str]) -> ProviderConfig:
+    prefix = name.upper()
+    entry = CATALOG.get(name)
+    base_url = env.get(f"{prefix}_BASE_URL") or (entry.base_url if entry else None)
+    default_model = env.get(f"{prefix}_DEFAULT_MODEL") or (entry.default_model if entry else None)
+    if not base_url or not default_model:
+        missing = f"{prefix}_BASE_URL" if not base_url else f"{prefix}_DEFAULT_MODEL"
+        raise ConfigError(
+            f"provider {name!r} is not in the built-in catalog: set {missing} "
+            f"(an OpenAI-compatible endpoint ending in /v1)"
+        )
+    return ProviderConfig(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        default_model=default_model,
+        keys=tuple(ApiKey(s, fingerprint(name, i, s)) for i, s in enumerate(secrets)),
+        models=tuple(_split(env.get(f"{prefix}_MODELS", ""))),
+        rpm_per_key=_number(
+            env, f"{prefix}_RPM_PER_KEY", int, entry.rpm_per_key if entry else None
+        ),
+        tpm_per_key=_number(
+            env, f"{prefix}_TPM_PER_KEY", int, entry.tpm_per_key if entry else None
+        ),
+        timeout_s=_number(env, f"{prefix}_TIMEOUT_S", float, 60.0) or 60.0,
+        key_weights=_weights(env, prefix, len(secrets)),
+    )
+
+
+def _number(env: Mapping[str, str], var: str, kind: type[_N], default: _N | None) -> _N | None:
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{var} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{var} must be positive, got {raw!r}")
+    return value
+
+
+def _weights(env: Mapping[str, str], prefix: str, count: int) -> tuple[float, ...]:
+    raw = _split(env.get(f"{prefix}_KEY_WEIGHTS", ""))
+    if not raw:
+        return (1.0,) * count
+    try:
+        weights = [float(w) for w in raw]
+    except ValueError:
+        raise ConfigError(f"{prefix}_KEY_WEIGHTS must be comma-separated numbers") from None
+    if any(w < 0 for w in weights):
+        raise ConfigError(f"{prefix}_KEY_WEIGHTS must not be negative")
+    return tuple((weights + [1.0] * count)[:count])
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]

@@ -1,0 +1,96 @@
+"""Async engine and session factories tuned to fail fast, plus the readiness ping."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]  # ships no type information
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+PG_CONNECT_TIMEOUT_S = 3.0
+PG_COMMAND_TIMEOUT_S = 30.0
+SQLITE_BUSY_TIMEOUT_MS = 5000
+PING_TIMEOUT_S = 2.0
+
+# What "the database is unavailable" looks like. Driver errors raised while opening a
+# connection are not wrapped by SQLAlchemy, so the drivers' own bases are listed too.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlite3.Error,
+)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not answer a read the caller cannot do without (admin views)."""
+
+
+def mask_url(url: str | URL) -> str:
+    """Render a database URL with its password hidden, the only form that may be logged."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Build an AsyncEngine with per-dialect settings that keep a down database cheap."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.get_backend_name() == "postgresql":
+        return _create_async_engine(parsed, **_postgres_options())
+    return _create_async_engine(parsed, pool_pre_ping=True)
+
+
+def _postgres_options() -> dict[str, Any]:
+    # A short connect timeout bounds how long a request or the stats writer waits on a
+    # dead server; pre-ping drops connections the server closed while we were idle.
+    return {
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_timeout": 10,
+        "pool_recycle": 1800,
+        "pool_pre_ping": True,
+        "connect_args": {
+            "timeout": PG_CONNECT_TIMEOUT_S,
+            "command_timeout": PG_COMMAND_TIMEOUT_S,
+        },
+    }
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    engine = _create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets readers proceed during the stats writer's upserts; busy_timeout makes
+        # concurrent writers wait for the lock instead of failing with "database is locked".
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Session factory whose objects stay readable after commit (no lazy reloads)."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def ping(engine: AsyncEngine, timeout_s: float = PING_TIMEOUT_S) -> bool:
+    """Return whether the database answers ``SELECT 1`` within ``timeout_s``; never raises."""
+    try:
+        async with asyncio.timeout(timeout_s), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except DB_ERRORS:
+        return False
+    return True

@@ -1,0 +1,225 @@
+"""Aggregate per-key usage in memory and upsert it in batches, off the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.outage import OutageLog
+from app.db.repositories import KeyStatsRepository, StatsDelta
+from app.db.session import DB_ERRORS, mask_url
+
+_log = logging.getLogger(__name__)
+
+SessionFactory = Callable[[], AsyncSession]
+RowKey = tuple[str, int, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One upstream attempt: a request of ``key_index``, for a user's group or none.
+
+    ``error`` marks a failed attempt and ``rate_limited`` a 429 (set both for a 429).
+    ``at`` is unix seconds; 0 means "now" by the writer's clock.
+    """
+
+    provider: str
+    key_index: int
+    fingerprint: str
+    key_group: int | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: bool = False
+    rate_limited: bool = False
+    at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Running sums for one row; merged rather than queued so memory stays keys x groups."""
+
+    fingerprint: str
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    last_at: float = 0.0
+
+    def add(self, event: UsageEvent, at: float) -> None:
+        self.requests += 1
+        self.prompt_tokens += event.prompt_tokens
+        self.completion_tokens += event.completion_tokens
+        self.errors += event.error
+        self.rate_limited += event.rate_limited
+        self.last_at = max(self.last_at, at)
+        self.fingerprint = event.fingerprint
+
+    def absorb(self, older: _Tally) -> None:
+        """Fold in sums that were taken out for a flush that failed (ours are newer)."""
+        self.requests += older.requests
+        self.prompt_tokens += older.prompt_tokens
+        self.completion_tokens += older.completion_tokens
+        self.errors += older.errors
+        self.rate_limited += older.rate_limited
+        self.last_at = max(self.last_at, older.last_at)
+
+    def delta(self, key: RowKey) -> StatsDelta:
+        provider, key_index, key_group = key
+        return StatsDelta(
+            provider=provider,
+            key_index=key_index,
+            key_fingerprint=self.fingerprint,
+            key_group=key_group,
+            total_requests=self.requests,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            errors=self.errors,
+            rate_limited=self.rate_limited,
+            last_request_at=datetime.fromtimestamp(self.last_at, UTC) if self.last_at else None,
+        )
+
+
+class StatsWriter:
+    """Collects :class:`UsageEvent` s and writes their sums to ``api_key_stats``.
+
+    ``record`` is synchronous and touches only a dict, so the request path never waits on
+    the database. A background task flushes every ``flush_interval_s``, or early once
+    ``flush_max_events`` events are pending. A failed flush puts its sums back, so a
+    database outage delays stats but loses none (memory is bounded by keys x groups).
+    Must be used from one event loop; ``record`` is not thread-safe.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: SessionFactory,
+        *,
+        flush_interval_s: float = 1.0,
+        flush_max_events: int = 1000,
+        logger: logging.Logger = _log,
+        clock: Callable[[], float] = time.time,
+        on_flush: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._interval = flush_interval_s
+        self._max_events = flush_max_events
+        self._logger = logger
+        self._clock = clock
+        self._on_flush = on_flush
+        self._pending: dict[RowKey, _Tally] = {}
+        self._events = 0
+        self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._outage = OutageLog(logger, "stats writer", _describe(sessionmaker))
+
+    @property
+    def pending_events(self) -> int:
+        return self._events
+
+    @property
+    def pending_rows(self) -> int:
+        return len(self._pending)
+
+    @property
+    def healthy(self) -> bool:
+        """False since a flush failed, until one succeeds."""
+        return self._outage.healthy
+
+    def record(self, event: UsageEvent) -> None:
+        """Count ``event``: O(1), no I/O."""
+        key = (event.provider, event.key_index, event.key_group)
+        tally = self._pending.get(key)
+        if tally is None:
+            tally = self._pending[key] = _Tally(event.fingerprint)
+        tally.add(event, event.at if event.at > 0 else self._clock())
+        self._events += 1
+        # While the database is down, retry on the interval only, not on every event.
+        if self._events >= self._max_events and self._outage.healthy:
+            self._wake.set()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.create_task(self._run(), name="keypool-stats-writer")
+
+    async def aclose(self) -> None:
+        """Stop the background task, then write everything still pending."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if not await self.flush():
+            self._logger.error(
+                "stats writer: shutting down with %d events (%d rows) unwritten",
+                self._events,
+                len(self._pending),
+            )
+
+    async def flush(self) -> bool:
+        """Write what is pending; on failure keep it for the next try and return False."""
+        async with self._flush_lock:
+            batch, events = self._pending, self._events
+            self._pending, self._events = {}, 0
+            if not batch:
+                return True
+            ok = await self._write_or_restore(batch, events)
+        if self._on_flush is not None:
+            self._on_flush(ok)
+        return ok
+
+    async def _write_or_restore(self, batch: dict[RowKey, _Tally], events: int) -> bool:
+        written = False
+        try:
+            async with self._sessionmaker() as session:
+                await KeyStatsRepository.from_session(session).upsert_batch(
+                    [tally.delta(key) for key, tally in batch.items()]
+                )
+                await session.commit()
+            written = True
+        except DB_ERRORS as exc:
+            self._outage.failed(exc, kept=f"{events} events")
+        finally:
+            if not written:
+                self._restore(batch, events)
+        if written:
+            self._outage.succeeded()
+        return written
+
+    def _restore(self, batch: dict[RowKey, _Tally], events: int) -> None:
+        for key, older in batch.items():
+            newer = self._pending.get(key)
+            if newer is None:
+                self._pending[key] = older
+            else:
+                newer.absorb(older)
+        self._events += events
+
+    async def _run(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                await self.flush()
+            except Exception:
+                # Supervisor boundary: a bug in one flush must not end all later ones.
+                self._logger.exception("stats writer: unexpected flush failure")
+
+
+def _describe(sessionmaker: SessionFactory) -> str:
+    bind = getattr(sessionmaker, "kw", {}).get("bind")
+    url = getattr(bind, "url", None)
+    return mask_url(url) if url is not None else "(unknown)"

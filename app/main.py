@@ -1,0 +1,64 @@
+"""The ASGI app: `create_app()` and its lifespan. `uvicorn app.main:app` builds it on first access."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api import admin, chat, health, openai, websocket
+from app.api.body import BodyLimitMiddleware
+from app.api.errors import install_error_handlers
+from app.config import ConfigError, Settings, load_settings
+from app.runtime import build_runtime
+
+logger = logging.getLogger("keypool")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    runtime = await build_runtime(app.state.settings)
+    try:
+        yield {"runtime": runtime}
+    finally:
+        await runtime.aclose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    for module in (chat, websocket, openai, admin, health):
+        app.include_router(module.router)
+    return app
+
+
+def configure_logging(level: str) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+def _app_from_environment() -> FastAPI:
+    try:
+        return create_app()
+    except ConfigError as exc:
+        print(f"keypool: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
+
+
+def __getattr__(name: str) -> FastAPI:
+    # Built lazily so importing app.main (tests, tools) never reads the environment.
+    if name == "app":
+        application = _app_from_environment()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,115 @@
+"""Everything long-lived that a gateway process owns, built and closed by the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.chat.recovery import KeyProber
+from app.chat.service import ChatService
+from app.config import Settings
+from app.db.migrate import upgrade_async
+from app.db.session import create_engine, create_sessionmaker, mask_url
+from app.db.stats_writer import StatsWriter
+from app.db.user_groups import UserGroupService
+from app.keys.pool import KeyPool
+from app.keys.strategies import make_strategy
+from app.providers.transport import AiohttpTransport
+from app.state.base import KeyStateStore
+from app.state.memory import MemoryStateStore
+
+logger = logging.getLogger("keypool")
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    service: ChatService
+    store: KeyStateStore
+    transport: AiohttpTransport
+    engine: AsyncEngine
+    stats: StatsWriter
+    groups: UserGroupService
+    prober: KeyProber
+    ready: bool = False
+    draining: bool = False
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def redis_status(self) -> str:
+        return "off"
+
+    async def aclose(self) -> None:
+        """Drain: stop background work, flush stats and user groups, close pools."""
+        self.draining = True
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        await self.groups.aclose()
+        await self.stats.aclose()
+        await self.store.aclose()
+        await self.transport.aclose()
+        await self.engine.dispose()
+
+
+def build_store(settings: Settings) -> MemoryStateStore:
+    pools = {
+        p.name: KeyPool(len(p.keys), make_strategy(settings.key_selection, p.key_weights))
+        for p in settings.providers
+    }
+    return MemoryStateStore(
+        pools,
+        breaker_threshold=settings.circuit_failure_threshold,
+        breaker_reset_s=settings.circuit_reset_s,
+    )
+
+
+async def migrate(settings: Settings) -> None:
+    if not settings.db_auto_migrate:
+        return
+    try:
+        await upgrade_async(settings.database_url)
+    except Exception as exc:  # the gateway serves chat with the database down (DESIGN.md §3)
+        logger.warning(
+            "database %s not migrated (%s); serving without it, stats wait in memory",
+            mask_url(settings.database_url),
+            type(exc).__name__,
+        )
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    transport = AiohttpTransport()
+    for provider in settings.providers:
+        transport.open_session(provider.base_url)
+    await migrate(settings)
+    engine = create_engine(settings.database_url)
+    sessions = create_sessionmaker(engine)
+    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s)
+    groups = UserGroupService(sessions, settings.groups)
+    await stats.start()
+    await groups.start()
+    store = build_store(settings)
+    service = ChatService(
+        settings.providers,
+        transport,
+        store,
+        sink=stats,
+        groups=groups,
+        group_count=settings.groups,
+        rotate_providers=settings.provider_rotation == "round_robin",
+    )
+    service.bind_loop(asyncio.get_running_loop())
+    prober = KeyProber(
+        settings.providers,
+        store,
+        service.clients,
+        interval_s=settings.probe_interval_s,
+        min_active_keys=settings.min_active_keys,
+    )
+    service.runner.on_key_failure = prober.nudge
+    runtime = Runtime(settings, service, store, transport, engine, stats, groups, prober)
+    runtime.background.append(asyncio.create_task(prober.run(), name="keypool-prober"))
+    runtime.ready = True
+    return runtime

@@ -1,0 +1,91 @@
+"""Scenario 2 — closed-loop throughput (wrk) at two concurrencies, fake latency 0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import Ctx, Endpoint, Section, Stack, chat_endpoints, holds, stack
+from bench.servers import fake_config, keys
+from bench.stats import ratio, rnd
+from bench.wrk import closed
+
+COLUMNS = ["target", "conc", "req/s", "p50 ms", "p99 ms", "CPU us/req", "fake CPU us/req",
+           "non-2xx", "vs passthrough", "direct >= 3x?", "goal", "holds?"]
+GOAL_RATIO = 0.75
+CONCURRENCIES = (32, 128)
+
+
+def measure(ctx: Ctx, st: Stack, ep: Endpoint, conc: int, duration: float) -> dict[str, Any]:
+    srv = st.server(ep.server)
+    fake = st.server("fake")
+    lua = ctx.raw_dir / f"wrk-{ep.label.replace(' ', '_').replace('/', '')}.lua"
+    cpu0, fake0 = srv.cpu(), fake.cpu()
+    data = closed(st.url(ep), ep.body, st.headers(ep), concurrency=conc, duration=duration,
+                  lua_path=lua, wrk_path=ctx.wrk_path)
+    cpu1, fake1 = srv.cpu(), fake.cpu()
+    done = max(1, int(data.get("requests", 0)))
+    data["cpu_us"] = (cpu1 - cpu0) * 1e6 / done
+    data["fake_cpu_us"] = (fake1 - fake0) * 1e6 / done
+    return data
+
+
+def run(ctx: Ctx) -> list[Section]:
+    tool = "wrk -t1" if ctx.wrk_path else "aiohttp closed-loop generator (wrk unavailable)"
+    sec = Section(
+        "throughput", "2. Throughput (closed loop, fake latency 0)",
+        f"{tool}, {ctx.dur(10, 3):g} s per run after a 1 s warm-up; CPU us/req = server-under-test "
+        "utime+stime delta / completed requests (fake CPU us/req: the fake provider's share).",
+        COLUMNS,
+    )
+    names = keys(4)
+    duration = ctx.dur(10, 3)
+    with stack(ctx, fake_config(names), names) as st:
+        results: dict[tuple[str, int], dict[str, Any]] = {}
+        for ep in chat_endpoints():
+            for conc in CONCURRENCIES:
+                try:
+                    if conc == CONCURRENCIES[0]:
+                        measure(ctx, st, ep, conc, 1)  # warm-up, discarded
+                    results[(ep.label, conc)] = measure(ctx, st, ep, conc, duration)
+                except Exception as exc:
+                    sec.error_row(ep.label, exc, conc=conc)
+                    results[(ep.label, conc)] = {"error": True}
+        for ep in chat_endpoints():
+            for conc in CONCURRENCIES:
+                data = results[(ep.label, conc)]
+                if "error" not in data:
+                    sec.rows.append(_row(ep, conc, data, results))
+    sec.rows.sort(key=lambda r: (r.get("conc", 0), _order(r["target"])))
+    return [sec]
+
+
+def _order(label: str) -> int:
+    return next((i for i, ep in enumerate(chat_endpoints()) if ep.label == label), 99)
+
+
+def _row(ep: Endpoint, conc: int, data: dict[str, Any],
+         results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+    rps = float(data["rps"])
+    direct = results.get(("direct /v1", conc), {}).get("rps")
+    passthrough = results.get(("passthrough /v1", conc), {}).get("rps")
+    vs_pt = ratio(rps, passthrough) if ep.server != "passthrough" else 1.0
+    direct_ok = None if ep.server == "direct" or direct is None else direct >= 3 * rps
+    goal_row = ep.label in ("gateway /v1", "gateway Path B /api/chat")
+    errors = int(data.get("errors_total", 0))
+    cond = None
+    if goal_row and vs_pt is not None:
+        cond = vs_pt >= GOAL_RATIO and errors == 0
+    row: dict[str, Any] = {
+        "target": ep.label, "conc": conc, "req/s": rnd(rps, 0),
+        "p50 ms": rnd(data.get("p50_us", float("nan")) / 1000, 2),
+        "p99 ms": rnd(data.get("p99_us", float("nan")) / 1000, 2),
+        "CPU us/req": rnd(data.get("cpu_us"), 0),
+        "fake CPU us/req": rnd(data.get("fake_cpu_us"), 0),
+        "non-2xx": errors, "vs passthrough": rnd(vs_pt, 2),
+        "direct >= 3x?": "" if direct_ok is None else ("yes" if direct_ok else "**NO** (flag)"),
+        "goal": f">= {GOAL_RATIO:.0%} of passthrough" if goal_row else "",
+        "holds?": holds(cond) if goal_row else "",
+    }
+    if errors and errors >= 0.01 * max(1, int(data.get("requests", 0))):
+        row["error"] = f"{errors} of {data.get('requests')} responses were errors"
+    return row
