@@ -29,38 +29,43 @@ def measure(ctx: Ctx, st: Stack, ep: Endpoint, conc: int, duration: float) -> di
     return data
 
 
-def run(ctx: Ctx) -> list[Section]:
+def section(ctx: Ctx) -> Section:
     tool = "wrk -t1" if ctx.wrk_path else "aiohttp closed-loop generator (wrk unavailable)"
-    sec = Section(
+    return Section(
         "throughput", "2. Throughput (closed loop, fake latency 0)",
         f"{tool}, {ctx.dur(10, 3):g} s per run after a 1 s warm-up; CPU us/req = server-under-test "
         "utime+stime delta / completed requests (fake CPU us/req: the fake provider's share).",
         COLUMNS,
     )
+
+
+def run(ctx: Ctx) -> list[Section]:
+    sec = section(ctx)
     names = keys(4)
-    duration = ctx.dur(10, 3)
     with stack(ctx, fake_config(names), names) as st:
-        results: dict[tuple[str, int], dict[str, Any]] = {}
-        for ep in chat_endpoints():
-            for conc in CONCURRENCIES:
-                try:
-                    if conc == CONCURRENCIES[0]:
-                        measure(ctx, st, ep, conc, 1)  # warm-up, discarded
-                    results[(ep.label, conc)] = measure(ctx, st, ep, conc, duration)
-                except Exception as exc:
-                    sec.error_row(ep.label, exc, conc=conc)
-                    results[(ep.label, conc)] = {"error": True}
-        for ep in chat_endpoints():
-            for conc in CONCURRENCIES:
-                data = results[(ep.label, conc)]
-                if "error" not in data:
-                    sec.rows.append(_row(ep, conc, data, results))
-    sec.rows.sort(key=lambda r: (r.get("conc", 0), _order(r["target"])))
+        measure_all(ctx, st, chat_endpoints(), sec)
     return [sec]
 
 
-def _order(label: str) -> int:
-    return next((i for i, ep in enumerate(chat_endpoints()) if ep.label == label), 99)
+def measure_all(ctx: Ctx, st: Stack, endpoints: list[Endpoint], sec: Section) -> None:
+    duration = ctx.dur(10, 3)
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for ep in endpoints:
+        for conc in CONCURRENCIES:
+            try:
+                if conc == CONCURRENCIES[0]:
+                    measure(ctx, st, ep, conc, 1)  # warm-up, discarded
+                results[(ep.label, conc)] = measure(ctx, st, ep, conc, duration)
+            except Exception as exc:
+                sec.error_row(ep.label, exc, conc=conc)
+                results[(ep.label, conc)] = {"error": True}
+    for ep in endpoints:
+        for conc in CONCURRENCIES:
+            data = results[(ep.label, conc)]
+            if "error" not in data:
+                sec.rows.append(_row(ep, conc, data, results))
+    order = {ep.label: i for i, ep in enumerate(endpoints)}
+    sec.rows.sort(key=lambda r: (r.get("conc", 0), order.get(r["target"], 99)))
 
 
 def _row(ep: Endpoint, conc: int, data: dict[str, Any],

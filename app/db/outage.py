@@ -22,10 +22,11 @@ class OutageLog:
         """Record a failed attempt; warns only on the first one of an outage."""
         if self.healthy:
             self._logger.warning(
-                "%s: database %s unavailable (%s); keeping %s in memory and retrying",
+                "%s: database %s unavailable (%s: %s); keeping %s in memory and retrying",
                 self._component,
                 self._target,
                 type(exc).__name__,
+                _first_line(exc),
                 kept,
             )
         self.healthy = False
@@ -35,3 +36,9 @@ class OutageLog:
         if not self.healthy:
             self._logger.info("%s: database %s is back", self._component, self._target)
         self.healthy = True
+
+
+def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy appends the SQL and its parameters on later lines; keep logs to the cause.
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""

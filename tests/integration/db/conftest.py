@@ -8,7 +8,6 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,9 +137,13 @@ def closed_port() -> int:
 
 
 def unreachable_url(db_url: str, tmp_path: Path) -> str:
-    """A URL of the same dialect as ``db_url`` whose database cannot be opened."""
+    """A URL of the same dialect as ``db_url`` whose database cannot be used."""
     if db_url.startswith("sqlite"):
-        return f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
+        # A corrupt file rather than a missing one: aiosqlite's failed-open cleanup can
+        # outlive the test's event loop and trip pytest's unhandled-thread check.
+        corrupt = tmp_path / "corrupt.db"
+        corrupt.write_bytes(b"not a database" * 100)
+        return f"sqlite+aiosqlite:///{corrupt}"
     return f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/nowhere"
 
 
@@ -170,9 +173,3 @@ async def switchable(
     sessions = SwitchableSessions(sessionmaker, unreachable_url(db_url, tmp_path))
     yield sessions
     await sessions.dispose()
-
-
-@asynccontextmanager
-async def session_of(factory: Callable[[], AsyncSession]) -> AsyncIterator[AsyncSession]:
-    async with factory() as session:
-        yield session

@@ -61,8 +61,9 @@ class TestPing:
         assert ok is False
         assert elapsed < 1.5
 
-    async def test_false_when_the_sqlite_file_cannot_be_opened(self, tmp_path: Path):
-        url = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'x.db'}"
+    async def test_false_when_the_sqlite_file_is_not_a_database(self, tmp_path: Path):
+        (tmp_path / "x.db").write_bytes(b"this is not a database file" * 100)
+        url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
 
         ok, _ = await ping_timed(create_engine(url))
 

@@ -1,0 +1,99 @@
+"""The `keypool` command: serve, demo, keys (fingerprints only), db upgrade/downgrade."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from app.config import ConfigError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.workers > 1:
+        os.environ["WEB_CONCURRENCY"] = str(args.workers)  # each worker learns N from here
+    load_settings()  # fail here, with one clear message, rather than in every worker
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from app.demo.runner import run_demo
+
+    run_demo(args.host, args.port)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    for provider in settings.providers:
+        print(f"{provider.name}  base_url={provider.base_url}  default_model={provider.default_model}")
+        for key in provider.keys:
+            print(f"  {key.fingerprint}")
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from app.db.migrate import downgrade, upgrade
+
+    url = load_settings_url()
+    if args.action == "upgrade":
+        upgrade(url, args.revision or "head")
+    else:
+        downgrade(url, args.revision or "base")
+    print(f"database {args.action} done")
+    return 0
+
+
+def load_settings_url() -> str:
+    from app.config import Settings, read_environment
+
+    env = read_environment()
+    return env.get("DATABASE_URL") or str(Settings.model_fields["database_url"].default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keypool", description="Multi-key LLM chat gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway (configuration from env / .env)")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+    demo = commands.add_parser("demo", help="gateway + built-in fake providers, no real keys")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    demo.set_defaults(run=_demo)
+    keys = commands.add_parser("keys", help="list configured keys by fingerprint")
+    keys.set_defaults(run=_keys)
+    db = commands.add_parser("db", help="database migrations (Alembic)")
+    db.add_argument("action", choices=["upgrade", "downgrade"])
+    db.add_argument("revision", nargs="?")
+    db.set_defaults(run=_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"keypool: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

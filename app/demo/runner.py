@@ -1,0 +1,60 @@
+"""`keypool demo`: the fake providers plus the gateway, configured like a real deployment."""
+
+from __future__ import annotations
+
+import os
+
+from app.demo.fake_provider import FakeProviderThread, demo_config
+
+DEMO_ADMIN_TOKEN = "demo-admin-token"  # a documented demo constant, not a secret
+
+
+def demo_environment(base_url: str) -> dict[str, str]:
+    """What an operator would put in `.env` for two providers of three keys each."""
+    keys = demo_config().keys
+    return {
+        "LLM_PROVIDERS": "alpha,beta",
+        "ALPHA_API_KEYS": ",".join(k for k in keys if k.startswith("alpha")),
+        "ALPHA_BASE_URL": base_url,
+        "ALPHA_DEFAULT_MODEL": "fake-small",
+        "ALPHA_MODELS": "fake-small,fake-large",
+        "BETA_API_KEYS": ",".join(k for k in keys if k.startswith("beta")),
+        "BETA_BASE_URL": base_url,
+        "BETA_DEFAULT_MODEL": "fake-large",
+        "BETA_MODELS": "fake-large",
+    }
+
+
+def banner(host: str, port: int) -> str:
+    url = f"http://{host}:{port}"
+    body = '{"messages":[{"role":"user","content":"Hello!"}]}'
+    return f"""
+keypool demo: gateway on {url}, fake providers alpha and beta (3 keys each;
+alpha key 1 is rate limited, beta key 1 is invalid). Try:
+
+  curl -s {url}/api/chat -H 'content-type: application/json' -d '{body}'
+  curl -s {url}/api/chat -H 'X-User-Id: alice' \\
+       -d '{{"model":"fake-large","messages":[{{"role":"user","content":"Hi"}}]}}'
+  curl -sN {url}/api/chat/stream -d '{body}'
+  curl -s {url}/v1/chat/completions \\
+       -d '{{"model":"auto","messages":[{{"role":"user","content":"Hi"}}]}}'
+  curl -s {url}/v1/models
+  curl -s {url}/api/admin/api-keys/health -H "Authorization: Bearer $ADMIN_TOKEN"
+       (the demo's ADMIN_TOKEN is the README's demo value unless you export your own)
+  curl -s {url}/readyz
+
+Ctrl-C stops both.
+"""
+
+
+def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    with FakeProviderThread(demo_config()) as fake:
+        os.environ.update(demo_environment(fake.base_url))
+        os.environ.setdefault("ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
+        app = create_app()
+        print(banner(host, port), flush=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

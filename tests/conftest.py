@@ -1,0 +1,46 @@
+"""Shared fixtures: fake providers and gateways as real servers on loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.demo.fake_provider import FakeProviderConfig, FakeProviderThread, KeyBehaviour
+from tests.support.servers import GatewayServer
+
+FakeFactory = Callable[..., FakeProviderThread]
+GatewayFactory = Callable[[Mapping[str, str]], GatewayServer]
+
+
+@pytest.fixture
+def make_fake() -> Iterator[FakeFactory]:
+    """`make_fake({"k1": {"mode": "error_500"}, "k2": {}})` → a running fake provider."""
+    started: list[FakeProviderThread] = []
+
+    def factory(keys: Mapping[str, Mapping[str, Any]], **config: Any) -> FakeProviderThread:
+        behaviours = {k: KeyBehaviour().with_changes(v) for k, v in keys.items()}
+        fake = FakeProviderThread(FakeProviderConfig(keys=behaviours, **config)).start()
+        started.append(fake)
+        return fake
+
+    yield factory
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """`make_gateway(env)` → the real app under uvicorn, configured only through env vars."""
+    started: list[GatewayServer] = []
+
+    def factory(env: Mapping[str, str]) -> GatewayServer:
+        gateway = GatewayServer(env, tmp_path / f"gw{len(started)}").start()
+        started.append(gateway)
+        return gateway
+
+    yield factory
+    for gateway in started:
+        gateway.stop()
