@@ -107,8 +107,9 @@ def markdown(info: dict[str, Any], sections: list[Section]) -> str:
     return "\n".join(out)
 
 
-def write(out_dir: Path, info: dict[str, Any], sections: list[Section]) -> tuple[Path, Path]:
-    md, js = out_dir / "results.md", out_dir / "results.json"
+def write(out_dir: Path, info: dict[str, Any], sections: list[Section],
+          stem: str = "results") -> tuple[Path, Path]:
+    md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
     md.write_text(markdown(info, sections))
     payload = {"meta": info, "sections": [dataclasses.asdict(s) for s in sections]}
     js.write_text(json.dumps(payload, indent=1, default=str) + "\n")

@@ -36,7 +36,7 @@ def fake_config(
     }
 
 
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not _LEAKY.match(k)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env.update(extra)
@@ -51,13 +51,13 @@ def start_fake(group: Servers, config: dict[str, Any], log_dir: Path) -> Server:
     argv = [PYTHON, "-m", "app.demo.fake_provider", "--host", "127.0.0.1", "--port", str(port),
             "--config", str(cfg_path)]
     server = start("fake", argv, port=port, log_dir=log_dir, core=LOADGEN_CORE,
-                   env=_clean_env({}), ready_path="/_control/stats", timeout=30)
+                   env=clean_env({}), ready_path="/_control/stats", timeout=30)
     return group.add(server)
 
 
 def start_passthrough(group: Servers, fake: Server, key_names: list[str], log_dir: Path) -> Server:
     port = free_port()
-    env = _clean_env({"PASSTHROUGH_UPSTREAM": f"{fake.base}/v1",
+    env = clean_env({"PASSTHROUGH_UPSTREAM": f"{fake.base}/v1",
                       "PASSTHROUGH_KEYS": ",".join(key_names)})
     argv = [PYTHON, "-m", "uvicorn", "bench.passthrough:app", "--host", "127.0.0.1",
             "--port", str(port), *UVICORN_FLAGS]
@@ -88,7 +88,7 @@ def start_gateway(
     argv = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             *UVICORN_FLAGS]
     server = start("gateway", argv, port=port, log_dir=log_dir, core=SERVER_CORE,
-                   env=_clean_env(settings), ready_path="/readyz", timeout=60)
+                   env=clean_env(settings), ready_path="/readyz", timeout=60)
     server.extra.update({k: v for k, v in settings.items() if k != "DATABASE_URL"})
     return group.add(server)
 

@@ -92,7 +92,15 @@ class TestMigrateEntryPoints:
         db = tmp_path / "cli.db"
         env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
         result = subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(REPO_ROOT / "alembic.ini"), "upgrade", "head"],
+            [
+                sys.executable,
+                "-m",
+                "alembic",
+                "-c",
+                str(REPO_ROOT / "alembic.ini"),
+                "upgrade",
+                "head",
+            ],
             cwd=tmp_path,
             env=env,
             capture_output=True,
