@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit integration bench bench-peers migrate clean
+.PHONY: install run test lint typecheck unit integration bench bench-quick bench-peers migrate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,11 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)
+bench: $(STAMP)  ## ~6-7 min; writes bench/results.md + bench/results.json
 	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)  ## ~2.5 min, for checking the harness
+	$(BIN)/python -m bench.run --quick
 
 bench-peers: $(STAMP)
 	$(BIN)/python -m bench.peers

@@ -13,6 +13,8 @@ from app.config import ConfigError, load_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.api.websocket import WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S
+
     if args.workers > 1:
         os.environ["WEB_CONCURRENCY"] = str(args.workers)  # each worker learns N from here
     load_settings()  # fail here, with one clear message, rather than in every worker
@@ -23,6 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
+        ws_ping_interval=WS_PING_INTERVAL_S,  # keeps idle /api/chat/ws sockets alive
+        ws_ping_timeout=WS_PING_TIMEOUT_S,
     )
     return 0
 

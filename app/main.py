@@ -22,9 +22,11 @@ logger = logging.getLogger("keypool")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     runtime = await build_runtime(app.state.settings)
+    app.state.runtime = runtime  # for in-process callers (threads using the blocking chat API)
     try:
         yield {"runtime": runtime}
     finally:
+        runtime.service.bind_loop(None)
         await runtime.aclose()
 
 

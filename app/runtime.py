@@ -15,6 +15,9 @@ from app.db.migrate import upgrade_async
 from app.db.session import create_engine, create_sessionmaker, mask_url
 from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
+from app.keys.backoff import WaitPolicy
+from app.keys.breaker import CircuitBreaker
+from app.keys.pacing import Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.providers.transport import AiohttpTransport
@@ -56,14 +59,15 @@ class Runtime:
 
 def build_store(settings: Settings) -> MemoryStateStore:
     pools = {
-        p.name: KeyPool(len(p.keys), make_strategy(settings.key_selection, p.key_weights))
+        p.name: KeyPool(
+            len(p.keys),
+            make_strategy(settings.key_selection, p.key_weights),
+            pace=Pace(p.rpm_per_key, p.tpm_per_key),
+            breaker=CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s),
+        )
         for p in settings.providers
     }
-    return MemoryStateStore(
-        pools,
-        breaker_threshold=settings.circuit_failure_threshold,
-        breaker_reset_s=settings.circuit_reset_s,
-    )
+    return MemoryStateStore(pools)
 
 
 async def migrate(settings: Settings) -> None:
@@ -109,6 +113,9 @@ async def build_runtime(settings: Settings) -> Runtime:
         min_active_keys=settings.min_active_keys,
     )
     service.runner.on_key_failure = prober.nudge
+    service.runner.policy = WaitPolicy(
+        deadline_s=settings.request_deadline_s, queue_s=settings.pacing_max_wait_s
+    )
     runtime = Runtime(settings, service, store, transport, engine, stats, groups, prober)
     runtime.background.append(asyncio.create_task(prober.run(), name="keypool-prober"))
     runtime.ready = True

@@ -7,6 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 DEFAULT_MAX_CHARS = 50_000
+MAX_USER_ID_CHARS = 255  # user_profiles.user_id is a String(255)
+# Numbers and flags are strict: "0.5", true or "yes" where a number or a bool belongs is a client
+# bug that OpenAI refuses too, and lax coercion would silently send max_tokens=1 for `true`.
 
 
 def _max_chars(info: ValidationInfo) -> int:
@@ -37,13 +40,13 @@ class ChatRequest(BaseModel):
     messages: list[Message] = Field(min_length=1, max_length=1000)
     model: str | None = Field(default=None, min_length=1, max_length=256)
     provider: str | None = Field(default=None, min_length=1, max_length=64)
-    fallback: bool = True
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    fallback: bool = Field(default=True, strict=True)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+    top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
     stop: str | list[str] | None = None
     id: str | int | None = None
-    user_id: str | None = Field(default=None, min_length=1, max_length=255)
+    user_id: str | None = Field(default=None, min_length=1, max_length=MAX_USER_ID_CHARS)
 
     def upstream_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -59,7 +62,7 @@ class ChatRequest(BaseModel):
 class BatchRequest(BaseModel):
     """POST /api/chat/batch: items are validated one by one so one bad item fails alone."""
 
-    requests: list[dict[str, Any]] = Field(min_length=1, max_length=16)
+    requests: list[Any] = Field(min_length=1, max_length=16)
 
 
 _OPENAI_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -109,13 +112,13 @@ class OpenAIChatRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[OpenAIMessage] = Field(min_length=1, max_length=1000)
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    user: str | None = Field(default=None, max_length=255)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+    top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
+    user: str | None = Field(default=None, max_length=MAX_USER_ID_CHARS)
 
     def upstream_params(self) -> dict[str, Any]:
         params = self.model_dump(exclude_none=True, exclude={"model", "stream", "stream_options"})

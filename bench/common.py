@@ -45,7 +45,7 @@ class Section:
 
 def describe(exc: BaseException) -> str:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return re.sub(r"^bench\.\w+\.", "", text)
+    return re.sub(r"^(bench\.\w+\.)?(TargetDown: )?", "", text)
 
 
 def holds(cond: bool | None) -> str:
@@ -111,7 +111,7 @@ class Stack:
         if name in self.servers:
             srv = self.servers[name]
             if not srv.alive():
-                raise TargetDown(f"{name} died (exit {srv.proc.returncode}): {srv.log_tail(5)}")
+                raise TargetDown(f"{name} died (exit {srv.proc.returncode}): {srv.failure()}")
             return srv
         raise TargetDown(self.errors.get(name, f"{name} not started"))
 

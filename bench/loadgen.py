@@ -44,6 +44,10 @@ class Run:
         src = self.ok() if recs is None else recs
         return percentile((r.latency * 1000 for r in src), pct)
 
+    def lag_ms(self, pct: float) -> float:
+        """How late the generator sent (open loop): a large value means it was starved."""
+        return percentile((r.lag * 1000 for r in self.recs), pct)
+
     def status_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.recs:

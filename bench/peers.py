@@ -16,12 +16,22 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import s1_latency, s2_throughput
 from bench.common import OPENAI, Ctx, Endpoint, Section, Stack, body, chat_endpoints, describe
-from bench.procs import (PYTHON, SERVER_CORE, Server, Servers, free_port, install_cleanup,
-                         pin_self_to_loadgen_core, start, stop_all)
+from bench.procs import (
+    PYTHON,
+    SERVER_CORE,
+    Server,
+    Servers,
+    free_port,
+    install_cleanup,
+    pin_self_to_loadgen_core,
+    start,
+    stop_all,
+)
 from bench.report import markdown, meta, write
 from bench.servers import clean_env, fake_config, keys, start_fake, start_gateway, start_passthrough
 from bench.wrk import ensure_wrk, wrk_version
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     install_cleanup()
     pin_self_to_loadgen_core()
     wrk_path = ensure_wrk()
-    ctx = Ctx(quick=args.quick, raw_dir=args.out_dir / "results.raw", wrk_path=wrk_path)
+    ctx = Ctx(quick=args.quick, raw_dir=args.out_dir / "results.raw" / "peers", wrk_path=wrk_path)
     names = keys(4)
     t0 = time.monotonic()
     lat, thr = s1_latency.section(), s2_throughput.section(ctx)
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         with Servers() as group:
             st = Stack(key_names=names)
             fake = st.servers["fake"] = start_fake(group, fake_config(names), ctx.raw_dir)
-            starters = {
+            starters: dict[str, Callable[[], Server]] = {
                 "passthrough": lambda: start_passthrough(group, fake, names, ctx.raw_dir),
                 "gateway": lambda: start_gateway(group, fake, names, ctx.raw_dir),
                 "litellm": lambda: start_litellm(group, fake, names, ctx.raw_dir),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -93,6 +94,14 @@ class Server:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def failure(self) -> str:
+        """The most telling line of the log (the last exception line), plus the log's path."""
+        lines = [ln.strip() for ln in self.log_tail(60).splitlines() if ln.strip()]
+        pattern = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+        exc = [ln for ln in lines if pattern.match(ln)]
+        last = exc[-1] if exc else (lines[-1] if lines else "(empty log)")
+        return f"{last[:240]} (log: {self.log_path})"
+
     def stop(self, timeout: float = 5.0) -> None:
         _LIVE.pop(self.pid, None)
         if self.proc.poll() is not None:
@@ -151,7 +160,7 @@ def wait_ready(server: Server, path: str, ok: tuple[int, ...], timeout: float) -
     while time.monotonic() < deadline:
         if not server.alive():
             raise StartError(
-                f"{server.name} exited with {server.proc.returncode}: {server.log_tail()}"
+                f"{server.name} exited with {server.proc.returncode}: {server.failure()}"
             )
         try:
             with urllib.request.urlopen(server.base + path, timeout=2) as resp:
@@ -165,7 +174,7 @@ def wait_ready(server: Server, path: str, ok: tuple[int, ...], timeout: float) -
         except (OSError, ValueError) as exc:
             last = type(exc).__name__
         time.sleep(0.1)
-    raise StartError(f"{server.name} not ready after {timeout:.0f}s ({last}): {server.log_tail()}")
+    raise StartError(f"{server.name} not ready after {timeout:.0f}s ({last}): {server.failure()}")
 
 
 def stop_all() -> None:

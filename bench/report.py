@@ -35,6 +35,13 @@ def _git_head() -> str:
     return out.stdout.strip() or "no commit"
 
 
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def meta(quick: bool, load_tool: str, elapsed_s: float, notes: list[str]) -> dict[str, Any]:
     pinning = (f"taskset: fake provider + load generators (wrk, Python) on core {LOADGEN_CORE}; "
                f"server under test (passthrough, gateway) on core {SERVER_CORE}"
@@ -45,7 +52,7 @@ def meta(quick: bool, load_tool: str, elapsed_s: float, notes: list[str]) -> dic
         "python": sys.version.split()[0], "mode": "quick" if quick else "full",
         "pinning": pinning, "load_tool": load_tool,
         "server": "uvicorn --loop uvloop --http httptools --no-access-log (1 worker)",
-        "elapsed_s": round(elapsed_s, 1), "notes": notes,
+        "elapsed_s": round(elapsed_s, 1), "loadavg_1m_end": loadavg(), "notes": notes,
     }
 
 
@@ -71,16 +78,17 @@ def table(sec: Section) -> str:
 
 
 def goals(sections: list[Section]) -> str:
-    lines = ["| scenario | row | goal | holds? |", "|---|---|---|---|"]
+    lines = ["| scenario | row | goal | measured | holds? |", "|---|---|---|---|---|"]
     for sec in sections:
         first = sec.columns[0]
         for row in sec.rows:
             label = " ".join(str(row.get(c, "")) for c in (first, "conc", "load") if row.get(c))
             if row.get("goal"):
                 lines.append(f"| {sec.key} | {_cell(label)} | {_cell(row['goal'])} | "
-                             f"{row.get('holds?', '')} |")
+                             f"{_cell(row.get('_measured', ''))} | {row.get('holds?', '')} |")
             elif "error" in row and row.get("holds?", "") == "":
-                lines.append(f"| {sec.key} | {_cell(label)} | (error row) | **ERROR** |")
+                lines.append(f"| {sec.key} | {_cell(label)} | (error row) | "
+                             f"{_cell(str(row['error'])[:120])} | **ERROR** |")
     return "\n".join(lines)
 
 
@@ -89,7 +97,8 @@ def markdown(info: dict[str, Any], sections: list[Section]) -> str:
         "# keypool benchmark results", "",
         f"- date: {info['date']} (git {info['git']}), mode: **{info['mode']}**, "
         f"took {info['elapsed_s']} s",
-        f"- machine: {info['machine']}, Python {info['python']}",
+        f"- machine: {info['machine']}, Python {info['python']}, 1-min load average at the end: "
+        f"{info['loadavg_1m_end']:.2f}",
         f"- **pinning**: {info['pinning']}",
         f"- load: {info['load_tool']}",
         f"- servers: {info['server']}",

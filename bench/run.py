@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import sys
 import time
 import traceback
@@ -16,7 +17,7 @@ from pathlib import Path
 from bench import s1_latency, s2_throughput, s3_streaming, s4_goodput, s5_failover
 from bench.common import Ctx, Section, describe
 from bench.procs import install_cleanup, pin_self_to_loadgen_core, stop_all
-from bench.report import markdown, meta, write
+from bench.report import loadavg, markdown, meta, write
 from bench.servers import fake_available, gateway_available
 from bench.wrk import ensure_wrk, wrk_version
 
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     install_cleanup()
     _raise_fd_limit()
     notes: list[str] = []
+    load = loadavg()
+    notes.append(f"1-min load average before the bench: {load:.2f}" + (
+        " (the machine was busy: other processes share the cores, figures are noisy)"
+        if load > 0.5 else ""))
     if not pin_self_to_loadgen_core():
         notes.append("fewer than 2 cores: no pinning, figures are not comparable")
     wrk_path = None if args.no_wrk else ensure_wrk()
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     for why in (fake_available(), gateway_available()):
         if why:
             notes.append(why)
-    raw = args.out_dir / "results.raw"
+    raw = args.out_dir / "results.raw" / "bench"
+    shutil.rmtree(raw, ignore_errors=True)  # logs, configs and DBs of the previous run
     ctx = Ctx(quick=args.quick, raw_dir=raw, wrk_path=wrk_path, notes=notes)
     sections: list[Section] = []
     t0 = time.monotonic()

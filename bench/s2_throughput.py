@@ -13,6 +13,7 @@ COLUMNS = ["target", "conc", "req/s", "p50 ms", "p99 ms", "CPU us/req", "fake CP
            "non-2xx", "vs passthrough", "direct >= 3x?", "goal", "holds?"]
 GOAL_RATIO = 0.75
 CONCURRENCIES = (32, 128)
+ROUNDS, ROUND_S = 2, 5.0
 
 
 def measure(ctx: Ctx, st: Stack, ep: Endpoint, conc: int, duration: float) -> dict[str, Any]:
@@ -33,7 +34,8 @@ def section(ctx: Ctx) -> Section:
     tool = "wrk -t1" if ctx.wrk_path else "aiohttp closed-loop generator (wrk unavailable)"
     return Section(
         "throughput", "2. Throughput (closed loop, fake latency 0)",
-        f"{tool}, {ctx.dur(10, 3):g} s per run after a 1 s warm-up; CPU us/req = server-under-test "
+        f"{tool}; per target and concurrency the best of {1 if ctx.quick else ROUNDS} interleaved "
+        f"{ctx.dur(ROUND_S, 3):g} s rounds (after a 1 s warm-up); CPU us/req = server-under-test "
         "utime+stime delta / completed requests (fake CPU us/req: the fake provider's share).",
         COLUMNS,
     )
@@ -48,21 +50,32 @@ def run(ctx: Ctx) -> list[Section]:
 
 
 def measure_all(ctx: Ctx, st: Stack, endpoints: list[Endpoint], sec: Section) -> None:
-    duration = ctx.dur(10, 3)
+    """ROUNDS interleaved rounds over all targets; each target keeps its best round (highest
+    req/s), so a burst of outside load on the shared machine hits one round, not the figure."""
+    duration, rounds = ctx.dur(ROUND_S, 3), 1 if ctx.quick else ROUNDS
     results: dict[tuple[str, int], dict[str, Any]] = {}
+    failed: set[str] = set()
+    for rnd_i in range(rounds):
+        for ep in endpoints:
+            if ep.label in failed:
+                continue
+            for conc in CONCURRENCIES:
+                try:
+                    if rnd_i == 0 and conc == CONCURRENCIES[0]:
+                        measure(ctx, st, ep, conc, 1)  # warm-up, discarded
+                    data = measure(ctx, st, ep, conc, duration)
+                except Exception as exc:
+                    sec.error_row(ep.label, exc, conc=conc, round=rnd_i + 1)
+                    failed.add(ep.label)
+                    break
+                best = results.get((ep.label, conc))
+                if best is None or data["rps"] > best["rps"]:
+                    data["round"] = rnd_i + 1
+                    results[(ep.label, conc)] = data
     for ep in endpoints:
         for conc in CONCURRENCIES:
-            try:
-                if conc == CONCURRENCIES[0]:
-                    measure(ctx, st, ep, conc, 1)  # warm-up, discarded
-                results[(ep.label, conc)] = measure(ctx, st, ep, conc, duration)
-            except Exception as exc:
-                sec.error_row(ep.label, exc, conc=conc)
-                results[(ep.label, conc)] = {"error": True}
-    for ep in endpoints:
-        for conc in CONCURRENCIES:
-            data = results[(ep.label, conc)]
-            if "error" not in data:
+            data = results.get((ep.label, conc), {})
+            if data:
                 sec.rows.append(_row(ep, conc, data, results))
     order = {ep.label: i for i, ep in enumerate(endpoints)}
     sec.rows.sort(key=lambda r: (r.get("conc", 0), order.get(r["target"], 99)))
@@ -90,6 +103,7 @@ def _row(ep: Endpoint, conc: int, data: dict[str, Any],
         "direct >= 3x?": "" if direct_ok is None else ("yes" if direct_ok else "**NO** (flag)"),
         "goal": f">= {GOAL_RATIO:.0%} of passthrough" if goal_row else "",
         "holds?": holds(cond) if goal_row else "",
+        "_measured": f"{vs_pt:.0%} of passthrough ({rps:.0f} req/s)" if vs_pt is not None else "",
     }
     if errors and errors >= 0.01 * max(1, int(data.get("requests", 0))):
         row["error"] = f"{errors} of {data.get('requests')} responses were errors"

@@ -58,7 +58,8 @@ def ttft_section(ctx: Ctx) -> Section:
                    "total p50 ms": rnd(_ms(total, 50)), "total p99 ms": rnd(_ms(total, 99)),
                    "errors": len(recs) - len(ok),
                    "goal": f"added TTFT p50 <= {TTFT_GOAL_MS:g} ms" if is_gw else "",
-                   "holds?": holds(cond) if is_gw else ""}
+                   "holds?": holds(cond) if is_gw else "",
+                   "_measured": f"added TTFT p50 {added:.2f} ms" if added is not None else ""}
             if len(ok) < len(recs):
                 row["error"] = next((r.error for r in recs if r.error), None)
             sec.rows.append(row)
@@ -102,7 +103,8 @@ def hold_section(ctx: Ctx) -> Section:
            "peak open": res.live.peak_open, "all open after s": rnd(res.all_open_after_s, 1),
            "RSS idle MB": rnd(idle, 1), "RSS all open MB": rnd(res.rss_all_open_mb, 1),
            "peak RSS MB": rnd(peak, 1),
-           "goal": f"0 errors, RSS < {RSS_GOAL_MB:g} MB", "holds?": holds(cond)}
+           "goal": f"0 errors, RSS < {RSS_GOAL_MB:g} MB", "holds?": holds(cond),
+           "_measured": f"{errors} errors, peak RSS {peak:.0f} MB"}
     if errors:
         row["error"] = _error_kinds(recs) or f"{HOLD_N - len(recs)} streams never finished"
     sec.rows.append(row)

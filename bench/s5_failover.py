@@ -61,8 +61,13 @@ def run(ctx: Ctx) -> list[Section]:
             "p50 ms": rnd(p50), "p99 ms": rnd(p99), "p99 vs healthy ms": rnd(delta),
             f"paid timeout (>= {HANG_TIMEOUT_S:g} s)": paid if mode == "hang" else "",
             "upstream requests": upstream.get("requests"), "goal": goal, "holds?": holds(cond),
+            "_measured": f"{sent - ok} client errors, p99 {p99:.1f} ms"
+                         + (f" ({delta:+.1f} vs healthy)" if delta is not None else "")
+                         + (f", {paid} paid the timeout" if mode == "hang" else ""),
         }
         if ok < sent:
             row["error"] = f"statuses {result.status_counts()}; first: {result.first_error()}"
         sec.rows.append(row)
+        sec.notes.append(f"{name}: generator send lag p99 {result.lag_ms(99):.2f} ms, "
+                         f"max {result.lag_ms(100):.2f} ms")
     return [sec]

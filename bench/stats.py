@@ -28,10 +28,10 @@ def percentile(values: Iterable[float], pct: float) -> float:
     return data[min(rank, len(data)) - 1]
 
 
-def rnd(value: float | None, digits: int = 2) -> float | None:
+def rnd(value: float | None, digits: int = 2) -> float | int | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return round(value, digits)
+    return round(value) if digits == 0 else round(value, digits)
 
 
 def ratio(num: float | None, den: float | None) -> float | None:

@@ -51,7 +51,7 @@ def wrk_version(path: str) -> str:
 
 def write_lua(path: Path, body: bytes, headers: dict[str, str]) -> None:
     hdrs = {"Content-Type": "application/json", **headers}
-    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in hdrs.items())
+    lines = "\n".join(f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in hdrs.items())
     path.write_text(LUA.format(body=body.decode(), headers=lines))
 
 
@@ -102,7 +102,7 @@ def closed(url: str, body: bytes, headers: dict[str, str], *, concurrency: int, 
     if pinning_available():
         cmd = ["taskset", "-c", str(LOADGEN_CORE), *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    if proc.returncode != 0:
+    if proc.returncode != 0 or ".lua:" in proc.stderr:
         raise RuntimeError(f"wrk exited {proc.returncode}: {proc.stderr[-400:]}")
     data = parse_output(proc.stdout)
     data["tool"] = "wrk"

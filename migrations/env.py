@@ -8,12 +8,10 @@ import os
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.models import Base
-from app.db.session import mask_url
+from app.db.session import create_engine, mask_url
 
 DEFAULT_URL = "sqlite+aiosqlite:///./keypool.db"
 
@@ -64,7 +62,9 @@ def _run_sync(connection: Connection) -> None:
 async def run_migrations_online() -> None:
     url = database_url()
     log.info("migrating %s", mask_url(url))
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    # Bounded connect: a start-up migration against a dead database must fail fast,
+    # not wait out the driver's 60-second default.
+    engine = create_engine(url, pooled=False)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from app.api.body import read_model
+from app.api.body import read_model, validate
 from app.api.deps import ChatServiceDep, SettingsDep
 from app.api.errors import json_response
-from app.api.sse import SSE_HEADERS, keypool_sse
+from app.api.sse import keypool_sse, open_while_connected, sse_response
+from app.chat.batch import run_batch
 from app.chat.service import ChatCall
-from app.schemas import ChatRequest
+from app.errors import InvalidRequest
+from app.schemas import MAX_USER_ID_CHARS, BatchRequest, ChatRequest
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 
@@ -22,13 +24,24 @@ _BODY_DOC = {
 }
 
 
+def user_id_of(request: Request, from_body: str | None) -> str | None:
+    """`X-User-Id` wins over the body; bounded like the body field because it becomes a DB key."""
+    header = request.headers.get("x-user-id")
+    if header and len(header) > MAX_USER_ID_CHARS:
+        raise InvalidRequest(
+            f"invalid request: X-User-Id is over {MAX_USER_ID_CHARS} characters",
+            details={"details": [{"loc": ["header", "x-user-id"], "msg": "too long"}]},
+        )
+    return header or from_body
+
+
 def chat_call(body: ChatRequest, request: Request) -> ChatCall:
     return ChatCall(
         params=body.upstream_params(),
         model=body.model,
         provider=body.provider,
         fallback=body.fallback,
-        user_id=request.headers.get("x-user-id") or body.user_id,
+        user_id=user_id_of(request, body.user_id),
     )
 
 
@@ -50,9 +63,23 @@ async def chat(request: Request, service: ChatServiceDep, settings: SettingsDep)
 async def chat_stream(request: Request, service: ChatServiceDep, settings: SettingsDep) -> Response:
     """SSE stream; answers only after a key produced its first token (errors before are JSON)."""
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    stream = await service.open_stream(chat_call(body, request))
-    return StreamingResponse(
-        keypool_sse(stream),
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, **keypool_headers(stream.provider, stream.key_index)},
-    )
+    opened = await open_while_connected(request, service.open_stream(chat_call(body, request)))
+    if isinstance(opened, Response):
+        return opened
+    return sse_response(keypool_sse(opened), keypool_headers(opened.provider, opened.key_index))
+
+
+@router.post("/batch")
+async def chat_batch(request: Request, service: ChatServiceDep, settings: SettingsDep) -> Response:
+    """1 to 16 chat requests run at once, each on a different key where enough are usable."""
+    envelope = await read_model(request, BatchRequest, settings.max_message_chars)
+    items = [batch_item(item, request, settings.max_message_chars) for item in envelope.requests]
+    return json_response({"results": await run_batch(service, items)})
+
+
+def batch_item(item: object, request: Request, max_chars: int) -> ChatCall | InvalidRequest:
+    """An invalid item becomes that item's own `invalid_request` error, not the batch's."""
+    try:
+        return chat_call(validate(ChatRequest, item, max_chars), request)
+    except InvalidRequest as exc:
+        return exc

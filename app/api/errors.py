@@ -25,8 +25,12 @@ _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 
 
 def validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
+    # An empty loc means the body itself (not an object): name it, so every detail names a field.
     return [
-        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        {
+            "loc": [str(part) for part in err.get("loc", ())] or ["body"],
+            "msg": str(err.get("msg", "")),
+        }
         for err in exc.errors()
     ]
 
@@ -47,14 +51,29 @@ def is_openai_path(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
 
+def first_bad_field(details: list[dict[str, Any]]) -> str | None:
+    """OpenAI's `param`: the first bad field's path, minus a `body` prefix and union-member tags.
+
+    Pydantic reports a union field once per member (`content.str`, `content.list[...]`), so the
+    path is the common prefix of the errors that share the first one's top-level field.
+    """
+    locs = [d["loc"][1:] if d["loc"][:1] == ["body"] else d["loc"] for d in details]
+    prefix: list[str] = locs[0]
+    for loc in locs[1:]:
+        if loc[:1] == prefix[:1]:
+            same = next(
+                (i for i, (a, b) in enumerate(zip(prefix, loc, strict=False)) if a != b), None
+            )
+            prefix = prefix[: min(len(prefix), len(loc)) if same is None else same]
+    return ".".join(prefix) or None
+
+
 def openai_error_body(exc: KeypoolError) -> dict[str, Any]:
     """OpenAI's error shape; the keypool type becomes `code`, the first bad field `param`."""
     status = 400 if isinstance(exc, InvalidRequest) else exc.status_code
     kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    param = None
     details = exc.details.get("details")
-    if isinstance(details, list) and details:
-        param = ".".join(details[0]["loc"][1:] or details[0]["loc"]) or None
+    param = first_bad_field(details) if isinstance(details, list) and details else None
     extra = {k: v for k, v in exc.details.items() if k != "details"}
     error = {"message": exc.message, "type": kind, "param": param, "code": exc.type, **extra}
     return {"error": error}

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from app.api.body import read_model
-from app.api.chat import keypool_headers
+from app.api.chat import keypool_headers, user_id_of
 from app.api.deps import ChatServiceDep, SettingsDep
 from app.api.errors import json_response
-from app.api.sse import DONE, SSE_HEADERS, sse
+from app.api.sse import DONE, open_while_connected, sse, sse_response
 from app.chat.service import ChatCall
 from app.chat.streams import ChatStream, StreamInterrupted
 from app.schemas import OpenAIChatRequest
@@ -38,16 +38,15 @@ async def chat_completions(
     call = ChatCall(
         params=body.upstream_params(),
         model=None if body.model == AUTO_MODEL else body.model,
-        user_id=request.headers.get("x-user-id") or body.user,
+        user_id=user_id_of(request, body.user),
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = await service.open_stream(call)
-        return StreamingResponse(
-            openai_chunks(stream, include_usage),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **keypool_headers(stream.provider, stream.key_index)},
-        )
+        opened = await open_while_connected(request, service.open_stream(call))
+        if isinstance(opened, Response):
+            return opened
+        headers = keypool_headers(opened.provider, opened.key_index)
+        return sse_response(openai_chunks(opened, include_usage), headers)
     result = await service.complete(call)
     answer = dict(result.completion.raw)
     answer.setdefault("object", "chat.completion")
@@ -56,13 +55,17 @@ async def chat_completions(
 
 
 async def openai_chunks(stream: ChatStream, include_usage: bool) -> AsyncIterator[bytes]:
-    """Relay upstream chunks; the usage chunk only when asked, as OpenAI does; then [DONE]."""
+    """Relay upstream chunks; the usage chunk only when asked, as OpenAI does; then [DONE].
+
+    The upstream is always asked for usage (to account for it); its usage-only chunk is
+    dropped here and re-issued, with the stream's own id, only for clients that asked.
+    """
     try:
         async for chunk in stream:
             if chunk.raw.get("choices"):
                 yield sse(chunk.raw)
         if include_usage and stream.usage is not None:
-            yield sse(_usage_chunk(stream))
+            yield sse(usage_chunk(stream))
         yield DONE
     except StreamInterrupted as exc:
         error = {
@@ -76,10 +79,11 @@ async def openai_chunks(stream: ChatStream, include_usage: bool) -> AsyncIterato
         await stream.aclose()
 
 
-def _usage_chunk(stream: ChatStream) -> dict[str, Any]:
+def usage_chunk(stream: ChatStream) -> dict[str, Any]:
+    """OpenAI's final usage chunk: empty `choices`, the stream's id, model and usage."""
     assert stream.usage is not None
     return {
-        "id": "chatcmpl-usage",
+        "id": stream.id or "chatcmpl-keypool",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": stream.model,

@@ -1,16 +1,21 @@
-"""Server-sent event framing for the keypool and OpenAI stream formats."""
+"""Server-sent event framing for the keypool and OpenAI stream formats, and stream opening."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import Any
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
+from app.api.errors import json_response
 from app.chat.streams import ChatStream, StreamInterrupted
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
+CLIENT_CLOSED = 499  # nginx's status for "client closed request"; nobody is left to read it
 
 
 def sse(event: dict[str, Any]) -> bytes:
@@ -45,8 +50,11 @@ def interrupted_event(exc: StreamInterrupted, stream: ChatStream) -> dict[str, A
     }
 
 
-async def keypool_events(stream: ChatStream) -> AsyncIterator[dict[str, Any]]:
-    """start, chunk…, done — or one error event after a mid-stream failure."""
+async def keypool_events(stream: ChatStream) -> AsyncGenerator[dict[str, Any]]:
+    """start, chunk…, done — or one error event after a mid-stream failure.
+
+    Whoever iterates this must close it (`contextlib.aclosing`) if they stop early.
+    """
     try:
         yield start_event(stream)
         async for chunk in stream:
@@ -60,5 +68,47 @@ async def keypool_events(stream: ChatStream) -> AsyncIterator[dict[str, Any]]:
 
 
 async def keypool_sse(stream: ChatStream) -> AsyncIterator[bytes]:
-    async for event in keypool_events(stream):
-        yield sse(event)
+    events = keypool_events(stream)
+    try:
+        async for event in events:
+            yield sse(event)
+    finally:
+        await events.aclose()
+
+
+def sse_response(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
+    """A committed stream. Starlette cancels `body` when the client disconnects (it listens for
+    `http.disconnect` while sending: uvicorn speaks ASGI 2.3), so clean-up lives in `finally`."""
+    return StreamingResponse(
+        body, media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
+    )
+
+
+async def open_while_connected(
+    request: Request, opening: Coroutine[Any, Any, ChatStream]
+) -> ChatStream | Response:
+    """Wait for the first token, unless the client leaves first: then cancel the upstream.
+
+    Nobody listens for a disconnect before the response starts, and the first token may be
+    seconds away (slow model, a key that hangs until its timeout): without this the upstream
+    would keep generating for a client that is gone.
+    """
+    opener = asyncio.ensure_future(opening)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((opener, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not opener.done():
+            opener.cancel()
+    if not opener.cancelled():
+        return opener.result()  # the stream, or the KeypoolError for the JSON answer
+    await asyncio.gather(opener, return_exceptions=True)  # let fallback release its key
+    body = {"error": {"type": "client_closed_request", "message": "the client went away"}}
+    return json_response(body, CLIENT_CLOSED)
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -1,14 +1,23 @@
-"""WS /api/chat/ws: many chat requests over one socket, each answered with tagged events."""
+"""WS /api/chat/ws: many chat requests over one socket, each answered with tagged events.
+
+Idle sockets are kept alive by the server's pings, not by this module: uvicorn's websocket
+protocol pings every `ws_ping_interval` seconds and drops a peer that does not answer within
+`ws_ping_timeout`. Its defaults (20 s / 20 s) are on for `keypool serve` (which passes
+WS_PING_INTERVAL_S / WS_PING_TIMEOUT_S explicitly), `keypool demo` and `uvicorn app.main:app`;
+only the test servers turn them off.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnected
 
 from app.api.errors import validation_details
 from app.api.sse import keypool_events
@@ -20,9 +29,18 @@ from app.schemas import ChatRequest
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger("keypool.ws")
 
+WS_PING_INTERVAL_S = 20.0
+WS_PING_TIMEOUT_S = 20.0
+# What sending on a socket the client already closed raises (starlette maps uvicorn's OSError).
+_GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
+
 
 class ChatSocket:
-    """One client connection: a reader loop plus one task per request; sends are serialised."""
+    """One client connection: a reader loop plus one task per request; sends are serialised.
+
+    When the socket closes, the reader cancels every request task, and each task's stream
+    clean-up drops its upstream connection and releases its key.
+    """
 
     def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
         self.websocket = websocket
@@ -43,8 +61,8 @@ class ChatSocket:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                frame = message.get("text") or message.get("bytes") or ""
-                self._dispatch(frame)
+                frame = message.get("text")
+                self._dispatch(frame if frame is not None else message.get("bytes") or b"")
         except WebSocketDisconnect:
             return
         finally:
@@ -67,16 +85,22 @@ class ChatSocket:
             )
             await self._chat(request)
         except ValidationError as exc:
-            error = InvalidRequest("invalid request", details={"details": validation_details(exc)})
+            details = validation_details(exc)
+            fields = ", ".join(".".join(d["loc"]) or "body" for d in details[:5])
+            error = InvalidRequest(f"invalid request: {fields}", details={"details": details})
             await self._error(request_id, error)
         except KeypoolError as exc:
             await self._error(request_id, exc)
-        except (WebSocketDisconnect, RuntimeError):
+        except _GONE:
             return  # the socket closed under us; the reader loop cancels the rest
+        except Exception as exc:  # one request's bug must not kill the socket or go unseen
+            logger.error("unexpected %s in a websocket chat request", type(exc).__name__)
+            await self._error(request_id, KeypoolError("internal error; request not completed"))
 
     def _parse(self, frame: str | bytes) -> dict[str, Any]:
-        if len(frame) > self.max_frame:
-            raise InvalidRequest(f"frame is over {self.max_frame} bytes")
+        size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
+        if size > self.max_frame:
+            raise InvalidRequest(f"frame is {size} bytes; the limit is {self.max_frame}")
         try:
             data = orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -94,14 +118,18 @@ class ChatSocket:
             user_id=request.user_id or self.user_id,
         )
         stream = await self.service.open_stream(call)
-        async for event in keypool_events(stream):
-            await self.send({**event, "id": request.id})
+        async with aclosing(keypool_events(stream)) as events:
+            async for event in events:
+                await self.send({**event, "id": request.id})
 
     async def _error(self, request_id: Any, error: KeypoolError) -> None:
         body = error.body()["error"]
-        await self.send(
-            {"type": "error", "id": request_id, "status": error.status_code, "error": body}
-        )
+        try:
+            await self.send(
+                {"type": "error", "id": request_id, "status": error.status_code, "error": body}
+            )
+        except _GONE:
+            return
 
 
 @router.websocket("/api/chat/ws")

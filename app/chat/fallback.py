@@ -1,24 +1,36 @@
-"""The fallback loop shared by plain and streaming chat: next key, then next provider (Path A)."""
+"""The fallback loop shared by plain and streaming chat: next key, then next provider (Path A).
+
+Moving to another key is immediate. Only when no key of any eligible provider is free does a
+request wait, and only for a turn the pool can promise: a pacing slot within the short queue
+bound, or the first turn after a cooldown (one waiter per key) within the request's deadline.
+Anything else is answered at once (429 with Retry-After when only rate limits stand in the way).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from app.chat.clients import ClientCache
 from app.chat.failures import Attempt, exhausted_error, final_error
 from app.chat.routing import Route
-from app.chat.usage import UsageSink
+from app.chat.usage import UsageSink, prompt_text
 from app.config import ProviderConfig
 from app.db.stats_writer import UsageEvent
-from app.keys.model import NO_SIGNAL, Outcome, RateLimitSignal
+from app.errors import KeypoolError
+from app.keys.backoff import WaitPolicy
+from app.keys.model import NO_SIGNAL, Ask, Grant, Outcome, RateLimitSignal
+from app.keys.pacing import estimate_tokens
 from app.providers.client import ProviderClient, Usage
 from app.providers.errors import UpstreamError
 from app.state.base import KeyStateStore
 
 T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -31,6 +43,7 @@ class Lease:
     group: int | None
     _runner: FallbackRunner
     _done: bool = False
+    started_at: float | None = None
 
     async def finish(
         self,
@@ -51,6 +64,46 @@ class Success(Generic[T]):
     attempts: list[Attempt] = field(default_factory=list)
 
 
+class KeySpread:
+    """The keys taken by the requests of one batch, so that siblings land on different keys."""
+
+    def __init__(self) -> None:
+        self.taken: dict[str, Counter[int]] = {}
+        # Held across one acquire, so siblings never choose from the same picture of the pool.
+        self.lock = asyncio.Lock()
+
+    def avoid(self, provider: str) -> Mapping[int, int]:
+        return dict(self.taken.get(provider, {}))
+
+    def add(self, provider: str, index: int) -> None:
+        self.taken.setdefault(provider, Counter())[index] += 1
+
+
+@dataclass(slots=True)
+class _Job(Generic[T]):
+    """One request's walk over the pool."""
+
+    route: Route
+    attempt: Callable[[ProviderClient], Awaitable[T]]
+    fallback: bool
+    group: int | None
+    tokens: int
+    spread: KeySpread | None
+    deadline: float
+    attempts: list[Attempt] = field(default_factory=list)
+    tried: dict[str, set[int]] = field(default_factory=dict)
+    entered: set[str] = field(default_factory=set)  # providers that granted this request a key
+    closed: set[str] = field(default_factory=set)  # providers this request is done with
+    skipped: dict[str, str] = field(default_factory=dict)
+    refusals: dict[str, Grant] = field(default_factory=dict)  # the last "no key" per provider
+    cooldown_waits: int = 0
+
+    @property
+    def spent(self) -> bool:
+        """`fallback: false` allows one attempt."""
+        return not self.fallback and bool(self.attempts)
+
+
 class FallbackRunner:
     """Runs one attempt function over keys in selection order until one answers."""
 
@@ -63,6 +116,9 @@ class FallbackRunner:
         *,
         rotate_providers: bool = True,
         groups: int = 1,
+        policy: WaitPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.clients = clients
@@ -70,6 +126,9 @@ class FallbackRunner:
         self.clock = clock
         self.rotate_providers = rotate_providers
         self.groups = groups
+        self.policy = policy or WaitPolicy()
+        self.sleep = sleep
+        self.rng = rng or random.Random()
         self.on_key_failure: Callable[[], None] = _nothing
 
     async def run(
@@ -79,69 +138,159 @@ class FallbackRunner:
         *,
         fallback: bool = True,
         group: int | None = None,
+        tokens: int | None = None,
+        spread: KeySpread | None = None,
     ) -> Success[T]:
-        attempts: list[Attempt] = []
-        skipped: dict[str, str] = {}
-        for provider in await self._provider_order(route):
-            if not await self.store.allow_provider(provider.name, self.clock()):
-                skipped[provider.name] = "circuit_open"
-                continue
-            success = await self._run_provider(route, provider, attempt, attempts, fallback, group)
+        """`tokens` is the request's estimated cost for token pacing (see `request_tokens`)."""
+        cost = tokens if tokens is not None else estimate_tokens(0, None)
+        deadline = self.clock() + self.policy.deadline_s
+        job = _Job(route, attempt, fallback, group, cost, spread, deadline)
+        providers = await self._provider_order(route)
+        # With one provider the first ask may already reserve; with several, every provider
+        # is asked for a free key before any request waits for one.
+        single = len(providers) == 1
+        while True:
+            for provider in providers:
+                success = await self._drain(job, provider, reserve=single)
+                if success is not None:
+                    return success
+                if job.spent:
+                    raise self._exhausted(job)
+            if single:
+                raise self._exhausted(job)
+            success, attempted = await self._wait_for_turn(job, providers)
             if success is not None:
-                success.attempts = attempts
                 return success
-            if not any(a.provider == provider.name for a in attempts):
-                skipped[provider.name] = await self._skip_reason(provider.name)
-            if attempts and not fallback:
-                break
-        raise exhausted_error(route, attempts, skipped, await self._retry_after(route))
+            if not attempted or job.spent:
+                raise self._exhausted(job)
 
-    async def _run_provider(
-        self,
-        route: Route,
-        provider: ProviderConfig,
-        attempt: Callable[[ProviderClient], Awaitable[T]],
-        attempts: list[Attempt],
-        fallback: bool,
-        group: int | None,
+    async def _drain(
+        self, job: _Job[T], provider: ProviderConfig, *, reserve: bool
     ) -> Success[T] | None:
-        tried: set[int] = set()
-        preferred = preferred_key(group, len(provider.keys), self.groups)
-        model = route.model_for(provider)
-        while fallback or not tried:
-            index = await self.store.acquire(
-                provider.name, self.clock(), exclude=tried, preferred=preferred
-            )
-            if index is None:
-                break
-            tried.add(index)
-            lease = Lease(provider, index, model, group, self)
-            try:
-                value = await attempt(self.clients.get(provider.name, index, model))
-            except UpstreamError as exc:
-                await lease.finish(exc.outcome, exc.signal)
-                attempts.append(Attempt(provider.name, index, exc.outcome.value, exc.status))
-                final = final_error(exc, route, provider.name)
-                if final is not None:
-                    raise final from None
-                if exc.outcome is Outcome.NOT_FOUND:
-                    return None  # Path A: this provider's default model is gone; next provider
-                continue
-            except BaseException:
-                await asyncio.shield(lease.finish(Outcome.CANCELLED))
-                raise
-            return Success(value, lease)
-        if not tried:
-            await self.store.release(
-                provider.name, None, Outcome.CANCELLED, self.clock(), NO_SIGNAL
-            )
+        """Try this provider's keys one after another until one answers or none is left."""
+        while provider.name not in job.closed and not job.spent:
+            grant = await self._acquire(job, provider, reserve=reserve)
+            if grant.index is None:
+                self._refused(job, provider.name, grant)
+                return None
+            success = await self._try(job, provider, grant)
+            if success is not None:
+                return success
         return None
+
+    async def _wait_for_turn(
+        self, job: _Job[T], providers: list[ProviderConfig]
+    ) -> tuple[Success[T] | None, bool]:
+        """Reserve the earliest turn any provider offered; (success, whether an attempt ran)."""
+        offers = sorted(
+            (grant.reservable_s, position, provider)
+            for position, provider in enumerate(providers)
+            if provider.name not in job.closed
+            and (grant := job.refusals.get(provider.name)) is not None
+            and grant.reservable_s is not None
+        )
+        for _, _, provider in offers:
+            grant = await self._acquire(job, provider, reserve=True)
+            if grant.index is None:
+                self._refused(job, provider.name, grant)
+                continue
+            return await self._try(job, provider, grant), True
+        return None, False
+
+    async def _acquire(self, job: _Job[T], provider: ProviderConfig, *, reserve: bool) -> Grant:
+        name = provider.name
+        if job.spread is None:
+            return await self.store.acquire(name, self.clock(), self._ask(job, provider, reserve))
+        async with job.spread.lock:
+            ask = self._ask(job, provider, reserve, job.spread.avoid(name))
+            grant = await self.store.acquire(name, self.clock(), ask)
+            if grant.index is not None:
+                job.spread.add(name, grant.index)
+            return grant
+
+    def _ask(
+        self,
+        job: _Job[T],
+        provider: ProviderConfig,
+        reserve: bool,
+        avoid: Mapping[int, int] | None = None,
+    ) -> Ask:
+        max_wait, max_queue = self.policy.bounds(job.deadline - self.clock())
+        return Ask(
+            exclude=frozenset(job.tried.get(provider.name, ())),
+            preferred=preferred_key(job.group, len(provider.keys), self.groups),
+            avoid=avoid or {},
+            tokens=job.tokens,
+            reserve=reserve,
+            max_wait_s=max_wait,
+            max_queue_s=max_queue,
+            admit=provider.name not in job.entered,
+        )
+
+    def _refused(self, job: _Job[T], name: str, grant: Grant) -> None:
+        if grant.refused == "circuit_open":
+            job.closed.add(name)
+            job.skipped[name] = "circuit_open"
+            job.refusals.pop(name, None)
+        else:
+            job.refusals[name] = grant
+
+    async def _try(self, job: _Job[T], provider: ProviderConfig, grant: Grant) -> Success[T] | None:
+        name, index = provider.name, grant.index
+        assert index is not None
+        job.entered.add(name)
+        job.tried.setdefault(name, set()).add(index)
+        lease = Lease(provider, index, job.route.model_for(provider), job.group, self)
+        try:
+            await self._wait_turn(job, grant, name)
+            lease.started_at = self.clock()
+            value = await job.attempt(self.clients.get(name, index, lease.model))
+        except UpstreamError as exc:
+            await lease.finish(exc.outcome, exc.signal)
+            job.attempts.append(Attempt(name, index, exc.outcome.value, exc.status))
+            final = final_error(exc, job.route, name)
+            if final is not None:
+                raise final from None
+            if exc.outcome is Outcome.NOT_FOUND:
+                job.closed.add(name)  # Path A: this provider's default model is gone
+            return None
+        except BaseException:
+            await asyncio.shield(lease.finish(Outcome.CANCELLED))
+            raise
+        return Success(value, lease, job.attempts)
+
+    async def _wait_turn(self, job: _Job[T], grant: Grant, provider: str) -> None:
+        """Sleep until a reserved turn (after a cooldown, plus growing full jitter), then make
+        sure the key did not announce a reset meanwhile."""
+        if grant.delay_s <= 0 or grant.index is None:
+            return
+        delay = grant.delay_s
+        if grant.after_cooldown:
+            jitter = self.policy.jitter(job.cooldown_waits, self.rng)
+            job.cooldown_waits += 1
+            delay = max(delay, min(delay + jitter, job.deadline - self.clock()))
+        await self.sleep(delay)
+        extra = await self.store.recheck(provider, grant.index, self.clock(), job.tokens)
+        if 0 < extra <= job.deadline - self.clock():
+            await self.sleep(extra)
+
+    def _exhausted(self, job: _Job[T]) -> KeypoolError:
+        attempted = {a.provider for a in job.attempts}
+        skipped = dict(job.skipped)
+        for name, grant in job.refusals.items():
+            if name not in attempted and name not in skipped:
+                skipped[name] = grant.refused or "no_usable_key"
+        waits = [g.wait_s for g in job.refusals.values() if g.wait_s is not None]
+        return exhausted_error(job.route, job.attempts, skipped, min(waits) if waits else None)
 
     async def settle(
         self, lease: Lease, outcome: Outcome, signal: RateLimitSignal, usage: Usage | None
     ) -> None:
         now = self.clock()
-        await self.store.release(lease.provider.name, lease.key_index, outcome, now, signal)
+        latency = now - lease.started_at if lease.started_at is not None else None
+        await self.store.release(
+            lease.provider.name, lease.key_index, outcome, now, signal, latency
+        )
         if outcome is Outcome.AUTH_FAILED or outcome.is_provider_failure:
             self.on_key_failure()
         if outcome is Outcome.CANCELLED and usage is None:
@@ -167,19 +316,16 @@ class FallbackRunner:
         offset = await self.store.next_provider_offset(len(providers))
         return providers[offset:] + providers[:offset]
 
-    async def _skip_reason(self, provider: str) -> str:
-        cooling = await self.store.retry_after(provider, self.clock())
-        return Outcome.RATE_LIMITED.value if cooling is not None else "no_usable_key"
-
-    async def _retry_after(self, route: Route) -> float | None:
-        now = self.clock()
-        waits = [await self.store.retry_after(p.name, now) for p in route.providers]
-        known = [w for w in waits if w is not None]
-        return min(known) if known else None
-
 
 def _nothing() -> None:
     return None
+
+
+def request_tokens(params: Mapping[str, Any]) -> int:
+    """A request's estimated token cost for pacing: prompt characters / 4 + its completion cap."""
+    chars = sum(len(text) for text in prompt_text(dict(params)))
+    cap = params.get("max_tokens") or params.get("max_completion_tokens")
+    return estimate_tokens(chars, cap if isinstance(cap, int) else None)
 
 
 def preferred_key(group: int | None, key_count: int, groups: int) -> int | None:

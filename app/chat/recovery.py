@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -117,12 +118,22 @@ class KeyProber:
         return list(await asyncio.gather(*jobs)), eager
 
     async def run(self) -> None:
-        eager = False
+        """Rounds every `interval_s`, every `interval_s / 5` while a provider is short of keys.
+
+        A failing key (`nudge`) brings the next round forward, but never closer than
+        `interval_s / 5` to the previous one: a flood of errors must not become a flood of probes.
+        """
+        loop = asyncio.get_running_loop()
+        eager, last_round = False, -math.inf
         while True:
-            delay = self.interval_s / 5 if eager else self.interval_s
+            period = self.interval_s / 5 if eager else self.interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                await asyncio.wait_for(self._wake.wait(), timeout=period)
             self._wake.clear()
+            gap = last_round + self.interval_s / 5 - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            last_round = loop.time()
             try:
                 results, eager = await self.probe_round()
             except Exception as exc:  # keep recovering whatever one round hit

@@ -12,7 +12,7 @@ from typing import Any
 from app.chat import blocking
 from app.chat.clients import ClientCache
 from app.chat.failures import Attempt
-from app.chat.fallback import FallbackRunner
+from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
 from app.chat.routing import Route, resolve_route
 from app.chat.streams import ChatStream, OpenedStream, open_committable
 from app.chat.usage import GroupResolver, NullSink, UsageSink, estimate_usage
@@ -90,8 +90,9 @@ class ChatService:
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop the blocking entry points submit to (the server's, or a private one)."""
+    def bind_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """The loop the blocking entry points submit to (the server's, or a private one);
+        None when it stops, so late blocking calls fail at once instead of waiting forever."""
         self._loop = loop
 
     def route(self, call: ChatCall) -> Route:
@@ -102,7 +103,8 @@ class ChatService:
             return None
         return await self.groups.group_for(user_id)
 
-    async def complete(self, call: ChatCall) -> ChatResult:
+    async def complete(self, call: ChatCall, *, spread: KeySpread | None = None) -> ChatResult:
+        """`spread` (batch siblings) steers this request to a key its siblings do not use."""
         started = time.perf_counter()
         route = self.route(call)
 
@@ -110,7 +112,12 @@ class ChatService:
             return await client.complete(call.params)
 
         success = await self.runner.run(
-            route, attempt, fallback=call.fallback, group=await self._group(call.user_id)
+            route,
+            attempt,
+            fallback=call.fallback,
+            group=await self._group(call.user_id),
+            tokens=request_tokens(call.params),
+            spread=spread,
         )
         completion = success.value
         usage = completion.usage or estimate_usage(call.params, completion.content)
@@ -134,7 +141,11 @@ class ChatService:
             return await open_committable(client, call.params)
 
         success = await self.runner.run(
-            route, attempt, fallback=call.fallback, group=await self._group(call.user_id)
+            route,
+            attempt,
+            fallback=call.fallback,
+            group=await self._group(call.user_id),
+            tokens=request_tokens(call.params),
         )
         return ChatStream(success.value, success.lease, success.attempts, call.params, route.path)
 
@@ -148,6 +159,7 @@ class ChatService:
     async def chat_stream_async(
         self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
     ) -> AsyncIterator[str]:
+        """Content pieces as they arrive; the first one comes only once a key has committed."""
         stream = await self.open_stream(_call(messages, model, options))
         try:
             async for chunk in stream:
@@ -159,14 +171,22 @@ class ChatService:
     def chat(
         self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
     ) -> ChatResult:
-        """Blocking; for threads and worker processes. Never call it on the service's own loop."""
+        """Blocking, for threads and scripts: runs on the service's loop while this thread waits.
+
+        On that loop's own thread it raises RuntimeError at once rather than deadlock.
+        """
         return blocking.call(self._loop, self.chat_async(messages, model, **options))
 
     def chat_stream(
         self, messages: list[dict[str, Any]], model: str | None = None, **options: Any
     ) -> Iterator[str]:
-        """Blocking iterator of content pieces; closing it cancels the upstream stream."""
-        return blocking.iterate(self._loop, self.chat_stream_async(messages, model, **options))
+        """Blocking iterator of content pieces; closing it (or `break`) cancels the upstream.
+
+        Misuse (no running service, or its own loop's thread) raises at the call; the stream
+        opens at the first `next`, which raises the request's error if every key failed.
+        """
+        loop = blocking.check_caller(self._loop)
+        return blocking.iterate(loop, self.chat_stream_async(messages, model, **options))
 
 
 def _call(messages: list[dict[str, Any]], model: str | None, options: dict[str, Any]) -> ChatCall:

@@ -246,8 +246,6 @@ def _delta_values(row: StatsDelta) -> dict[str, Any]:
 
 def _group_row(group: int, users: int, usage: tuple[Any, ...] | None) -> GroupStatsRow:
     requests, tokens, last = usage if usage is not None else (0, 0, None)
-    if isinstance(last, str):  # SQLite: max() over the column yields the stored text
-        last = datetime.fromisoformat(last)
     return GroupStatsRow(
         key_group=group,
         user_count=users,

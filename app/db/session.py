@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # ships no type information
@@ -12,6 +13,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import NullPool
+
+from app.db.sqlite import SqliteConnector
 
 PG_CONNECT_TIMEOUT_S = 3.0
 PG_COMMAND_TIMEOUT_S = 30.0
@@ -30,6 +34,10 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+SessionFactory = Callable[[], AsyncSession]
+"""What the services take: an ``async_sessionmaker`` or any callable returning a session."""
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database could not answer a read the caller cannot do without (admin views)."""
 
@@ -39,14 +47,36 @@ def mask_url(url: str | URL) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """Build an AsyncEngine with per-dialect settings that keep a down database cheap."""
+def describe_target(session_factory: object) -> str:
+    """Masked URL behind a sessionmaker, for log lines; "(unknown)" for other factories."""
+    bind = getattr(session_factory, "kw", {}).get("bind")
+    url = getattr(bind, "url", None)
+    return mask_url(url) if url is not None else "(unknown)"
+
+
+def create_engine(url: str, *, pooled: bool = True) -> AsyncEngine:
+    """Build an AsyncEngine with per-dialect settings that keep a down database cheap.
+
+    ``pooled=False`` opens a connection per use (NullPool): for one-shot work such as
+    the Alembic migrations, whose event loop ends right after.
+    """
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed)
-    if parsed.get_backend_name() == "postgresql":
-        return _create_async_engine(parsed, **_postgres_options())
-    return _create_async_engine(parsed, pool_pre_ping=True)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, pooled)
+    options = _postgres_options() if backend == "postgresql" else {"pool_pre_ping": True}
+    if not pooled:
+        options = {"poolclass": NullPool, "connect_args": connect_args(backend)}
+    return _create_async_engine(parsed, **options)
+
+
+def connect_args(backend: str) -> dict[str, Any]:
+    """Driver arguments that bound waiting; also used by the Alembic environment."""
+    if backend == "postgresql":
+        return {"timeout": PG_CONNECT_TIMEOUT_S, "command_timeout": PG_COMMAND_TIMEOUT_S}
+    if backend == "sqlite":
+        return {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    return {}
 
 
 def _postgres_options() -> dict[str, Any]:
@@ -58,15 +88,15 @@ def _postgres_options() -> dict[str, Any]:
         "pool_timeout": 10,
         "pool_recycle": 1800,
         "pool_pre_ping": True,
-        "connect_args": {
-            "timeout": PG_CONNECT_TIMEOUT_S,
-            "command_timeout": PG_COMMAND_TIMEOUT_S,
-        },
+        "connect_args": connect_args("postgresql"),
     }
 
 
-def _sqlite_engine(url: URL) -> AsyncEngine:
-    engine = _create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+def _sqlite_engine(url: URL, pooled: bool) -> AsyncEngine:
+    # The connector, not SQLAlchemy's default, opens connections: see SqliteConnector.
+    connector = SqliteConnector(url, **connect_args("sqlite"))
+    pool_options: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
+    engine = _create_async_engine(url, async_creator=connector, **pool_options)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -10,15 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, StatsDelta
-from app.db.session import DB_ERRORS, mask_url
+from app.db.session import DB_ERRORS, SessionFactory, describe_target
 
 _log = logging.getLogger(__name__)
 
-SessionFactory = Callable[[], AsyncSession]
 RowKey = tuple[str, int, int | None]
 
 
@@ -119,7 +116,7 @@ class StatsWriter:
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._outage = OutageLog(logger, "stats writer", _describe(sessionmaker))
+        self._outage = OutageLog(logger, "stats writer", describe_target(sessionmaker))
 
     @property
     def pending_events(self) -> int:
@@ -217,9 +214,3 @@ class StatsWriter:
             except Exception:
                 # Supervisor boundary: a bug in one flush must not end all later ones.
                 self._logger.exception("stats writer: unexpected flush failure")
-
-
-def _describe(sessionmaker: SessionFactory) -> str:
-    bind = getattr(sessionmaker, "kw", {}).get("bind")
-    url = getattr(bind, "url", None)
-    return mask_url(url) if url is not None else "(unknown)"

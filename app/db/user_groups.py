@@ -11,20 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.db.assignment import LruCache, least_loaded, plan_rebalance
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, NewUser, UserRepository
-from app.db.session import DB_ERRORS, DatabaseUnavailable, mask_url
+from app.db.session import DB_ERRORS, DatabaseUnavailable, SessionFactory, describe_target
 
 _log = logging.getLogger(__name__)
-
-SessionFactory = Callable[[], AsyncSession]
 
 
 @dataclass(frozen=True, slots=True)
 class ProfileDTO:
+    """A user as the admin API shows it."""
+
     user_id: str
     api_key_group: int
     tier: str
@@ -33,6 +31,8 @@ class ProfileDTO:
 
 @dataclass(frozen=True, slots=True)
 class RebalanceResult:
+    """Users seen, groups spread over, and users whose group changed."""
+
     users: int
     groups: int
     moved: int
@@ -99,9 +99,7 @@ class UserGroupService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        bind = getattr(sessionmaker, "kw", {}).get("bind")
-        target = mask_url(bind.url) if bind is not None else "(unknown)"
-        self._outage = OutageLog(logger, "user groups", target)
+        self._outage = OutageLog(logger, "user groups", describe_target(sessionmaker))
 
     @property
     def healthy(self) -> bool:

@@ -16,7 +16,11 @@ class CircuitState(StrEnum):
 
 @dataclass(slots=True)
 class CircuitBreaker:
-    """Counts consecutive 5xx/timeout/connection failures; rate limits and bad keys are key matters."""
+    """Counts consecutive 5xx/timeout/connection failures; rate limits and bad keys are key matters.
+
+    Closed → open after `threshold` failures in a row; open → half-open once `reset_s` passed;
+    half-open admits one trial: its success closes the breaker, its failure re-opens it.
+    """
 
     threshold: int = 5
     reset_s: float = 60.0
@@ -40,6 +44,10 @@ class CircuitBreaker:
             self.trial_in_flight = True
             return True
         return False
+
+    def cancel_trial(self) -> None:
+        """The admitted trial found no key to try; the next request may make it instead."""
+        self.trial_in_flight = False
 
     def record(self, outcome: Outcome, now: float) -> None:
         if outcome is Outcome.OK:

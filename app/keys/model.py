@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -69,7 +70,14 @@ NO_SIGNAL = RateLimitSignal()
 
 @dataclass(slots=True)
 class KeyStatus:
-    """Runtime record of one key. `cooldown_until` is unix seconds; `announced` marks a provider-given end."""
+    """Runtime record of one key; all times are unix seconds.
+
+    `announced` marks a cooldown end the provider gave. `trial_until` holds a key that just left
+    a cooldown for the one request that goes first (others wait for its answer, at most until
+    then). `budget_left` is the learned estimate of requests left (x-ratelimit-remaining minus
+    what is in flight since). `tat_*` are the pacing buckets' theoretical arrival times (GCRA).
+    `quiet_since` is when the key last answered, or went from idle to busy (hang detection).
+    """
 
     state: KeyState = KeyState.ACTIVE
     cooldown_until: float | None = None
@@ -80,6 +88,13 @@ class KeyStatus:
     errors: int = 0
     health_factor: float = 1.0
     auth_failed: bool = False
+    trial_until: float | None = None
+    budget_left: int | None = None
+    budget_reset_at: float | None = None
+    tat_requests: float = 0.0
+    tat_tokens: float = 0.0
+    quiet_since: float | None = None
+    latency_ewma: float | None = None
 
     def effective_state(self, now: float) -> KeyState:
         until = self.cooldown_until
@@ -89,3 +104,41 @@ class KeyStatus:
 
     def usable(self, now: float) -> bool:
         return self.effective_state(now) is KeyState.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one acquire asks of a provider: which keys, what it costs, how long it may wait.
+
+    `reserve` lets the pool hand out a key that is free only later: a pacing slot within
+    `max_queue_s`, or the first turn after a cooldown within `max_wait_s`. `admit` passes the
+    provider's circuit breaker first (a request's first acquire on that provider). `avoid`
+    counts keys already taken by sibling requests of a batch: the fewest-used are preferred.
+    """
+
+    exclude: Collection[int] = ()
+    preferred: int | None = None
+    avoid: Mapping[int, int] = field(default_factory=dict)
+    tokens: int = 0
+    reserve: bool = False
+    max_wait_s: float = 0.0
+    max_queue_s: float = 0.0
+    admit: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The answer to an Ask: a key (maybe `delay_s` from now), or why not.
+
+    When `index` is None: `wait_s` is how long until some key could serve at all (for
+    Retry-After), `reservable_s` how long until one the same Ask with `reserve` would get, and
+    `refused` one of "circuit_open", "rate_limited", "no_usable_key".
+    `after_cooldown` marks a reserved turn behind a cooldown (the runner adds jitter to it).
+    """
+
+    index: int | None
+    delay_s: float = 0.0
+    after_cooldown: bool = False
+    wait_s: float | None = None
+    reservable_s: float | None = None
+    refused: str | None = None

@@ -1,60 +1,188 @@
-"""One provider's keys: which is usable now, which to try next, and what an attempt did to it."""
+"""One provider's keys and breaker: which key serves next, when, and what an attempt did to it."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
+from dataclasses import dataclass
+from enum import Enum
 
-from app.keys.model import KeyState, KeyStatus, Outcome, RateLimitSignal
+from app.keys.breaker import CircuitBreaker
+from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSignal
+from app.keys.pacing import Pace, slot_at, take
+from app.keys.stall import is_stalled
 from app.keys.strategies import Strategy
-from app.keys.transitions import record_outcome, record_start
+from app.keys.transitions import blend_latency, record_outcome, record_start
+
+
+class Wait(Enum):
+    """Why a key is not free now: a pacing budget, a cooldown, or a held first turn."""
+
+    NONE = "none"
+    BUDGET = "budget"
+    COOLDOWN = "cooldown"
+    HELD = "held"
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    at: float
+    wait: Wait
 
 
 class KeyPool:
-    """Selection state for one provider. Single-threaded by design: the event loop serialises calls."""
+    """Selection state for one provider. Single-threaded by design: the event loop serialises calls.
 
-    def __init__(self, size: int, strategy: Strategy) -> None:
+    `acquire` is the whole decision of one attempt (breaker, strategy, cooldowns, budgets, hang
+    detection, reservation), so a shared backend can run it as one atomic step.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        strategy: Strategy,
+        *,
+        pace: Pace | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.statuses = [KeyStatus() for _ in range(size)]
         self.strategy = strategy
+        self.pace = pace or Pace()
+        self.breaker = breaker or CircuitBreaker()
         self.cursor = 0
+        self.latency_ewma: float | None = None
 
     def __len__(self) -> int:
         return len(self.statuses)
 
-    def candidates(self, now: float, exclude: Collection[int] = ()) -> list[int]:
-        return [i for i, s in enumerate(self.statuses) if i not in exclude and s.usable(now)]
+    def acquire(self, now: float, rng: random.Random, ask: Ask) -> Grant:
+        """Pass the breaker (when `ask.admit`), then choose; a half-open trial that found no key
+        is handed back so the next request can make it."""
+        if ask.admit and not self.breaker.allow(now):
+            return Grant(None, refused="circuit_open")
+        grant = self.choose(now, rng, ask)
+        if grant.index is None and ask.admit:
+            self.breaker.cancel_trial()
+        return grant
 
-    def choose(
+    def release(
         self,
+        index: int,
+        outcome: Outcome,
         now: float,
-        rng: random.Random,
-        *,
-        exclude: Collection[int] = (),
-        preferred: int | None = None,
-    ) -> int | None:
-        """Pick a usable key and mark it in flight; None when no key outside `exclude` is usable."""
-        candidates = self.candidates(now, exclude)
-        if not candidates:
-            return None
-        if preferred is not None and preferred in candidates:
-            index = preferred
-        else:
-            index = self.strategy.pick(candidates, self.statuses, self.cursor, rng)
-            self.cursor = (index + 1) % len(self.statuses)
-        record_start(self.statuses[index])
-        return index
+        signal: RateLimitSignal,
+        latency_s: float | None = None,
+    ) -> None:
+        record_outcome(self.statuses[index], outcome, now, signal, latency_s)
+        if outcome is Outcome.OK and latency_s is not None:
+            self.latency_ewma = blend_latency(self.latency_ewma, latency_s)
+        self.breaker.record(outcome, now)
 
-    def finish(self, index: int, outcome: Outcome, now: float, signal: RateLimitSignal) -> None:
-        record_outcome(self.statuses[index], outcome, now, signal)
+    def choose(self, now: float, rng: random.Random, ask: Ask) -> Grant:
+        """A key free now; else, if `ask.reserve`, the earliest turn within the ask's bounds."""
+        ready = self._readiness(now, ask.tokens)
+        open_ = {i: r for i, r in ready.items() if i not in ask.exclude}
+        free = [i for i, r in open_.items() if r.at <= now and r.wait is not Wait.HELD]
+        if free:
+            index = self._pick(free, now, rng, ask)
+            self._start(index, now, now, ask.tokens)
+            return Grant(index)
+        turns = sorted(
+            (r.at, self._distance(i), i, r.wait)
+            for i, r in open_.items()
+            if _within(r, now, ask) and not self._stalled(i, now)
+        )
+        if turns and ask.reserve:
+            at, _, index, wait = turns[0]
+            self._start(index, at, now, ask.tokens)
+            return Grant(index, delay_s=at - now, after_cooldown=wait is Wait.COOLDOWN)
+        # Retry-After counts every key, tried ones included: "until the first key is usable".
+        first = min((r.at for r in ready.values()), default=None)
+        return Grant(
+            None,
+            wait_s=None if first is None else max(0.0, first - now),
+            reservable_s=turns[0][0] - now if turns else None,
+            refused="no_usable_key" if first is None else "rate_limited",
+        )
+
+    def ready_at(self, index: int, now: float, tokens: int = 0) -> Ready | None:
+        """When this key could start a request; None when it will not by itself (failed, disabled)."""
+        status = self.statuses[index]
+        if status.state in (KeyState.FAILED, KeyState.DISABLED):
+            return None
+        at, wait = now, Wait.NONE
+        if status.state is KeyState.RATE_LIMITED:
+            held = status.trial_until
+            if held is not None and held > now:
+                return Ready(max(held, status.cooldown_until or now), Wait.HELD)
+            until = status.cooldown_until
+            if until is None:  # cooling with no end: only a recovery probe brings it back
+                return None
+            if until > now:
+                at, wait = until, Wait.COOLDOWN
+        if self.pace.paced:
+            slot = slot_at(status, self.pace, tokens, now)
+            if slot > at:
+                at, wait = slot, Wait.BUDGET
+        return Ready(at, wait)
+
+    def recheck(self, index: int, now: float, tokens: int = 0) -> float:
+        """Seconds a reserved turn must still wait: the key may have announced a reset since.
+
+        A turn is booked before earlier requests' answers are in; one of them may have said
+        "remaining 0 until t", and going anyway would be a certain 429. On a paced key the turn
+        is booked again at the end of the key's queue: every turn that fell inside the cooldown
+        would otherwise start at its end in one burst.
+        """
+        status = self.statuses[index]
+        until = status.cooldown_until
+        cooling = status.state is KeyState.RATE_LIMITED and status.announced
+        if not cooling or until is None or until <= now:
+            return 0.0
+        if not self.pace.paced:
+            return until - now
+        at = max(until, slot_at(status, self.pace, tokens, now))
+        take(status, self.pace, tokens, at)
+        return at - now
 
     def usable_count(self, now: float) -> int:
         return sum(1 for s in self.statuses if s.usable(now))
 
-    def next_available_in(self, now: float) -> float | None:
-        """Seconds until the first cooling key is usable again; None if no key is merely cooling."""
-        ends = [
-            s.cooldown_until
-            for s in self.statuses
-            if s.state is KeyState.RATE_LIMITED and s.cooldown_until is not None
-        ]
-        return max(0.0, min(ends) - now) if ends else None
+    def _readiness(self, now: float, tokens: int) -> dict[int, Ready]:
+        ready = {}
+        for index in range(len(self.statuses)):
+            r = self.ready_at(index, now, tokens)
+            if r is not None:
+                ready[index] = r
+        return ready
+
+    def _pick(self, free: list[int], now: float, rng: random.Random, ask: Ask) -> int:
+        """Healthy before hanging, batch siblings' keys last, the user's key first, then strategy."""
+        candidates = [i for i in free if not self._stalled(i, now)] or free
+        if ask.avoid:
+            least = min(ask.avoid.get(i, 0) for i in candidates)
+            candidates = [i for i in candidates if ask.avoid.get(i, 0) == least]
+        if ask.preferred is not None and ask.preferred in candidates:
+            return ask.preferred
+        index = self.strategy.pick(candidates, self.statuses, self.cursor, rng)
+        self.cursor = (index + 1) % len(self.statuses)
+        return index
+
+    def _start(self, index: int, at: float, now: float, tokens: int) -> None:
+        status = self.statuses[index]
+        record_start(status, at, now, paced=self.pace.paced)
+        if self.pace.paced:
+            take(status, self.pace, tokens, at)
+
+    def _stalled(self, index: int, now: float) -> bool:
+        return is_stalled(self.statuses[index], now, self.latency_ewma)
+
+    def _distance(self, index: int) -> int:
+        return (index - self.cursor) % len(self.statuses)
+
+
+def _within(ready: Ready, now: float, ask: Ask) -> bool:
+    if ready.wait is Wait.BUDGET:
+        return ready.at - now <= ask.max_queue_s
+    if ready.wait is Wait.COOLDOWN:
+        return ready.at - now <= ask.max_wait_s
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -24,14 +25,20 @@ RATE_LIMIT_HEADERS = (
 
 
 def parse_duration(value: str) -> float | None:
-    """`1m30s`, `250ms`, `6.5s`, `2h`, or bare seconds (`12`, `0.5`) → seconds; None if unparseable."""
+    """`1m30s`, `250ms`, `6.5s`, `2h`, or bare seconds (`12`, `0.5`) → seconds; None if unparseable.
+
+    Non-finite values (`inf`, `nan`, `1e400`) are unparseable: one bad header must not cool a
+    key forever.
+    """
     text = value.strip().lower()
     if not text:
         return None
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
@@ -76,7 +83,7 @@ def _int(value: str | None) -> int | None:
         return None
     try:
         return int(float(value.strip()))
-    except ValueError:
+    except (ValueError, OverflowError):  # int(inf) overflows, int(nan) is a ValueError
         return None
 
 

@@ -7,28 +7,66 @@ from app.keys.model import KeyState, KeyStatus, Outcome, RateLimitSignal
 DEFAULT_COOLDOWN_S = 1.0
 MAX_DEFAULT_COOLDOWN_S = 60.0
 FAIL_AFTER_ERRORS = 3
+# How long the first request after a cooldown holds the key for itself at most (its answer
+# usually comes much sooner and releases the hold).
+TRIAL_HOLD_S = 1.0
+LATENCY_EWMA_WEIGHT = 0.2
 _MIN_HEALTH = 0.05
+# Outcomes that mean the upstream did not answer at all (no status): they say nothing about
+# whether the key is still making progress.
+_SILENT = frozenset({Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.CANCELLED})
 
 
-def record_start(status: KeyStatus) -> None:
+def record_start(status: KeyStatus, at: float, now: float, *, paced: bool = False) -> None:
+    """Count a granted request in flight; `at` is when it starts (later than `now` if reserved).
+
+    On a paced key the buckets already space requests out and bound the queue, so the first turn
+    after a cooldown is not held, and the learned budget is not spent ahead: with a queue of
+    reserved turns in flight it would only ever read zero.
+    """
+    if status.in_flight == 0:
+        status.quiet_since = at
     status.in_flight += 1
     status.requests += 1
+    if paced:
+        return
+    if status.state is KeyState.RATE_LIMITED:
+        status.trial_until = at + TRIAL_HOLD_S
+    spend_budget(status, now)
 
 
 def record_outcome(
-    status: KeyStatus, outcome: Outcome, now: float, signal: RateLimitSignal
+    status: KeyStatus,
+    outcome: Outcome,
+    now: float,
+    signal: RateLimitSignal,
+    latency_s: float | None = None,
 ) -> None:
     """Apply an attempt's result; a disabled key only updates its counters."""
     status.in_flight = max(0, status.in_flight - 1)
+    status.trial_until = None
     if outcome.is_key_failure:
         status.errors += 1
+    if outcome not in _SILENT:
+        status.quiet_since = now
+    if outcome is Outcome.OK and latency_s is not None:
+        status.latency_ewma = blend_latency(status.latency_ewma, latency_s)
     if status.state is KeyState.DISABLED or outcome is Outcome.CANCELLED:
         return
+    _apply(status, outcome, now, signal)
+    learn_budget(status, signal, now)
+    exhausted = signal.exhausted_for_s
+    if outcome is Outcome.OK and exhausted is not None and exhausted > 0:
+        cool_down(status, now, exhausted)
+
+
+def _apply(status: KeyStatus, outcome: Outcome, now: float, signal: RateLimitSignal) -> None:
     if outcome is Outcome.OK:
-        _succeeded(status)
+        _succeeded(status, now)
     elif outcome is Outcome.RATE_LIMITED:
         status.failures += 1
-        cool_down(status, now, signal.retry_after_s or signal.exhausted_for_s)
+        announced = signal.retry_after_s
+        cool_down(status, now, announced if announced is not None else signal.exhausted_for_s)
     elif outcome is Outcome.AUTH_FAILED:
         _fail(status, auth=True)
     elif outcome.is_provider_failure:
@@ -36,9 +74,38 @@ def record_outcome(
         status.health_factor = max(_MIN_HEALTH, status.health_factor * 0.5)
         if status.failures >= FAIL_AFTER_ERRORS:
             _fail(status, auth=False)
-    exhausted = signal.exhausted_for_s
-    if outcome is Outcome.OK and exhausted is not None and exhausted > 0:
-        cool_down(status, now, exhausted)
+
+
+def blend_latency(previous: float | None, sample: float) -> float:
+    if previous is None:
+        return sample
+    return previous + LATENCY_EWMA_WEIGHT * (sample - previous)
+
+
+def learn_budget(status: KeyStatus, signal: RateLimitSignal, now: float) -> None:
+    """Remember what the provider said is left, minus what we sent that it may not have counted.
+
+    Only with a reset time: without one, running the estimate down could never end.
+    """
+    remaining, reset_s = signal.remaining_requests, signal.reset_requests_s
+    if remaining is None or reset_s is None:
+        return
+    status.budget_left = max(0, remaining - status.in_flight)
+    status.budget_reset_at = now + reset_s
+
+
+def spend_budget(status: KeyStatus, now: float) -> None:
+    """One more request against the learned budget; spending the last one cools the key."""
+    if status.budget_left is None:
+        return
+    reset_at = status.budget_reset_at
+    if reset_at is None or reset_at <= now:
+        status.budget_left = status.budget_reset_at = None  # the window has turned over
+        return
+    status.budget_left -= 1
+    if status.budget_left <= 0:
+        status.budget_left = 0
+        cool_down(status, now, reset_at - now)
 
 
 def cool_down(status: KeyStatus, now: float, announced_s: float | None) -> None:
@@ -49,6 +116,8 @@ def cool_down(status: KeyStatus, now: float, announced_s: float | None) -> None:
         backoff = DEFAULT_COOLDOWN_S * 2 ** max(0, status.failures - 1)
         until, announced = now + min(backoff, MAX_DEFAULT_COOLDOWN_S), False
     if status.state is KeyState.RATE_LIMITED and (status.cooldown_until or 0) > until:
+        return
+    if status.state in (KeyState.FAILED, KeyState.DISABLED):
         return
     status.state = KeyState.RATE_LIMITED
     status.cooldown_until = until
@@ -64,18 +133,17 @@ def record_probe(status: KeyStatus, *, ok: bool, auth_failed: bool, now: float) 
         return
     if not ok:
         return
-    cooling_announced = (
-        status.state is KeyState.RATE_LIMITED
-        and status.announced
-        and (status.cooldown_until or 0) > now
-    )
-    if status.state in (KeyState.FAILED, KeyState.RATE_LIMITED) and not cooling_announced:
+    if status.state in (KeyState.FAILED, KeyState.RATE_LIMITED) and not _announced_cooling(
+        status, now
+    ):
         _reactivate(status)
 
 
 def set_disabled(status: KeyStatus, disabled: bool) -> None:
     if disabled:
         status.state = KeyState.DISABLED
+        status.cooldown_until = None
+        status.trial_until = None
     elif status.state is KeyState.DISABLED:
         _reactivate(status)
 
@@ -87,10 +155,19 @@ def needs_probe(status: KeyStatus, now: float) -> bool:
     return status.state is KeyState.RATE_LIMITED and not status.announced and not status.usable(now)
 
 
-def _succeeded(status: KeyStatus) -> None:
+def _announced_cooling(status: KeyStatus, now: float) -> bool:
+    return (
+        status.state is KeyState.RATE_LIMITED
+        and status.announced
+        and (status.cooldown_until or 0) > now
+    )
+
+
+def _succeeded(status: KeyStatus, now: float) -> None:
     status.failures = 0
     status.health_factor = min(1.0, status.health_factor * 2)
-    if status.state is KeyState.RATE_LIMITED:
+    # A success that was sent before a 429 must not end the cooldown that 429 announced.
+    if status.state is KeyState.RATE_LIMITED and not _announced_cooling(status, now):
         status.state = KeyState.ACTIVE
         status.cooldown_until = None
         status.announced = False
@@ -100,6 +177,7 @@ def _fail(status: KeyStatus, *, auth: bool) -> None:
     status.state = KeyState.FAILED
     status.cooldown_until = None
     status.announced = False
+    status.trial_until = None
     status.auth_failed = auth
 
 
@@ -107,6 +185,8 @@ def _reactivate(status: KeyStatus) -> None:
     status.state = KeyState.ACTIVE
     status.cooldown_until = None
     status.announced = False
+    status.trial_until = None
     status.failures = 0
     status.auth_failed = False
+    status.budget_left = status.budget_reset_at = None
     status.health_factor = max(status.health_factor, 0.5)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,11 @@ class Completion:
     signal: RateLimitSignal
 
 
+# Delta fields that mean the model has started answering, besides `content`: a tool call (often
+# the whole answer, with `content` null) and the reasoning some providers stream before content.
+_ANSWER_DELTAS = ("tool_calls", "function_call", "reasoning_content")
+
+
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
     """One upstream `chat.completion.chunk`, with the raw JSON kept for /v1 relaying."""
@@ -52,10 +58,12 @@ class StreamChunk:
     finish_reason: str | None
     usage: Usage | None
     raw: dict[str, Any]
+    answers: bool = False
 
     @property
     def is_first_token(self) -> bool:
-        return bool(self.content) or self.finish_reason is not None
+        """Whether the upstream has committed to an answer: the point of no failover."""
+        return bool(self.content) or self.answers or self.finish_reason is not None
 
 
 class ProviderClient:
@@ -100,10 +108,22 @@ class ProviderClient:
             body.pop("stream_options", None)
         return orjson.dumps(body)
 
+    @contextmanager
+    def _key_redacted(self) -> Iterator[None]:
+        """Some upstreams echo the key in their error text, which a 400 relays to the client."""
+        try:
+            yield
+        except UpstreamError as exc:
+            message, secret = exc.upstream_message, self.key.secret
+            if message and secret in message:
+                exc.upstream_message = message.replace(secret, self.key.fingerprint)
+            raise
+
     async def complete(self, params: dict[str, Any]) -> Completion:
-        response = await self._transport.request(
-            "POST", self._url, self._headers, self._body(params, False), self.provider.timeout_s
-        )
+        with self._key_redacted():
+            response = await self._transport.request(
+                "POST", self._url, self._headers, self._body(params, False), self.provider.timeout_s
+            )
         try:
             data = orjson.loads(response.body)
             message = data["choices"][0]["message"]
@@ -121,9 +141,10 @@ class ProviderClient:
         )
 
     async def open_stream(self, params: dict[str, Any]) -> UpstreamChatStream:
-        stream = await self._transport.open_stream(
-            self._url, self._headers, self._body(params, True), self.provider.timeout_s
-        )
+        with self._key_redacted():
+            stream = await self._transport.open_stream(
+                self._url, self._headers, self._body(params, True), self.provider.timeout_s
+            )
         return UpstreamChatStream(stream, parse_signal(stream.headers, time.time()))
 
     async def probe(self) -> int:
@@ -144,23 +165,47 @@ class ProviderClient:
 
 
 class UpstreamChatStream:
-    """Parses an upstream SSE body into StreamChunks; `aclose` drops the connection if unfinished."""
+    """Parses an upstream SSE body into StreamChunks; `aclose` drops the connection if unfinished.
+
+    An async iterator object rather than a generator, so an abandoned stream leaves nothing
+    suspended behind it: `aclose` is the whole clean-up.
+    """
 
     def __init__(self, stream: UpstreamStream, signal: RateLimitSignal = NO_SIGNAL) -> None:
         self._stream = stream
+        self._lines = stream.lines()
+        self._finished = False
+        self._saw_finish = False
         self.signal = signal
 
-    async def chunks(self) -> AsyncIterator[StreamChunk]:
-        async for line in self._stream.lines():
+    def chunks(self) -> AsyncIterator[StreamChunk]:
+        return self
+
+    def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        while not self._finished:
+            try:
+                line = await self._lines.__anext__()
+            except StopAsyncIteration:
+                self._finished = True
+                if self._saw_finish:  # the answer is complete; only the [DONE] marker is missing
+                    break
+                raise UpstreamStreamError("upstream stream ended without [DONE]") from None
             if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
             if data == b"[DONE]":
-                return
-            yield parse_chunk(data)
-        raise UpstreamStreamError("upstream stream ended without [DONE]")
+                self._finished = True
+                break
+            chunk = parse_chunk(data)
+            self._saw_finish = self._saw_finish or chunk.finish_reason is not None
+            return chunk
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
+        self._finished = True
         await self._stream.aclose()
 
 
@@ -171,16 +216,23 @@ def parse_chunk(data: bytes) -> StreamChunk:
         raise UpstreamStreamError("upstream sent a malformed stream event") from exc
     if not isinstance(event, dict):
         raise UpstreamStreamError("upstream sent a malformed stream event")
-    if "error" in event:
+    if event.get("error"):
         raise UpstreamStreamError("upstream reported an error mid-stream")
-    choices = event.get("choices") or []
-    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    delta = choice.get("delta") or {}
+    choices = event.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, dict):
+        choice = {}
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        delta = {}
+    content = delta.get("content")
+    finish = choice.get("finish_reason")
     return StreamChunk(
-        content=str(delta.get("content") or ""),
-        finish_reason=choice.get("finish_reason"),
+        content=content if isinstance(content, str) else "",
+        finish_reason=str(finish) if finish else None,
         usage=parse_usage(event.get("usage")),
         raw=event,
+        answers=any(delta.get(name) for name in _ANSWER_DELTAS),
     )
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
 from app.keys.breaker import CircuitState
-from app.keys.model import KeyStatus, Outcome, RateLimitSignal
+from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderSnapshot:
-    """A copy of one provider's state for read-only views (health, probes, batch planning)."""
+    """A copy of one provider's state for read-only views (health, probes)."""
 
     keys: list[KeyStatus]
     circuit: CircuitState
@@ -21,45 +20,41 @@ class ProviderSnapshot:
 class KeyStateStore(Protocol):
     """All key state goes through here so several gateway processes can share it.
 
-    Selection and transitions are decided by `app.keys`; a store only keeps and serialises them.
-    One `acquire` is one round trip for a shared backend.
+    Selection and transitions are decided by `app.keys` (`KeyPool.acquire` / `release`); a store
+    only keeps the state and runs those as atomic steps. One attempt is one `acquire` (breaker,
+    selection, in-flight count, budget and reservation together) and one `release`: two round
+    trips for a shared backend, whatever the pool looks like. A request that had to wait for
+    its turn adds one `recheck` before it goes.
     """
 
-    async def acquire(
-        self,
-        provider: str,
-        now: float,
-        *,
-        exclude: Collection[int] = (),
-        preferred: int | None = None,
-    ) -> int | None:
-        """Choose a usable key and count it in flight; None when none outside `exclude` is usable."""
+    async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
+        """Choose a key for one attempt and count it in flight (see `Ask` and `Grant`)."""
         ...
 
     async def release(
         self,
         provider: str,
-        index: int | None,
+        index: int,
         outcome: Outcome,
         now: float,
-        signal: RateLimitSignal,
+        signal: RateLimitSignal = NO_SIGNAL,
+        latency_s: float | None = None,
     ) -> None:
-        """Record the attempt's outcome on the key and on the provider's breaker.
+        """Record a granted attempt's outcome on its key and on the provider's breaker.
 
-        `index` None settles only the breaker (a half-open trial that found no usable key).
+        `latency_s` is how long a successful attempt took (it feeds hang detection).
         """
         ...
 
-    async def allow_provider(self, provider: str, now: float) -> bool:
-        """The provider's breaker admits a request (half-open admits one trial)."""
+    async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
+        """Before a reserved turn starts: seconds it must still wait (0: go now).
+
+        A wait may re-book the turn (`KeyPool.recheck`), so call it once per reserved turn.
+        """
         ...
 
     async def next_provider_offset(self, count: int) -> int:
         """Path A round-robin across providers."""
-        ...
-
-    async def retry_after(self, provider: str, now: float) -> float | None:
-        """Seconds until the provider's first cooling key is usable, if any key is cooling."""
         ...
 
     async def snapshot(self, provider: str, now: float) -> ProviderSnapshot: ...
@@ -68,6 +63,8 @@ class KeyStateStore(Protocol):
 
     async def record_probe(
         self, provider: str, index: int, *, ok: bool, auth_failed: bool, now: float
-    ) -> KeyStatus: ...
+    ) -> KeyStatus:
+        """A recovery probe's result; never counted as a request and never seen by the breaker."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -4,81 +4,49 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 
-from app.keys.breaker import CircuitBreaker
-from app.keys.model import KeyStatus, Outcome, RateLimitSignal
+from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
 from app.keys.pool import KeyPool
-from app.keys.strategies import Strategy
 from app.keys.transitions import record_probe, set_disabled
 from app.state.base import ProviderSnapshot
 
 
 class MemoryStateStore:
-    """Pools and breakers in this process. Coroutines only to honour the shared interface."""
+    """Pools (with their breakers) in this process. Coroutines only to honour the shared interface;
+    none of them awaits, so each call is atomic on the event loop."""
 
-    def __init__(
-        self,
-        pools: Mapping[str, KeyPool],
-        *,
-        breaker_threshold: int = 5,
-        breaker_reset_s: float = 60.0,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, pools: Mapping[str, KeyPool], *, rng: random.Random | None = None) -> None:
         self.pools = dict(pools)
-        self.breakers = {
-            name: CircuitBreaker(breaker_threshold, breaker_reset_s) for name in self.pools
-        }
         self._rng = rng or random.Random()
         self._provider_cursor = 0
 
-    @classmethod
-    def build(
-        cls,
-        sizes: Mapping[str, int],
-        strategies: Mapping[str, Strategy],
-        **kwargs: int | float | random.Random,
-    ) -> MemoryStateStore:
-        pools = {name: KeyPool(size, strategies[name]) for name, size in sizes.items()}
-        return cls(pools, **kwargs)  # type: ignore[arg-type]
-
-    async def acquire(
-        self,
-        provider: str,
-        now: float,
-        *,
-        exclude: Collection[int] = (),
-        preferred: int | None = None,
-    ) -> int | None:
-        return self.pools[provider].choose(now, self._rng, exclude=exclude, preferred=preferred)
+    async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
+        return self.pools[provider].acquire(now, self._rng, ask)
 
     async def release(
         self,
         provider: str,
-        index: int | None,
+        index: int,
         outcome: Outcome,
         now: float,
-        signal: RateLimitSignal,
+        signal: RateLimitSignal = NO_SIGNAL,
+        latency_s: float | None = None,
     ) -> None:
-        if index is not None:
-            self.pools[provider].finish(index, outcome, now, signal)
-        self.breakers[provider].record(outcome, now)
+        self.pools[provider].release(index, outcome, now, signal, latency_s)
 
-    async def allow_provider(self, provider: str, now: float) -> bool:
-        return self.breakers[provider].allow(now)
+    async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
+        return self.pools[provider].recheck(index, now, tokens)
 
     async def next_provider_offset(self, count: int) -> int:
         offset = self._provider_cursor % count
         self._provider_cursor = offset + 1
         return offset
 
-    async def retry_after(self, provider: str, now: float) -> float | None:
-        return self.pools[provider].next_available_in(now)
-
     async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
+        pool = self.pools[provider]
         return ProviderSnapshot(
-            keys=copy.deepcopy(self.pools[provider].statuses),
-            circuit=self.breakers[provider].state(now),
+            keys=copy.deepcopy(pool.statuses), circuit=pool.breaker.state(now)
         )
 
     async def set_disabled(self, provider: str, index: int, disabled: bool) -> KeyStatus:

@@ -11,6 +11,7 @@ Mode = Literal[
     "ok",
     "rate_limited",
     "error_500",
+    "bad_request",
     "unauthorized",
     "forbidden",
     "hang",

@@ -27,6 +27,7 @@ _STATUS_FAULTS = {
     "unauthorized": (401, "Incorrect API key provided."),
     "forbidden": (403, "You are not allowed to use this API key."),
     "error_500": (500, "The server had an error while processing your request."),
+    "bad_request": (400, "Invalid value for 'messages': rejected by the fake provider."),
 }
 _EVENT_STREAM_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 _JSON = "application/json"
@@ -112,6 +113,8 @@ async def _fault(request: web.Request, rt: KeyRuntime, *, chat: bool) -> web.Res
     mode = rt.behaviour.mode
     if mode == "stream_fail_before_first" and not chat:
         mode = "error_500"  # a probe sees a key that fails its streams as failing
+    if mode == "bad_request" and not chat:
+        mode = "ok"  # a request-level rejection says nothing about the key itself
     counted = rt if chat else None
     fault = _STATUS_FAULTS.get(mode)
     if fault is not None:

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.repositories import KeyStatsRepository
 from app.db.session import create_engine, create_sessionmaker
@@ -88,14 +88,33 @@ def flush_signal() -> tuple[asyncio.Event, Callable[[bool], None]]:
     return done, lambda ok: done.set() if ok else None
 
 
+Start = Callable[[StatsWriter], Awaitable[StatsWriter]]
+
+
+@pytest.fixture
+async def start(engine: AsyncEngine) -> AsyncIterator[Start]:
+    """Start writers and close them at teardown (before ``engine`` is disposed)."""
+    started: list[StatsWriter] = []
+
+    async def run(writer: StatsWriter) -> StatsWriter:
+        started.append(writer)
+        await writer.start()
+        return writer
+
+    yield run
+    await asyncio.gather(*(w.aclose() for w in started))
+
+
 class TestExactTotals:
-    async def test_mixed_events_sum_exactly_across_background_flushes(self, sessionmaker: Sessions):
+    async def test_mixed_events_sum_exactly_across_background_flushes(
+        self, start: Start, sessionmaker: Sessions
+    ):
         events = mixed_events(1000)
         flushed, on_flush = flush_signal()
         writer = StatsWriter(
             sessionmaker, flush_interval_s=3600, flush_max_events=100, on_flush=on_flush
         )
-        await writer.start()
+        await start(writer)
 
         for i, event in enumerate(events):
             writer.record(event)
@@ -106,10 +125,10 @@ class TestExactTotals:
         assert await stored_sums(sessionmaker) == expected_sums(events)
         assert (writer.pending_events, writer.pending_rows) == (0, 0)
 
-    async def test_shutdown_flush_writes_everything(self, sessionmaker: Sessions):
+    async def test_shutdown_flush_writes_everything(self, start: Start, sessionmaker: Sessions):
         events = mixed_events(300, seed=11)
         writer = StatsWriter(sessionmaker, flush_interval_s=3600, flush_max_events=10**6)
-        await writer.start()
+        await start(writer)
         for event in events:
             writer.record(event)
         assert writer.pending_events == 300
@@ -118,12 +137,14 @@ class TestExactTotals:
 
         assert await stored_sums(sessionmaker) == expected_sums(events)
 
-    async def test_interval_flush_without_reaching_max_events(self, sessionmaker: Sessions):
+    async def test_interval_flush_without_reaching_max_events(
+        self, start: Start, sessionmaker: Sessions
+    ):
         flushed, on_flush = flush_signal()
         writer = StatsWriter(
             sessionmaker, flush_interval_s=0.05, flush_max_events=10**6, on_flush=on_flush
         )
-        await writer.start()
+        await start(writer)
         writer.record(UsageEvent("groq", 0, "groq:0:abcd", None, prompt_tokens=3, at=T0))
 
         await asyncio.wait_for(flushed.wait(), timeout=10)
@@ -182,13 +203,13 @@ class TestDatabaseOutage:
         assert levels == [logging.WARNING, logging.INFO]
 
     async def test_shutdown_while_down_reports_what_is_unwritten(
-        self, switchable: SwitchableSessions, caplog: pytest.LogCaptureFixture
+        self, start: Start, switchable: SwitchableSessions, caplog: pytest.LogCaptureFixture
     ):
         logger = logging.getLogger("test.stats_writer.shutdown")
         caplog.set_level(logging.INFO, logger=logger.name)
         writer = StatsWriter(switchable, logger=logger)
         switchable.down = True
-        await writer.start()
+        await start(writer)
         writer.record(UsageEvent("groq", 0, "groq:0:abcd", 1, at=T0))
 
         await writer.aclose()

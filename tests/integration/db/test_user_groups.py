@@ -137,7 +137,7 @@ class TestTwoInstances:
 
         a, b = await asyncio.gather(first.group_for("bob"), second.group_for("bob"))
         assert (a, b) == (2, 1)  # each instance chose from its own view of the sizes
-        assert await asyncio.gather(first.flush(), second.flush()) == [True, True]
+        assert list(await asyncio.gather(first.flush(), second.flush())) == [True, True]
 
         stored = (await stored_groups(sessionmaker))["bob"]
         assert stored in (a, b)

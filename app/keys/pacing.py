@@ -1,0 +1,80 @@
+"""Proactive pacing: per-key request and token budgets as GCRA buckets, and request cost estimates.
+
+GCRA (the virtual-scheduling form of a leaky bucket) keeps one number per bucket, the theoretical
+arrival time `tat`, so a shared backend stores two floats per key. A request may start at
+`slot_at(...)`; `take(...)` books it, which may be in the future: that is how a request reserves
+the next free slot instead of polling for it.
+
+Requests get a burst of one: starts are at least `60 / rpm` seconds apart (plus a small
+headroom, because a provider counts arrivals, which network jitter can bunch), so no 60-second
+window ever holds more than `rpm` of them. Tokens are estimates, so their bucket allows a burst
+of one second's budget and refills at the rate that keeps any 60-second window within `tpm`; a
+single request larger than that burst goes alone once the bucket is full.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from app.keys.model import KeyStatus
+
+# Starts are spaced this much wider than the budget strictly allows: a provider enforcing a
+# sliding window sees our requests after a network hop whose delay varies by a few milliseconds.
+REQUEST_HEADROOM = 0.01
+# Completion tokens assumed when a request sets no max_tokens.
+DEFAULT_COMPLETION_TOKENS = 512
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """One provider's per-key budgets; `None` leaves that dimension unpaced."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+
+    @property
+    def paced(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+    @property
+    def request_interval(self) -> float:
+        return 60.0 / self.rpm * (1 + REQUEST_HEADROOM) if self.rpm else 0.0
+
+    @property
+    def token_burst(self) -> float:
+        return self.tpm / 60.0 if self.tpm else 0.0
+
+    @property
+    def token_interval(self) -> float:
+        """Seconds per token, chosen so burst + 60 s of refill never exceeds `tpm`."""
+        if not self.tpm:
+            return 0.0
+        return 60.0 / (self.tpm - self.token_burst)
+
+
+def estimate_tokens(prompt_chars: int, max_tokens: int | None) -> int:
+    """What a request may cost: its prompt at ~4 characters a token plus the completion cap."""
+    completion = max_tokens if max_tokens is not None else DEFAULT_COMPLETION_TOKENS
+    return math.ceil(prompt_chars / CHARS_PER_TOKEN) + completion
+
+
+def slot_at(status: KeyStatus, pace: Pace, tokens: int, now: float) -> float:
+    """The earliest time, at or after `now`, this key may start a request of `tokens`."""
+    at = now
+    if pace.rpm:
+        at = max(at, status.tat_requests)
+    if pace.tpm:
+        burst = pace.token_burst
+        room = burst - min(float(tokens), burst)
+        at = max(at, status.tat_tokens - room * pace.token_interval)
+    return at
+
+
+def take(status: KeyStatus, pace: Pace, tokens: int, at: float) -> None:
+    """Book a request starting at `at` (which `slot_at` allowed) against the key's budgets."""
+    if pace.rpm:
+        status.tat_requests = max(status.tat_requests, at) + pace.request_interval
+    if pace.tpm:
+        status.tat_tokens = max(status.tat_tokens, at) + tokens * pace.token_interval
