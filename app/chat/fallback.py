@@ -321,9 +321,9 @@ def _nothing() -> None:
     return None
 
 
-def request_tokens(params: Mapping[str, Any]) -> int:
+def request_tokens(params: dict[str, Any]) -> int:
     """A request's estimated token cost for pacing: prompt characters / 4 + its completion cap."""
-    chars = sum(len(text) for text in prompt_text(dict(params)))
+    chars = sum(len(text) for text in prompt_text(params))
     cap = params.get("max_tokens") or params.get("max_completion_tokens")
     return estimate_tokens(chars, cap if isinstance(cap, int) else None)
 

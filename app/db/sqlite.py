@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from threading import Thread
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 from sqlalchemy.engine import URL
@@ -39,7 +39,7 @@ class SqliteConnector:
     async def __call__(self) -> aiosqlite.Connection:
         connection = aiosqlite.connect(*self._args, **self._params)
         # aiosqlite < 0.22 was itself the Thread; 0.22+ holds one (SQLAlchemy reads it too).
-        worker: Thread = getattr(connection, "_thread", connection)
+        worker = cast(Thread, getattr(connection, "_thread", connection))
         worker.daemon = True  # as SQLAlchemy does: a leaked connection must not block exit
         try:
             return await connection

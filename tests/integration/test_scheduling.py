@@ -155,7 +155,7 @@ class TestStrategies:
         fake = make_fake({"k0": {}, "k1": {}})
         env = provider_env("alpha", fake, ["k0", "k1"])
         gateway = make_gateway({**env, "KEY_SELECTION": "least_busy", "ADMIN_TOKEN": TOKEN})
-        fake.set_key("k0", latency_ms=1500)
+        fake.set_key("k0", latency_ms=600)
         async with httpx.AsyncClient(timeout=10) as client:
             slow = asyncio.create_task(client.post(f"{gateway.base_url}/api/chat", json=HI))
             while fake.stats()["keys"]["k0"]["in_flight"] == 0:

@@ -95,10 +95,11 @@ class TestFirstChunkFailover:
     def test_path_a_falls_over_to_the_next_provider(
         self, make_fake: FakeFactory, make_gateway: GatewayFactory
     ):
-        fake = make_fake({"a0": {"mode": "stream_fail_before_first"}, "a1": {"mode": "reset"}})
+        keys = {f"a{i}": {"mode": mode} for i, mode in enumerate(FAILING_MODES)}
+        fake = make_fake(keys)
         other = make_fake({"b0": {}})
         env = {
-            **provider_env("alpha", fake, ["a0", "a1"]),
+            **provider_env("alpha", fake, list(keys)),
             **provider_env("beta", other, ["b0"], model="fake-large"),
             "LLM_PROVIDERS": "alpha,beta",
             "PROVIDER_ROTATION": "priority",
@@ -113,6 +114,8 @@ class TestFirstChunkFailover:
         assert [(a["provider"], a["key_index"]) for a in start["attempts"]] == [
             ("alpha", 0),
             ("alpha", 1),
+            ("alpha", 2),
+            ("alpha", 3),
         ]
         assert chunks_of(events) == TEXT
 
@@ -190,15 +193,23 @@ class TestClientDisconnect:
         )
         assert key["errors"] == 0  # the client leaving is not the key's fault
 
+    @pytest.mark.parametrize(
+        ("path", "extra"),
+        [("/api/chat/stream", {}), ("/v1/chat/completions", {"model": "auto", "stream": True})],
+    )
     def test_closing_before_the_first_token_cancels_upstream(
-        self, make_fake: FakeFactory, make_gateway: GatewayFactory
+        self,
+        make_fake: FakeFactory,
+        make_gateway: GatewayFactory,
+        path: str,
+        extra: dict[str, Any],
     ):
         fake = make_fake({"k0": {"mode": "hang"}})
         env = {**provider_env("alpha", fake, ["k0"]), "ADMIN_TOKEN": ADMIN_TOKEN}
         gateway = make_gateway(env)
-        body = orjson.dumps(HELLO)
+        body = orjson.dumps({**HELLO, **extra})
         request = (
-            f"POST /api/chat/stream HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         with socket.create_connection(("127.0.0.1", gateway.port)) as sock:

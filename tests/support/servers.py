@@ -54,7 +54,11 @@ class GatewayServer:
         self.settings = load_settings(full)
         self.app = create_app(self.settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
             ws_ping_interval=None,
         )
         self.server = uvicorn.Server(config)

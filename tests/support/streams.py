@@ -32,8 +32,8 @@ def post_stream(
         return response, []
 
 
-def wait_for(probe: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
-    """Poll `probe` until it returns something truthy, with a bounded deadline."""
+def wait_for(probe: Callable[[], T | None], timeout: float = 5.0, what: str = "condition") -> T:
+    """Poll `probe` until it returns something truthy (and return that), with a bounded deadline."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()

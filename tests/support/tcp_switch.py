@@ -33,6 +33,7 @@ class TcpSwitch:
 
     def __exit__(self, *_: object) -> None:
         self.off()
+        self._call(self._drain())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -61,6 +62,11 @@ class TcpSwitch:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+    async def _drain(self) -> None:
+        # Forwarding tasks end once their sockets are cut; wait so none is left pending.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

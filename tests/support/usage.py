@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from app.demo.fake_provider import FakeProviderThread
-from tests.support.databases import StatsRow
+from tests.support.databases import StatsRow, stats_rows
 
 RowKey = tuple[str, int, int | None]
 COUNTERS = (
@@ -20,7 +21,9 @@ COUNTERS = (
 )
 
 
-def expected_rows(answers: Iterable[tuple[int | None, Mapping[str, Any]]]) -> dict[RowKey, Counter[str]]:
+def expected_rows(
+    answers: Iterable[tuple[int | None, Mapping[str, Any]]],
+) -> dict[RowKey, Counter[str]]:
     """``(key group, /api/chat 200 body)`` pairs → the ``api_key_stats`` rows they imply.
 
     Each failed try listed in ``attempts`` is one request and one error (a 429 also one
@@ -74,3 +77,16 @@ def fake_counts(
 def _complete(tally: Counter[str]) -> Counter[str]:
     """Every counter present (zeros included), so dict equality compares them all."""
     return Counter({name: int(tally[name]) for name in COUNTERS})
+
+
+def settled_stats(
+    url: str, expected: Mapping[RowKey, Counter[str]], timeout: float = 10.0
+) -> list[StatsRow]:
+    """Poll ``api_key_stats`` (written in the background) until it holds ``expected``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = stats_rows(url)
+        if stored_rows(rows) == expected or time.monotonic() > deadline:
+            assert stored_rows(rows) == expected, f"api_key_stats not as expected in {timeout}s"
+            return rows
+        time.sleep(0.02)

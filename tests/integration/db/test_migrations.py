@@ -16,7 +16,7 @@ from sqlalchemy import Connection, inspect
 from app.db.migrate import REPO_ROOT, downgrade, upgrade, upgrade_async
 from app.db.models import Base
 from app.db.session import create_engine
-from tests.integration.db.conftest import run_in_thread
+from tests.support.databases import run_in_thread
 
 DIALECTS = pytest.mark.parametrize("empty_db_url", ["sqlite", "postgres"], indirect=True)
 

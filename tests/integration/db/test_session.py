@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.session import create_engine, ping
-from tests.integration.db.conftest import closed_port
+from tests.support.databases import closed_port
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db.repositories import KeyStatsRepository
 from app.db.session import create_engine, create_sessionmaker
 from app.db.stats_writer import StatsWriter, UsageEvent
-from tests.integration.db.conftest import SwitchableSessions, closed_port
+from tests.integration.db.conftest import SwitchableSessions
+from tests.support.databases import closed_port
 
 Sessions = async_sessionmaker[AsyncSession]
 Key = tuple[str, int, int | None]
