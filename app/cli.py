@@ -41,7 +41,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     settings = load_settings()
     for provider in settings.providers:
-        print(f"{provider.name}  base_url={provider.base_url}  default_model={provider.default_model}")
+        print(
+            f"{provider.name}  base_url={provider.base_url}  default_model={provider.default_model}"
+        )
         for key in provider.keys:
             print(f"  {key.fingerprint}")
     return 0

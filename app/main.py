@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from app.api import admin, chat, health, openai, websocket
 from app.api.body import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
+from app.api.fastlane import install_fast_routes
 from app.config import ConfigError, Settings, load_settings
 from app.runtime import build_runtime
 
@@ -23,6 +25,12 @@ logger = logging.getLogger("keypool")
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     runtime = await build_runtime(app.state.settings)
     app.state.runtime = runtime  # for in-process callers (threads using the blocking chat API)
+    # Everything built so far lives as long as the process: move it out of the collector's
+    # reach, or each full collection walks it again (measured ~40 us per request at 2k req/s).
+    gc.freeze()
+    # A request allocates a few hundred short-lived objects; collecting the young generation
+    # every 700 allocations ran several times per request.
+    gc.set_threshold(20_000, 20, 20)
     try:
         yield {"runtime": runtime}
     finally:
@@ -39,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     for module in (chat, websocket, openai, admin, health):
         app.include_router(module.router)
+    install_fast_routes(app)
     return app
 
 

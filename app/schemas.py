@@ -105,6 +105,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+_LOCAL_FIELDS = {"model", "stream", "stream_options"}
+
+
 class OpenAIChatRequest(BaseModel):
     """POST /v1/chat/completions; unknown OpenAI fields (tools, response_format…) pass through."""
 
@@ -120,6 +123,9 @@ class OpenAIChatRequest(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
     user: str | None = Field(default=None, max_length=MAX_USER_ID_CHARS)
 
-    def upstream_params(self) -> dict[str, Any]:
-        params = self.model_dump(exclude_none=True, exclude={"model", "stream", "stream_options"})
-        return params
+    def upstream_params(self, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The validated body as the upstream gets it; `raw` (the parsed JSON this model was
+        validated from) is forwarded as is, which skips a serialisation round trip."""
+        if raw is not None:
+            return {k: v for k, v in raw.items() if k not in _LOCAL_FIELDS and v is not None}
+        return self.model_dump(exclude_none=True, exclude=_LOCAL_FIELDS)

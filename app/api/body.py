@@ -32,12 +32,16 @@ def validate(model: type[M], data: Any, max_message_chars: int) -> M:
         raise invalid_request(exc) from None
 
 
-async def read_model(request: Request, model: type[M], max_message_chars: int) -> M:
+async def read_json(request: Request) -> Any:
     try:
         raw = await request.body()
     except ClientDisconnect:
         raise InvalidRequest("client disconnected while sending the body") from None
-    return validate(model, parse_json(raw), max_message_chars)
+    return parse_json(raw)
+
+
+async def read_model(request: Request, model: type[M], max_message_chars: int) -> M:
+    return validate(model, await read_json(request), max_message_chars)
 
 
 class BodyLimitMiddleware:
@@ -52,8 +56,11 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if name == b"content-length" and value.isdigit():
+                if int(value) > self.max_bytes:
+                    await self._refuse(scope, receive, send)
+                else:  # the server enforces Content-Length: nothing to count
+                    await self.app(scope, receive, send)
                 return
         received = 0
 

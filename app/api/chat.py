@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import read_model, validate
-from app.api.deps import ChatServiceDep, SettingsDep
+from app.api.deps import runtime_of
 from app.api.errors import json_response
 from app.api.sse import keypool_sse, open_while_connected, sse_response
 from app.chat.batch import run_batch
@@ -50,8 +50,10 @@ def keypool_headers(provider: str, key_index: int) -> dict[str, str]:
 
 
 @router.post("", openapi_extra=_BODY_DOC)
-async def chat(request: Request, service: ChatServiceDep, settings: SettingsDep) -> Response:
+async def chat(request: Request) -> Response:
     """One chat completion: Path A without `model`, Path B with it."""
+    runtime = runtime_of(request)
+    service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
     result = await service.complete(chat_call(body, request))
     return json_response(
@@ -60,8 +62,10 @@ async def chat(request: Request, service: ChatServiceDep, settings: SettingsDep)
 
 
 @router.post("/stream", openapi_extra=_BODY_DOC)
-async def chat_stream(request: Request, service: ChatServiceDep, settings: SettingsDep) -> Response:
+async def chat_stream(request: Request) -> Response:
     """SSE stream; answers only after a key produced its first token (errors before are JSON)."""
+    runtime = runtime_of(request)
+    service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
     opened = await open_while_connected(request, service.open_stream(chat_call(body, request)))
     if isinstance(opened, Response):
@@ -70,8 +74,10 @@ async def chat_stream(request: Request, service: ChatServiceDep, settings: Setti
 
 
 @router.post("/batch")
-async def chat_batch(request: Request, service: ChatServiceDep, settings: SettingsDep) -> Response:
+async def chat_batch(request: Request) -> Response:
     """1 to 16 chat requests run at once, each on a different key where enough are usable."""
+    runtime = runtime_of(request)
+    service, settings = runtime.service, runtime.settings
     envelope = await read_model(request, BatchRequest, settings.max_message_chars)
     items = [batch_item(item, request, settings.max_message_chars) for item in envelope.requests]
     return json_response({"results": await run_batch(service, items)})

@@ -9,9 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.body import read_model
+from app.api.body import read_json, validate
 from app.api.chat import keypool_headers, user_id_of
-from app.api.deps import ChatServiceDep, SettingsDep
+from app.api.deps import ChatServiceDep, runtime_of
 from app.api.errors import json_response
 from app.api.sse import DONE, open_while_connected, sse, sse_response
 from app.chat.service import ChatCall
@@ -30,13 +30,14 @@ _BODY_DOC = {
 
 
 @router.post("/chat/completions", openapi_extra=_BODY_DOC)
-async def chat_completions(
-    request: Request, service: ChatServiceDep, settings: SettingsDep
-) -> Response:
+async def chat_completions(request: Request) -> Response:
     """`model: "auto"` takes Path A; any other model takes Path B."""
-    body = await read_model(request, OpenAIChatRequest, settings.max_message_chars)
+    runtime = runtime_of(request)
+    service, settings = runtime.service, runtime.settings
+    raw = await read_json(request)
+    body = validate(OpenAIChatRequest, raw, settings.max_message_chars)
     call = ChatCall(
-        params=body.upstream_params(),
+        params=body.upstream_params(raw),
         model=None if body.model == AUTO_MODEL else body.model,
         user_id=user_id_of(request, body.user),
     )

@@ -116,7 +116,7 @@ class ChatService:
             attempt,
             fallback=call.fallback,
             group=await self._group(call.user_id),
-            tokens=request_tokens(call.params),
+            tokens=_token_cost(route, call.params),
             spread=spread,
         )
         completion = success.value
@@ -145,7 +145,7 @@ class ChatService:
             attempt,
             fallback=call.fallback,
             group=await self._group(call.user_id),
-            tokens=request_tokens(call.params),
+            tokens=_token_cost(route, call.params),
         )
         return ChatStream(success.value, success.lease, success.attempts, call.params, route.path)
 
@@ -187,6 +187,13 @@ class ChatService:
         """
         loop = blocking.check_caller(self._loop)
         return blocking.iterate(loop, self.chat_stream_async(messages, model, **options))
+
+
+def _token_cost(route: Route, params: dict[str, Any]) -> int | None:
+    """Only token pacing needs the estimate; skip the prompt scan when no provider paces tokens."""
+    if any(p.tpm_per_key for p in route.providers):
+        return request_tokens(params)
+    return None
 
 
 def _call(messages: list[dict[str, Any]], model: str | None, options: dict[str, Any]) -> ChatCall:

@@ -10,12 +10,15 @@ headroom, because a provider counts arrivals, which network jitter can bunch), s
 window ever holds more than `rpm` of them. Tokens are estimates, so their bucket allows a burst
 of one second's budget and refills at the rate that keeps any 60-second window within `tpm`; a
 single request larger than that burst goes alone once the bucket is full.
+
+`share` splits a budget between processes that cannot see each other's buckets (several workers
+without a shared store, or instances cut off from Redis): each keeps to `1/share` of it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.keys.model import KeyStatus
 
@@ -33,25 +36,30 @@ class Pace:
 
     rpm: int | None = None
     tpm: int | None = None
+    share: int = 1
 
     @property
     def paced(self) -> bool:
         return self.rpm is not None or self.tpm is not None
 
+    def shared_by(self, processes: int) -> Pace:
+        """This budget split evenly between `processes` that pace independently."""
+        return replace(self, share=max(1, processes))
+
     @property
     def request_interval(self) -> float:
-        return 60.0 / self.rpm * (1 + REQUEST_HEADROOM) if self.rpm else 0.0
+        return 60.0 / self.rpm * (1 + REQUEST_HEADROOM) * self.share if self.rpm else 0.0
 
     @property
     def token_burst(self) -> float:
-        return self.tpm / 60.0 if self.tpm else 0.0
+        return self.tpm / self.share / 60.0 if self.tpm else 0.0
 
     @property
     def token_interval(self) -> float:
-        """Seconds per token, chosen so burst + 60 s of refill never exceeds `tpm`."""
+        """Seconds per token, chosen so burst + 60 s of refill never exceeds `tpm` (our share)."""
         if not self.tpm:
             return 0.0
-        return 60.0 / (self.tpm - self.token_burst)
+        return 60.0 / (self.tpm / self.share - self.token_burst)
 
 
 def estimate_tokens(prompt_chars: int, max_tokens: int | None) -> int:

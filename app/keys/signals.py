@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 from app.keys.model import NO_SIGNAL, RateLimitSignal
 
@@ -24,6 +25,7 @@ RATE_LIMIT_HEADERS = (
 )
 
 
+@lru_cache(maxsize=4096)
 def parse_duration(value: str) -> float | None:
     """`1m30s`, `250ms`, `6.5s`, `2h`, or bare seconds (`12`, `0.5`) → seconds; None if unparseable.
 

@@ -11,10 +11,10 @@ FAIL_AFTER_ERRORS = 3
 # usually comes much sooner and releases the hold).
 TRIAL_HOLD_S = 1.0
 LATENCY_EWMA_WEIGHT = 0.2
-_MIN_HEALTH = 0.05
+MIN_HEALTH = 0.05
 # Outcomes that mean the upstream did not answer at all (no status): they say nothing about
 # whether the key is still making progress.
-_SILENT = frozenset({Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.CANCELLED})
+SILENT_OUTCOMES = frozenset({Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.CANCELLED})
 
 
 def record_start(status: KeyStatus, at: float, now: float, *, paced: bool = False) -> None:
@@ -47,7 +47,7 @@ def record_outcome(
     status.trial_until = None
     if outcome.is_key_failure:
         status.errors += 1
-    if outcome not in _SILENT:
+    if outcome not in SILENT_OUTCOMES:
         status.quiet_since = now
     if outcome is Outcome.OK and latency_s is not None:
         status.latency_ewma = blend_latency(status.latency_ewma, latency_s)
@@ -71,7 +71,7 @@ def _apply(status: KeyStatus, outcome: Outcome, now: float, signal: RateLimitSig
         _fail(status, auth=True)
     elif outcome.is_provider_failure:
         status.failures += 1
-        status.health_factor = max(_MIN_HEALTH, status.health_factor * 0.5)
+        status.health_factor = max(MIN_HEALTH, status.health_factor * 0.5)
         if status.failures >= FAIL_AFTER_ERRORS:
             _fail(status, auth=False)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +85,10 @@ class ProviderClient:
         self._headers = {
             "Authorization": f"Bearer {self.key.secret}",
             "Content-Type": "application/json",
+            # Explicit, so aiohttp neither merges session defaults nor generates its own.
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+            "User-Agent": "keypool",
         }
 
     def __repr__(self) -> str:
@@ -108,22 +111,20 @@ class ProviderClient:
             body.pop("stream_options", None)
         return orjson.dumps(body)
 
-    @contextmanager
-    def _key_redacted(self) -> Iterator[None]:
+    def _redact(self, exc: UpstreamError) -> UpstreamError:
         """Some upstreams echo the key in their error text, which a 400 relays to the client."""
-        try:
-            yield
-        except UpstreamError as exc:
-            message, secret = exc.upstream_message, self.key.secret
-            if message and secret in message:
-                exc.upstream_message = message.replace(secret, self.key.fingerprint)
-            raise
+        message, secret = exc.upstream_message, self.key.secret
+        if message and secret in message:
+            exc.upstream_message = message.replace(secret, self.key.fingerprint)
+        return exc
 
     async def complete(self, params: dict[str, Any]) -> Completion:
-        with self._key_redacted():
+        try:
             response = await self._transport.request(
                 "POST", self._url, self._headers, self._body(params, False), self.provider.timeout_s
             )
+        except UpstreamError as exc:
+            raise self._redact(exc) from exc.__cause__
         try:
             data = orjson.loads(response.body)
             message = data["choices"][0]["message"]
@@ -141,10 +142,12 @@ class ProviderClient:
         )
 
     async def open_stream(self, params: dict[str, Any]) -> UpstreamChatStream:
-        with self._key_redacted():
+        try:
             stream = await self._transport.open_stream(
                 self._url, self._headers, self._body(params, True), self.provider.timeout_s
             )
+        except UpstreamError as exc:
+            raise self._redact(exc) from exc.__cause__
         return UpstreamChatStream(stream, parse_signal(stream.headers, time.time()))
 
     async def probe(self) -> int:

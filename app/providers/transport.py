@@ -178,6 +178,8 @@ class AiohttpTransport:
     def __init__(self, *, limit_per_session: int = 2048) -> None:
         self._limit = limit_per_session
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._by_url: dict[str, aiohttp.ClientSession] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def open_session(self, base_url: str) -> None:
         if base_url in self._sessions:
@@ -190,15 +192,22 @@ class AiohttpTransport:
             connector=connector,
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
-            headers={"Accept-Encoding": "identity", "User-Agent": "keypool"},
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
         )
 
     def _session(self, url: str) -> aiohttp.ClientSession:
-        for base, session in self._sessions.items():
-            if url.startswith(base):
-                return session
-        raise UpstreamConnectionError("no upstream session for this provider")
+        session = self._by_url.get(url)
+        if session is None:
+            base = next((b for b in self._sessions if url.startswith(b)), None)
+            if base is None:
+                raise UpstreamConnectionError("no upstream session for this provider")
+            session = self._by_url[url] = self._sessions[base]
+        return session
+
+    def _timeout(self, total_s: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(total_s)
+        if timeout is None:
+            timeout = self._timeouts[total_s] = aiohttp.ClientTimeout(total=total_s)
+        return timeout
 
     async def request(
         self,
@@ -208,10 +217,9 @@ class AiohttpTransport:
         body: bytes | None,
         timeout_s: float,
     ) -> UpstreamResponse:
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
         with map_upstream_errors():
             async with self._session(url).request(
-                method, url, data=body, headers=headers, timeout=timeout
+                method, url, data=body, headers=headers, timeout=self._timeout(timeout_s)
             ) as response:
                 payload = await response.read()
                 limits = rate_limit_headers(response.headers)
@@ -241,6 +249,7 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
+        self._by_url.clear()
         for session in sessions:
             await session.close()
 

@@ -38,8 +38,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def readyz(gateway: GatewayServer) -> tuple[int, Any]:
-    answer = httpx.get(f"{gateway.base_url}/readyz", timeout=10)
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as c:
+        yield c
+
+
+def readyz(client: httpx.Client, gateway: GatewayServer) -> tuple[int, Any]:
+    answer = client.get(f"{gateway.base_url}/readyz")
     return answer.status_code, answer.json()
 
 
@@ -54,21 +60,20 @@ def start(make_fake: FakeFactory, make_gateway: GatewayFactory, url: str) -> Gat
 class Traffic:
     """Chats sent through a gateway, remembered with the group they were made for."""
 
-    def __init__(self, gateway: GatewayServer) -> None:
+    def __init__(self, gateway: GatewayServer, client: httpx.Client) -> None:
         self.gateway = gateway
+        self.client = client
         self.sent: list[tuple[str | None, dict[str, Any]]] = []
 
     def chat(self, user: str | None, n: int = 1) -> None:
         headers = {"X-User-Id": user} if user else {}
         for _ in range(n):
-            answer = httpx.post(
-                f"{self.gateway.base_url}/api/chat", json=HI, headers=headers, timeout=10
-            )
+            answer = self.client.post(f"{self.gateway.base_url}/api/chat", json=HI, headers=headers)
             assert answer.status_code == 200, answer.text
             self.sent.append((user, answer.json()))
 
     def group_of(self, user: str) -> int:
-        answer = httpx.get(f"{self.gateway.base_url}/api/admin/users/{user}", headers=AUTH)
+        answer = self.client.get(f"{self.gateway.base_url}/api/admin/users/{user}", headers=AUTH)
         assert answer.status_code == 200, answer.text
         group: int = answer.json()["api_key_group"]
         return group
@@ -79,15 +84,15 @@ class Traffic:
 
 
 def test_ready_when_the_database_answers(
-    db_url: str, make_fake: FakeFactory, make_gateway: GatewayFactory
+    db_url: str, make_fake: FakeFactory, make_gateway: GatewayFactory, client: httpx.Client
 ):
     gateway = start(make_fake, make_gateway, db_url)
-    assert readyz(gateway) == (200, READY)
-    assert httpx.get(f"{gateway.base_url}/healthz").json() == {"status": "ok"}
+    assert readyz(client, gateway) == (200, READY)
+    assert client.get(f"{gateway.base_url}/healthz").json() == {"status": "ok"}
 
 
 def test_postgres_outage_serves_chat_and_writes_the_stats_once_it_is_back(
-    make_fake: FakeFactory, make_gateway: GatewayFactory, tmp_path: Path
+    make_fake: FakeFactory, make_gateway: GatewayFactory, tmp_path: Path, client: httpx.Client
 ):
     with (
         throwaway_database("postgres", tmp_path, migrated=True) as direct_url,
@@ -95,7 +100,7 @@ def test_postgres_outage_serves_chat_and_writes_the_stats_once_it_is_back(
     ):
         via_switch = make_url(direct_url).set(host="127.0.0.1", port=switch.port)
         gateway = start(make_fake, make_gateway, via_switch.render_as_string(hide_password=False))
-        traffic = Traffic(gateway)
+        traffic = Traffic(gateway, client)
         traffic.chat("before", 3)
         traffic.chat(None, 2)
         wait_for(lambda: sum(r["total_requests"] for r in stats_rows(direct_url)) == 5)
@@ -104,47 +109,51 @@ def test_postgres_outage_serves_chat_and_writes_the_stats_once_it_is_back(
         traffic.chat("before", 4)
         traffic.chat("during", 5)  # first seen while the database is down
         traffic.chat(None, 6)
-        assert readyz(gateway) == (200, DEGRADED)
-        health = httpx.get(f"{gateway.base_url}/api/admin/api-keys/health", headers=AUTH)
+        assert readyz(client, gateway) == (200, DEGRADED)
+        health = client.get(f"{gateway.base_url}/api/admin/api-keys/health", headers=AUTH)
         assert health.status_code == 200
         assert health.json()["health"]["activeKeys"] == 2
+        during_group = traffic.group_of("during")  # known from memory meanwhile
+        rebalance = client.post(f"{gateway.base_url}/api/admin/users/rebalance", headers=AUTH)
+        assert rebalance.status_code == 503
+        assert rebalance.json()["error"]["type"] == "database_unavailable"
         assert sum(r["total_requests"] for r in stats_rows(direct_url)) == 5
         assert "during" not in user_groups(direct_url)
 
         switch.on()
-        wait_for(lambda: readyz(gateway) == (200, READY), what="ready again")
+        wait_for(lambda: readyz(client, gateway) == (200, READY), what="ready again")
         wait_for(lambda: "during" in user_groups(direct_url), what="user saved")
         expected = traffic.expected()
         settled_stats(direct_url, expected)
-        assert user_groups(direct_url)["during"] == traffic.group_of("during")
+        assert user_groups(direct_url)["during"] == during_group
         gateway.stop()  # while its database still exists
 
 
 def test_sqlite_that_appears_later_gets_every_stat(
-    make_fake: FakeFactory, make_gateway: GatewayFactory, tmp_path: Path
+    make_fake: FakeFactory, make_gateway: GatewayFactory, tmp_path: Path, client: httpx.Client
 ):
     later = tmp_path / "later"
     url = f"sqlite+aiosqlite:///{later / 'keypool.db'}"
     gateway = start(make_fake, make_gateway, url)  # its directory does not exist yet
-    traffic = Traffic(gateway)
+    traffic = Traffic(gateway, client)
     traffic.chat("early", 3)
     traffic.chat(None, 2)
-    assert readyz(gateway) == (200, DEGRADED)
+    assert readyz(client, gateway) == (200, DEGRADED)
 
     later.mkdir()
     run_in_thread(upgrade, url)  # an operator runs `keypool db upgrade`
-    wait_for(lambda: readyz(gateway) == (200, READY), what="ready")
+    wait_for(lambda: readyz(client, gateway) == (200, READY), what="ready")
     expected = traffic.expected()
     settled_stats(url, expected)
     wait_for(lambda: set(user_groups(url)) == {"early"}, what="user saved")
 
 
 def test_an_unopenable_sqlite_path_still_serves_and_shuts_down_cleanly(
-    make_fake: FakeFactory, make_gateway: GatewayFactory
+    make_fake: FakeFactory, make_gateway: GatewayFactory, client: httpx.Client
 ):
     """Shutting down flushes into a database that cannot be opened: aiosqlite's worker
     thread must not outlive the gateway's event loop (pytest fails on its exception)."""
     gateway = start(make_fake, make_gateway, "sqlite+aiosqlite:////nonexistent-dir/x.db")
-    Traffic(gateway).chat("someone", 2)
-    assert readyz(gateway) == (200, DEGRADED)
+    Traffic(gateway, client).chat("someone", 2)
+    assert readyz(client, gateway) == (200, DEGRADED)
     gateway.stop()

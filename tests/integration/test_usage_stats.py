@@ -81,10 +81,11 @@ class Setup:
 
     def groups(self) -> dict[str, int]:
         found = {}
-        for user in filter(None, USERS):
-            answer = httpx.get(f"{self.gateway.base_url}/api/admin/users/{user}", headers=AUTH)
-            assert answer.status_code == 200, answer.text
-            found[user] = answer.json()["api_key_group"]
+        with httpx.Client(base_url=self.gateway.base_url, headers=AUTH) as client:
+            for user in filter(None, USERS):
+                answer = client.get(f"/api/admin/users/{user}")
+                assert answer.status_code == 200, answer.text
+                found[user] = answer.json()["api_key_group"]
         return found
 
     def expected(self, sent: list[tuple[str | None, dict[str, Any]]]) -> dict[Any, Any]:

@@ -101,42 +101,31 @@ async def test_concurrent_first_sights_fill_groups_evenly_and_once(db_url: str, 
     assert api.group_of("same") == stored["same"]
 
 
-@pytest.mark.parametrize(
-    ("route", "provider"),
-    [
-        ({"model": "alpha/fake-small"}, "alpha"),
-        ({"model": "fake-small", "provider": "beta"}, "beta"),
-    ],
-)
-def test_the_group_key_is_tried_first_on_path_b(
-    db_url: str,
-    start: Starter,
-    route: dict[str, str],
-    provider: str,
-):
+def test_the_group_key_is_tried_first_on_every_provider_on_both_paths(db_url: str, start: Starter):
     api = start(db_url)
+    routes = {
+        "alpha": {"model": "alpha/fake-small"},
+        "beta": {"model": "fake-small", "provider": "beta"},
+    }
     for i in range(8):  # sequential first sights: groups 1, 2, 3, 4, 1, 2, 3, 4
-        user = f"b-{i}"
-        body = api.chat(user, **route)
-        assert (body["path"], body["provider"]) == ("B", provider)
-        assert api.group_of(user) == 1 + i % 4
-        for _ in range(3):  # and every time after
-            assert api.chat(user, **route)["key_index"] == first_key(1 + i % 4, provider)
-
-
-def test_the_group_key_is_tried_first_on_path_a_on_each_provider(db_url: str, start: Starter):
-    api = start(db_url)
-    for i in range(4):
-        user = f"a-{i}"
+        user = f"user-{i}"
+        group = 1 + i % 4
+        for provider, route in routes.items():  # Path B, every time
+            for _ in range(2):
+                body = api.chat(user, **route)
+                assert (body["path"], body["provider"]) == ("B", provider)
+                assert body["key_index"] == first_key(group, provider)
+        assert api.group_of(user) == group
         seen = {}
         for _ in range(4):  # Path A rotates providers; the group's key leads on each
             body = api.chat(user)
             seen[body["provider"]] = body["key_index"]
-        group = api.group_of(user)
-        assert seen == {p: first_key(group, p) for p in ("alpha", "beta")}
+        assert seen == {p: first_key(group, p) for p in routes}
 
 
-def test_body_and_openai_and_websocket_users_select_the_group_too(db_url: str, start: Starter):
+def test_body_openai_and_websocket_users_select_the_group_and_strangers_are_404(
+    db_url: str, start: Starter
+):
     api = start(db_url)
     body = api.chat(None, user_id="in-body", model="alpha/fake-small")  # group 1
     assert (api.group_of("in-body"), body["key_index"]) == (1, 0)
@@ -163,6 +152,10 @@ def test_body_and_openai_and_websocket_users_select_the_group_too(db_url: str, s
     assert asyncio.run(websocket_key("", {"X-User-Id": "ws-header"})) == 3
     assert api.group_of("ws-header") == 4
 
+    unknown = api.client.get("/api/admin/users/nobody", headers=AUTH)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["type"] == "unknown_user"
+
 
 def test_fewer_keys_later_serves_everyone_and_rebalance_evens_the_groups(
     db_url: str, start: Starter
@@ -188,11 +181,3 @@ def test_fewer_keys_later_serves_everyone_and_rebalance_evens_the_groups(
         assert after.chat(user, model="alpha/fake-small")["key_index"] == group - 1
     again = after.client.post("/api/admin/users/rebalance", headers=AUTH)
     assert again.json() == {"users": 8, "groups": 2, "moved": 0}
-
-
-def test_an_unknown_user_is_404(db_url: str, start: Starter):
-    api = start(db_url)
-    answer = api.client.get("/api/admin/users/nobody", headers=AUTH)
-    assert answer.status_code == 404
-    assert answer.json()["error"]["type"] == "unknown_user"
-    assert answer.json()["error"]["message"]

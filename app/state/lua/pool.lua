@@ -1,0 +1,184 @@
+-- Part 3 of the shared key state script: choosing a key, and the operations Python calls.
+
+-- pool.py -----------------------------------------------------------------------------------
+
+local function ready_at(rec, tokens)
+  if rec.state == FAILED or rec.state == DISABLED then return nil end
+  local at, wait = now, W_NONE
+  if rec.state == RATE_LIMITED then
+    local held = rec.trial_until
+    if held ~= nil and held > now then return math.max(held, rec.cooldown_until or now), W_HELD end
+    local till = rec.cooldown_until
+    if till == nil then return nil end
+    if till > now then at, wait = till, W_COOLDOWN end
+  end
+  if spec.paced then
+    local slot = slot_at(rec, tokens)
+    if slot > at then at, wait = slot, W_BUDGET end
+  end
+  return at, wait
+end
+
+local function pick(free, ask)
+  local candidates = {}
+  for _, i in ipairs(free) do if not stalled(i) then candidates[#candidates + 1] = i end end
+  if #candidates == 0 then candidates = free end
+  if next(ask.avoid) ~= nil then
+    local least, kept = math.huge, {}
+    for _, i in ipairs(candidates) do least = math.min(least, ask.avoid[tostring(i)] or 0) end
+    for _, i in ipairs(candidates) do
+      if (ask.avoid[tostring(i)] or 0) == least then kept[#kept + 1] = i end
+    end
+    candidates = kept
+  end
+  for _, i in ipairs(candidates) do if i == ask.preferred then return i end end
+  local index = strategy_pick(candidates, ask.u)
+  meta.cursor, meta_dirty = (index + 1) % spec.n, true
+  return index
+end
+
+local function start(index, at, tokens)
+  local rec = keys[index]
+  record_start(rec, at)
+  if spec.paced then take(rec, tokens, at) end
+  dirty[index] = true
+end
+
+local function within(at, wait, ask)
+  if wait == W_BUDGET then return at - now <= ask.max_queue_s end
+  if wait == W_COOLDOWN then return at - now <= ask.max_wait_s end
+  return false
+end
+
+local function earlier(a, b)
+  if a.at ~= b.at then return a.at < b.at end
+  if a.distance ~= b.distance then return a.distance < b.distance end
+  return a.index < b.index
+end
+
+local function choose(ask)
+  local excluded, free, turns, first = {}, {}, {}, nil
+  for _, i in ipairs(ask.exclude) do excluded[i] = true end
+  for i = 0, spec.n - 1 do
+    local at, wait = ready_at(keys[i], ask.tokens)
+    if at ~= nil then
+      first = first == nil and at or math.min(first, at)
+      if not excluded[i] then
+        if at <= now and wait ~= W_HELD then
+          free[#free + 1] = i
+        elseif within(at, wait, ask) and not stalled(i) then
+          turns[#turns + 1] = {at = at, distance = (i - meta.cursor) % spec.n, index = i, wait = wait}
+        end
+      end
+    end
+  end
+  if #free > 0 then
+    local index = pick(free, ask)
+    start(index, now, ask.tokens)
+    return {index = index}
+  end
+  table.sort(turns, earlier)
+  local turn = turns[1]
+  if turn ~= nil and ask.reserve then
+    start(turn.index, turn.at, ask.tokens)
+    return {index = turn.index, delay_s = turn.at - now, after_cooldown = turn.wait == W_COOLDOWN}
+  end
+  return {
+    wait_s = first and math.max(0, first - now),
+    reservable_s = turn and turn.at - now,
+    refused = first == nil and 'no_usable_key' or 'rate_limited',
+  }
+end
+
+-- Operations --------------------------------------------------------------------------------
+
+local ops = {}
+
+function ops.acquire()
+  load_all()
+  if args.admit and not breaker_allow() then
+    save()
+    return cjson.encode({refused = 'circuit_open'})
+  end
+  local grant = choose(args)
+  if grant.index == nil and args.admit and meta.trial_at ~= nil then
+    meta.trial_at, meta_dirty = nil, true
+  end
+  save()
+  return cjson.encode(grant)
+end
+
+function ops.release()
+  local rec = load_one(args.index)
+  record_outcome(rec, args)
+  if args.outcome == 'ok' and args.latency ~= nil then
+    meta.latency_ewma = blend(meta.latency_ewma, args.latency)
+  end
+  breaker_record(args)
+  dirty[args.index] = true
+  save()
+  return '{}'
+end
+
+function ops.recheck()
+  local rec = load_one(args.index)
+  local till = rec.cooldown_until
+  local cooling = rec.state == RATE_LIMITED and rec.announced
+  if not cooling or till == nil or till <= now then return '0' end
+  if not spec.paced then return tostring(till - now) end
+  local at = math.max(till, slot_at(rec, args.tokens))
+  take(rec, args.tokens, at)
+  dirty[args.index] = true
+  save()
+  return tostring(at - now)
+end
+
+function ops.set_disabled()
+  local rec = load_one(args.index)
+  if args.disabled then
+    rec.state, rec.cooldown_until, rec.trial_until = DISABLED, nil, nil
+  elseif rec.state == DISABLED then
+    reactivate(rec)
+  end
+  dirty[args.index] = true
+  save()
+  return cjson.encode(public(rec))
+end
+
+function ops.probe()
+  local rec = load_one(args.index)
+  record_probe(rec, args)
+  dirty[args.index] = true
+  save()
+  return cjson.encode(public(rec))
+end
+
+function ops.snapshot()
+  load_all()
+  save()
+  local out = {}
+  for i = 0, spec.n - 1 do out[i + 1] = public(keys[i]) end
+  return cjson.encode({keys = out, failures = meta.failures, opened_at = meta.opened_at,
+                       trial = trial_held(), cursor = meta.cursor, latency_ewma = meta.latency_ewma})
+end
+
+-- After an outage: the budgets each instance spent alone, and the cooldowns it learned, join
+-- the shared record, so the pool does not resume as if nothing had been sent meanwhile.
+function ops.merge()
+  load_all()
+  for _, seen in ipairs(args.keys) do
+    local rec = keys[seen.index]
+    if rec ~= nil then
+      rec.tat_requests = math.max(rec.tat_requests, seen.tat_requests)
+      rec.tat_tokens = math.max(rec.tat_tokens, seen.tat_tokens)
+      if seen.cooldown_until ~= nil and seen.cooldown_until > now then
+        cool_until(rec, seen.cooldown_until, seen.announced)
+      end
+      dirty[seen.index] = true
+    end
+  end
+  save()
+  return '{}'
+end
+
+return ops[op]()

@@ -1,0 +1,107 @@
+-- keypool's shared key state, part 1 of 3 (state.lua, keys.lua and pool.lua are joined in that
+-- order into one script by app/state/redis_scripts.py): app/keys (pool.py, transitions.py,
+-- pacing.py, breaker.py, stall.py, strategies.py) ported line for line, so that one provider's
+-- decision runs atomically in Redis.
+-- The Python modules are the specification: tests/unit/state/test_parity.py runs the same random
+-- operations on this script and on the in-process KeyPool and requires identical answers.
+-- Python keeps what needs no shared state: outcome classification, Retry-After parsing, the cost
+-- estimate, the pacing constants (sent in the provider spec) and the random draw (sent as `u`).
+--
+-- KEYS[1]  the provider's hash: field "meta" (cursor, breaker, pool latency) and one field per key
+--          index; values are MessagePack records with the fields of KeyStatus except in_flight,
+--          plus `flights` = {instance id: requests in flight}
+-- KEYS[2]  the instances' sorted set (member: instance id, score: last heartbeat, unix seconds)
+-- ARGV     op, provider spec (JSON), now, this instance's id, op arguments (JSON)
+-- The upper-case placeholders below are filled in from the Python constants at load time.
+
+local TRIAL_HOLD_S = __TRIAL_HOLD_S__
+local DEFAULT_COOLDOWN_S = __DEFAULT_COOLDOWN_S__
+local MAX_DEFAULT_COOLDOWN_S = __MAX_DEFAULT_COOLDOWN_S__
+local FAIL_AFTER_ERRORS = __FAIL_AFTER_ERRORS__
+local LATENCY_EWMA_WEIGHT = __LATENCY_EWMA_WEIGHT__
+local MIN_HEALTH = __MIN_HEALTH__
+local STALL_FLOOR_S = __STALL_FLOOR_S__
+local STALL_FACTOR = __STALL_FACTOR__
+local INSTANCE_TTL_S = __INSTANCE_TTL_S__
+local TRIAL_LEASE_S = __TRIAL_LEASE_S__
+local RECORD_TTL_MS = __RECORD_TTL_MS__
+
+local ACTIVE, RATE_LIMITED, FAILED, DISABLED = 'active', 'rate_limited', 'failed', 'disabled'
+local W_NONE, W_BUDGET, W_COOLDOWN, W_HELD = 0, 1, 2, 3
+
+local op, spec, now, me = ARGV[1], cjson.decode(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local args = cjson.decode(ARGV[5])
+local keys, dirty, meta, meta_dirty = {}, {}, nil, false
+
+-- Loading and saving ------------------------------------------------------------------------
+
+local alive_cache = {}
+local function alive(instance)
+  if instance == me then return true end
+  local known = alive_cache[instance]
+  if known == nil then
+    local score = redis.call('ZSCORE', KEYS[2], instance)
+    known = score ~= false and tonumber(score) >= now - INSTANCE_TTL_S
+    alive_cache[instance] = known
+  end
+  return known
+end
+
+local function fresh()
+  return {state = ACTIVE, announced = false, failures = 0, requests = 0, errors = 0,
+          health_factor = 1.0, auth_failed = false, tat_requests = 0, tat_tokens = 0}
+end
+
+-- A crashed instance cannot pin a key: its flights stop counting once its heartbeat expires.
+local function adopt(index, packed)
+  local rec = packed and cmsgpack.unpack(packed) or fresh()
+  if type(rec.flights) ~= 'table' then rec.flights = {} end
+  local total = 0
+  for instance, n in pairs(rec.flights) do
+    if alive(instance) then total = total + n else rec.flights[instance] = nil; dirty[index] = true end
+  end
+  rec.in_flight = total
+  keys[index] = rec
+  return rec
+end
+
+local function adopt_meta(packed)
+  meta = packed and cmsgpack.unpack(packed) or {cursor = 0, failures = 0}
+end
+
+local function load_all()
+  local raw, found = redis.call('HGETALL', KEYS[1]), {}
+  for i = 1, #raw, 2 do found[raw[i]] = raw[i + 1] end
+  adopt_meta(found.meta)
+  for index = 0, spec.n - 1 do adopt(index, found[tostring(index)]) end
+end
+
+local function load_one(index)
+  local raw = redis.call('HMGET', KEYS[1], 'meta', tostring(index))
+  adopt_meta(raw[1] or nil)
+  return adopt(index, raw[2] or nil)
+end
+
+local function save()
+  local out = {}
+  for index in pairs(dirty) do
+    local rec = keys[index]
+    local in_flight = rec.in_flight
+    rec.in_flight = nil
+    out[#out + 1] = tostring(index)
+    out[#out + 1] = cmsgpack.pack(rec)
+    rec.in_flight = in_flight
+  end
+  if meta_dirty then out[#out + 1] = 'meta'; out[#out + 1] = cmsgpack.pack(meta) end
+  if #out > 0 then
+    redis.call('HSET', KEYS[1], unpack(out))
+    redis.call('PEXPIRE', KEYS[1], RECORD_TTL_MS)
+  end
+end
+
+local function public(rec)
+  local copy = {}
+  for k, v in pairs(rec) do if k ~= 'flights' then copy[k] = v end end
+  return copy
+end
+

@@ -1,0 +1,185 @@
+"""Key state shared through Redis: every store call is one script run, so one round trip.
+
+Design (MULTI_KEY_ROTATION.md §7). The decisions of `app.keys` have to happen where the state
+is, atomically, or two instances would both take the last slot of a budget. So the script
+(`lua/*.lua`) is a line-for-line port of `KeyPool.acquire` / `release` / `recheck` and of the
+probe and admin transitions, and the pure Python modules stay the specification: a differential
+test runs random operations on both and requires identical answers. What needs no shared state
+stays in Python and reaches the script as data: outcome classification, signal parsing, the
+pacing intervals, the module constants (filled into the script source) and the random draw.
+
+Layout under the prefix (`KEYPOOL_REDIS_PREFIX`), never any key material, only indexes:
+`pool:<provider>` a hash (field `meta`: cursor, breaker, pool latency; field `<index>`: one
+key's record, MessagePack); `instances` a sorted set of live instance ids by last heartbeat;
+`providers:cursor` the Path A rotation counter. In-flight counts are kept per instance inside
+each record, and an instance whose heartbeat expired stops counting, so a crashed process
+cannot pin a key. Times are the callers' unix clocks, which NTP keeps within milliseconds.
+
+Errors are not handled here: `DegradingStore` decides what an unreachable Redis means.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import orjson
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
+from app.keys.pool import KeyPool
+from app.state.base import ProviderSnapshot
+from app.state.records import (
+    SharedPool,
+    ask_args,
+    grant_from,
+    merge_args,
+    provider_spec,
+    release_args,
+    shared_pool_from,
+    status_from,
+)
+from app.state.redis_scripts import INSTANCE_TTL_S, script_source
+
+MAX_CONNECTIONS = 64
+_NO_ARGS = b"{}"
+
+
+def connect(url: str, timeout_s: float) -> Redis:
+    """A client that fails fast: no retries of its own, every wait bounded by `timeout_s`.
+
+    Retrying inside the client would hold requests for seconds while Redis is gone; the store
+    falls back to local state at the first error instead and reconnects in the background.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis(connection_pool=pool)
+
+
+def describe(url: str) -> str:
+    """The URL without credentials, for logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class RedisStateStore:
+    """KeyStateStore on Redis; `instance` names this process in in-flight counts and heartbeats."""
+
+    def __init__(
+        self,
+        client: Redis,
+        pools: Mapping[str, KeyPool],
+        *,
+        prefix: str = "keypool:",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.pools = dict(pools)  # configuration only: the state lives in Redis
+        self._specs = {name: provider_spec(pool) for name, pool in pools.items()}
+        self._keys = {name: f"{prefix}pool:{name}" for name in pools}
+        self._instances = f"{prefix}instances"
+        self._provider_cursor = f"{prefix}providers:cursor"
+        self._script = client.register_script(script_source())
+        self._rng = rng or random.Random()
+        self._base = uuid.uuid4().hex[:12]
+        self._epoch = 0
+        self._retired: str | None = None
+
+    @property
+    def instance(self) -> str:
+        return f"{self._base}.{self._epoch}"
+
+    def new_epoch(self) -> None:
+        """Count this process's requests afresh, e.g. after an outage during which releases
+        could not be recorded: the old id's counts are dropped at the next heartbeat."""
+        self._retired = self.instance
+        self._epoch += 1
+
+    async def _run(self, op: str, provider: str, now: float, args: bytes = _NO_ARGS) -> bytes:
+        keys = (self._keys[provider], self._instances)
+        argv = (op, self._specs[provider], repr(now), self.instance, args)
+        answer: bytes = await self._script(keys=keys, args=argv)
+        return answer
+
+    async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
+        return grant_from(
+            await self._run("acquire", provider, now, ask_args(ask, self._rng.random()))
+        )
+
+    async def release(
+        self,
+        provider: str,
+        index: int,
+        outcome: Outcome,
+        now: float,
+        signal: RateLimitSignal = NO_SIGNAL,
+        latency_s: float | None = None,
+    ) -> None:
+        await self._run("release", provider, now, release_args(index, outcome, signal, latency_s))
+
+    async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
+        args = b'{"index": %d, "tokens": %d}' % (index, tokens)
+        return float(await self._run("recheck", provider, now, args))
+
+    async def next_provider_offset(self, count: int) -> int:
+        turn = int(await self.client.incr(self._provider_cursor))
+        return (turn - 1) % count
+
+    async def shared_pool(self, provider: str, now: float) -> SharedPool:
+        return shared_pool_from(await self._run("snapshot", provider, now), self.pools[provider])
+
+    async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
+        shared = await self.shared_pool(provider, now)
+        return ProviderSnapshot(keys=shared.keys, circuit=shared.circuit(now))
+
+    async def set_disabled(self, provider: str, index: int, disabled: bool) -> KeyStatus:
+        args = orjson.dumps({"index": index, "disabled": disabled})
+        # The transition reads no clock; `now` only dates the script's liveness checks.
+        answer = await self._run("set_disabled", provider, time.time(), args)
+        return status_from(orjson.loads(answer))
+
+    async def record_probe(
+        self, provider: str, index: int, *, ok: bool, auth_failed: bool, now: float
+    ) -> KeyStatus:
+        args = orjson.dumps({"index": index, "ok": ok, "auth_failed": auth_failed})
+        return status_from(orjson.loads(await self._run("probe", provider, now, args)))
+
+    async def merge(self, provider: str, local: KeyPool, now: float) -> None:
+        """Fold budgets spent and cooldowns learned while cut off into the shared record."""
+        args = merge_args(local, now)
+        if args is not None:
+            await self._run("merge", provider, now, args)
+
+    async def heartbeat(self, now: float) -> int:
+        """Say this instance is alive; answer how many instances are (this one included)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            if self._retired is not None:
+                pipe.zrem(self._instances, self._retired)
+            pipe.zadd(self._instances, {self.instance: now})
+            pipe.zremrangebyscore(self._instances, "-inf", now - INSTANCE_TTL_S)
+            pipe.zcount(self._instances, now - INSTANCE_TTL_S, "+inf")
+            pipe.expire(self._instances, int(INSTANCE_TTL_S * 10))
+            answers = await pipe.execute()
+        self._retired = None
+        return int(answers[-2])
+
+    async def leave(self) -> None:
+        """Stop counting as alive at once (a clean shutdown), rather than after the expiry."""
+        await self.client.zrem(self._instances, self.instance)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
