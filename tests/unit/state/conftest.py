@@ -1,0 +1,40 @@
+"""Real Redis for the state-store tests: a client and a prefix of its own for every test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from redis.asyncio import Redis
+
+from app.state.redis import connect
+from tests.support.servers import require_service
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    client: Redis
+    prefix: str
+
+    async def keys(self) -> list[str]:
+        return sorted([k.decode() async for k in self.client.scan_iter(match=f"{self.prefix}*")])
+
+
+@pytest.fixture
+async def redis_ns() -> AsyncIterator[Namespace]:
+    """Everything written under the prefix is deleted afterwards."""
+    require_service(REDIS_HOST, REDIS_PORT, "Redis")
+    client = connect(REDIS_URL, 2.0)
+    ns = Namespace(client, f"keypool-test:{uuid.uuid4().hex[:10]}:")
+    try:
+        yield ns
+    finally:
+        left = await ns.keys()
+        if left:
+            await client.delete(*left)
+        await client.aclose()
