@@ -59,8 +59,12 @@ def exhausted_error(
     attempts: list[Attempt],
     skipped: dict[str, str],
     retry_after_s: float | None,
+    untried: dict[int, str] | None = None,
 ) -> KeypoolError:
-    """429 when every failure was a rate limit (with Retry-After), 503 otherwise."""
+    """429 when every failure was a rate limit (with Retry-After), 503 otherwise.
+
+    `untried` (Path B) gives the state of each key no attempt reached, so `errors` covers them all.
+    """
     reasons = [a.error for a in attempts] + list(skipped.values())
     tried = [a.as_dict() for a in attempts]
     if route.path == "A":
@@ -71,9 +75,8 @@ def exhausted_error(
         message = "every provider failed; see errors for the reason per provider"
     else:
         provider = route.providers[0].name
-        errors = {str(a.key_index): a.error for a in attempts}
-        if not attempts and skipped:
-            errors = {"*": skipped.get(provider, "no_usable_key")}
+        errors = {str(i): reason for i, reason in sorted((untried or {}).items())}
+        errors.update({str(a.key_index): a.error for a in attempts})
         details = {"provider": provider, "model": route.model, "errors": errors, "attempts": tried}
         message = f"every key of provider {provider!r} failed for model {route.model!r}"
     if reasons and all(r == RATE_LIMITED for r in reasons):

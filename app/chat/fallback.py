@@ -23,7 +23,7 @@ from app.config import ProviderConfig
 from app.db.stats_writer import UsageEvent
 from app.errors import KeypoolError
 from app.keys.backoff import WaitPolicy
-from app.keys.model import NO_SIGNAL, Ask, Grant, Outcome, RateLimitSignal
+from app.keys.model import NO_SIGNAL, Ask, Grant, KeyState, Outcome, RateLimitSignal
 from app.keys.pacing import estimate_tokens
 from app.providers.client import ProviderClient, Usage
 from app.providers.errors import UpstreamError
@@ -155,14 +155,14 @@ class FallbackRunner:
                 if success is not None:
                     return success
                 if job.spent:
-                    raise self._exhausted(job)
+                    raise await self._exhausted(job)
             if single:
-                raise self._exhausted(job)
+                raise await self._exhausted(job)
             success, attempted = await self._wait_for_turn(job, providers)
             if success is not None:
                 return success
             if not attempted or job.spent:
-                raise self._exhausted(job)
+                raise await self._exhausted(job)
 
     async def _drain(
         self, job: _Job[T], provider: ProviderConfig, *, reserve: bool
@@ -274,14 +274,32 @@ class FallbackRunner:
         if 0 < extra <= job.deadline - self.clock():
             await self.sleep(extra)
 
-    def _exhausted(self, job: _Job[T]) -> KeypoolError:
+    async def _exhausted(self, job: _Job[T]) -> KeypoolError:
         attempted = {a.provider for a in job.attempts}
         skipped = dict(job.skipped)
         for name, grant in job.refusals.items():
             if name not in attempted and name not in skipped:
                 skipped[name] = grant.refused or "no_usable_key"
         waits = [g.wait_s for g in job.refusals.values() if g.wait_s is not None]
-        return exhausted_error(job.route, job.attempts, skipped, min(waits) if waits else None)
+        untried = await self._untried_keys(job) if job.route.path == "B" else {}
+        return exhausted_error(
+            job.route, job.attempts, skipped, min(waits) if waits else None, untried
+        )
+
+    async def _untried_keys(self, job: _Job[T]) -> dict[int, str]:
+        """Path B's errors also name the unusable keys no attempt reached, by state (read only on
+        this error path). Usable keys left untried (`fallback: false`, budgets) are not listed."""
+        name = job.route.providers[0].name
+        now = self.clock()
+        snap = await self.store.snapshot(name, now)
+        tried = job.tried.get(name, set())
+        circuit = job.skipped.get(name)
+        states = {i: status.effective_state(now) for i, status in enumerate(snap.keys)}
+        return {
+            i: circuit or state.value
+            for i, state in states.items()
+            if i not in tried and (circuit or state is not KeyState.ACTIVE)
+        }
 
     async def settle(
         self, lease: Lease, outcome: Outcome, signal: RateLimitSignal, usage: Usage | None

@@ -225,7 +225,7 @@ class TestPathB:
         error = failed.json()["error"]
         assert error["type"] == "all_keys_failed"
         assert (error["provider"], error["model"]) == ("alpha", "fake-small")
-        assert error["errors"] == {"1": "auth_failed", "2": "server_error"}
+        assert error["errors"] == {"0": "failed", "1": "auth_failed", "2": "server_error"}
         assert served(fb) == {"b0": 0}
 
     def test_upstream_404_is_model_not_found_and_not_retried(

@@ -151,10 +151,18 @@ class TestExhausted:
         assert isinstance(error, AllProvidersFailed)
         assert error.details["errors"] == {"alpha": "rate_limited", "beta": "circuit_open"}
 
-    def test_a_path_b_provider_with_no_usable_key_says_so(self):
-        error = exhausted_error(PATH_B, [], {"alpha": "no_usable_key"}, None)
+    def test_a_path_b_provider_with_no_usable_key_names_each_key_state(self):
+        untried = {0: "failed", 1: "disabled"}
+        error = exhausted_error(PATH_B, [], {"alpha": "no_usable_key"}, None, untried)
         assert isinstance(error, AllKeysFailed)
-        assert error.details["errors"] == {"*": "no_usable_key"}
+        assert error.details["errors"] == {"0": "failed", "1": "disabled"}
+
+    def test_path_b_errors_cover_tried_and_untried_keys(self):
+        error = exhausted_error(
+            PATH_B, [attempt(Outcome.SERVER_ERROR)], {}, None, {1: "failed", 2: "disabled"}
+        )
+        assert isinstance(error, AllKeysFailed)
+        assert set(error.details["errors"]) == {"0", "1", "2"}
 
     def test_envelope_is_the_design_shape(self):
         error = exhausted_error(PATH_B, [attempt(Outcome.SERVER_ERROR)], {}, None)

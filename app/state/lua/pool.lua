@@ -33,7 +33,7 @@ local function pick(free, ask)
   end
   for _, i in ipairs(candidates) do if i == ask.preferred then return i end end
   local index = strategy_pick(candidates, ask.u)
-  meta.cursor, meta_dirty = (index + 2) % spec.n, true
+  meta.cursor, meta_dirty = (index + 1) % spec.n, true
   return index
 end
 

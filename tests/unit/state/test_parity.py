@@ -62,6 +62,7 @@ def random_signal(rng: random.Random) -> RateLimitSignal:
             NO_SIGNAL,
             RateLimitSignal(retry_after_s=rng.choice([0.5, 3.0, 20.0])),
             RateLimitSignal(remaining_requests=rng.randint(0, 3), reset_requests_s=2.5),
+            RateLimitSignal(remaining_requests=rng.randint(1, 3), reset_requests_s=30.0),
             RateLimitSignal(remaining_requests=0, reset_requests_s=1.5, retry_after_s=4.0),
         ]
     )

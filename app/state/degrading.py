@@ -1,0 +1,299 @@
+"""Shared key state that survives Redis going away: this process's own pools stand in meanwhile.
+
+While Redis answers, every call goes to `RedisStateStore` (one round trip) and a heartbeat task
+says this instance is alive, counts the live instances (N) and copies the shared state into the
+local pools once a second, so they are warm when needed. The first failed call switches to the
+local pools at once (that request included: no client sees an error), logs one warning, and
+the heartbeat task reconnects with backoff. Meanwhile each instance keeps to 1/N of every key's
+budget, N as last seen, so losing Redis never multiplies what a key receives. On reconnection
+the budgets spent and cooldowns learned alone, and admin switches made meanwhile, are folded
+into the shared record, and the process counts its in-flight requests under a new id (releases
+it could not record must not pin keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
+from app.keys.pacing import Pace
+from app.state.base import ProviderSnapshot
+from app.state.memory import MemoryStateStore
+from app.state.redis import RedisStateStore
+
+T = TypeVar("T")
+logger = logging.getLogger("keypool.state")
+
+# Everything an unreachable, restarting or overloaded Redis raises through redis-py.
+REDIS_ERRORS = (RedisError, OSError)
+HEARTBEAT_S = 1.0  # the issue asks for at least every 2 s; a second also bounds mirror staleness
+
+
+class _Unavailable(Exception):
+    """Redis cannot serve this call; local state does."""
+
+
+class DegradingStore:
+    """KeyStateStore on Redis with in-process fallback (DESIGN.md §5)."""
+
+    def __init__(
+        self,
+        shared: RedisStateStore,
+        local: MemoryStateStore,
+        *,
+        address: str,
+        peers: int = 1,
+        heartbeat_s: float = HEARTBEAT_S,
+        reconnect_s: tuple[float, float] = (0.1, 5.0),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.shared = shared
+        self.local = local
+        self.address = address
+        self.heartbeat_s = heartbeat_s
+        self.reconnect_s = reconnect_s
+        self.clock = clock
+        self.peers = 1
+        self._budgets: Mapping[str, Pace] = {n: p.pace for n, p in local.pools.items()}
+        self._share(peers)
+        self._up = False
+        self._ever_up = False
+        self._warned = False
+        self._granted: Counter[tuple[str, int]] = Counter()  # Redis grants not yet released
+        self._switches: dict[tuple[str, int], bool] = {}  # admin switches made while cut off
+        self._wake = asyncio.Event()
+        self._started = False
+        self._task: asyncio.Task[None] | None = None
+        self._orphans: set[asyncio.Task[None]] = set()
+        self._rng = random.Random()
+
+    def redis_status(self) -> str:
+        return "ok" if self._up else "down"
+
+    async def start(self) -> None:
+        """One connection attempt now (bounded by the client's timeout), then the heartbeat."""
+        if not self._started:
+            self._started = True
+            await self._reconnect()
+            self._task = asyncio.create_task(self._supervise(), name="keypool-redis")
+
+    # KeyStateStore ---------------------------------------------------------------------------
+
+    async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
+        def orphaned(grant: Grant) -> None:
+            if grant.index is not None:
+                self._give_back(provider, grant.index)
+
+        try:
+            grant = await self._call(lambda s: s.acquire(provider, now, ask), orphaned)
+        except _Unavailable:
+            return await self.local.acquire(provider, now, ask)
+        if grant.index is not None:
+            self._granted[provider, grant.index] += 1
+            self.local.pools[provider].statuses[grant.index].in_flight += 1
+        return grant
+
+    async def release(
+        self,
+        provider: str,
+        index: int,
+        outcome: Outcome,
+        now: float,
+        signal: RateLimitSignal = NO_SIGNAL,
+        latency_s: float | None = None,
+    ) -> None:
+        """To the store that granted the attempt; a Redis grant ends locally if Redis is gone."""
+        if self._granted[provider, index] > 0:
+            self._granted[provider, index] -= 1
+            with contextlib.suppress(_Unavailable):
+                await self._call(
+                    lambda s: s.release(provider, index, outcome, now, signal, latency_s)
+                )
+                status = self.local.pools[provider].statuses[index]
+                status.in_flight = max(0, status.in_flight - 1)
+                return
+        await self.local.release(provider, index, outcome, now, signal, latency_s)
+
+    async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
+        if self._granted[provider, index] > 0:
+            with contextlib.suppress(_Unavailable):
+                return await self._call(lambda s: s.recheck(provider, index, now, tokens))
+        return await self.local.recheck(provider, index, now, tokens)
+
+    async def next_provider_offset(self, count: int) -> int:
+        with contextlib.suppress(_Unavailable):
+            return await self._call(lambda s: s.next_provider_offset(count))
+        return await self.local.next_provider_offset(count)
+
+    async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
+        with contextlib.suppress(_Unavailable):
+            return await self._call(lambda s: s.snapshot(provider, now))
+        return await self.local.snapshot(provider, now)
+
+    async def set_disabled(self, provider: str, index: int, disabled: bool) -> KeyStatus:
+        try:
+            status = await self._call(lambda s: s.set_disabled(provider, index, disabled))
+        except _Unavailable:
+            self._switches[provider, index] = disabled
+            return await self.local.set_disabled(provider, index, disabled)
+        await self.local.set_disabled(provider, index, disabled)
+        return status
+
+    async def record_probe(
+        self, provider: str, index: int, *, ok: bool, auth_failed: bool, now: float
+    ) -> KeyStatus:
+        with contextlib.suppress(_Unavailable):
+            return await self._call(
+                lambda s: s.record_probe(provider, index, ok=ok, auth_failed=auth_failed, now=now)
+            )
+        return await self.local.record_probe(
+            provider, index, ok=ok, auth_failed=auth_failed, now=now
+        )
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._orphans, return_exceptions=True)
+        if self._up:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.shared.leave()
+        self._up = False
+        await self.shared.aclose()
+
+    # Routing ---------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        call: Callable[[RedisStateStore], Awaitable[T]],
+        orphaned: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run `call` on Redis, or raise _Unavailable.
+
+        The call runs to its end even if the request is cancelled meanwhile (a client hung up):
+        a script cut off mid-flight may still have run, and a grant nobody receives would count
+        in flight for ever. `orphaned` gets the answer nobody waited for.
+        """
+        if not self._started:
+            self._start_in_background()
+        if not self._up:
+            raise _Unavailable
+        task = asyncio.ensure_future(call(self.shared))
+        try:
+            return await asyncio.shield(task)
+        except REDIS_ERRORS as exc:
+            self._lost(exc)
+            raise _Unavailable from exc
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: self._settle_orphan(t, orphaned))
+            raise
+
+    def _settle_orphan(self, task: asyncio.Task[T], orphaned: Callable[[T], None] | None) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if isinstance(exc, REDIS_ERRORS):
+                self._lost(exc)
+            return
+        if orphaned is not None:
+            orphaned(task.result())
+
+    def _give_back(self, provider: str, index: int) -> None:
+        async def release() -> None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.shared.release(provider, index, Outcome.CANCELLED, self.clock())
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
+
+    def _start_in_background(self) -> None:
+        """A store used without `start()` (a script's ChatService) connects on first use."""
+        self._started = True
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="keypool-redis")
+
+    # Connection ------------------------------------------------------------------------------
+
+    def _lost(self, exc: BaseException) -> None:
+        if not self._up:
+            return
+        self._up = False
+        self._warn(exc, "lost")
+        self._wake.set()
+
+    def _warn(self, exc: BaseException, what: str) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        logger.warning(
+            "redis %s %s (%s): serving from in-process key state, keeping to 1/%d of every "
+            "key's budget; reconnecting in the background",
+            self.address,
+            what,
+            type(exc).__name__,
+            self.peers,
+        )
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            if self._up:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.heartbeat_s)
+                self._wake.clear()
+                if self._up:
+                    await self._beat()
+                continue
+            await asyncio.sleep(self._backoff(failures))
+            failures = 0 if await self._reconnect() else failures + 1
+
+    def _backoff(self, failures: int) -> float:
+        base, cap = self.reconnect_s
+        ceiling = min(cap, base * 2 ** min(failures, 16))
+        return ceiling * (0.5 + self._rng.random() / 2)
+
+    async def _beat(self) -> None:
+        now = self.clock()
+        try:
+            self._share(await self.shared.heartbeat(now))
+            for name, pool in self.local.pools.items():
+                (await self.shared.shared_pool(name, now)).copy_into(pool)
+        except REDIS_ERRORS as exc:
+            self._lost(exc)
+
+    async def _reconnect(self) -> bool:
+        now = self.clock()
+        if self._ever_up:
+            self.shared.new_epoch()
+        try:
+            peers = await self.shared.heartbeat(now)
+            for (provider, index), disabled in list(self._switches.items()):
+                await self.shared.set_disabled(provider, index, disabled)
+                del self._switches[provider, index]
+            for name, pool in self.local.pools.items():
+                await self.shared.merge(name, pool, now)
+        except REDIS_ERRORS as exc:
+            self._warn(exc, "unreachable")
+            return False
+        self._share(peers)
+        self._up = self._ever_up = True
+        if self._warned:
+            logger.info("redis %s reachable again: shared key state resumed", self.address)
+        self._warned = False
+        return True
+
+    def _share(self, peers: int) -> None:
+        """Pace the local pools to this instance's share, ready for the next outage."""
+        self.peers = max(1, peers)
+        for name, pool in self.local.pools.items():
+            pool.pace = self._budgets[name].shared_by(self.peers)
