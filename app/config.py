@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./keypool.db"
     redis_url: SecretStr | None = None
     keypool_redis_prefix: str = "keypool:"
+    redis_timeout_s: float = Field(default=0.5, gt=0)
     admin_token: SecretStr | None = None
     max_message_chars: int = Field(default=50_000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

@@ -22,7 +22,9 @@ from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.providers.transport import AiohttpTransport
 from app.state.base import KeyStateStore
+from app.state.degrading import DegradingStore
 from app.state.memory import MemoryStateStore
+from app.state.redis import RedisStateStore, connect, describe
 
 logger = logging.getLogger("keypool")
 
@@ -42,6 +44,9 @@ class Runtime:
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def redis_status(self) -> str:
+        """ "off" without REDIS_URL; else whether the shared state is in use right now."""
+        if isinstance(self.store, DegradingStore):
+            return self.store.redis_status()
         return "off"
 
     async def aclose(self) -> None:
@@ -57,8 +62,8 @@ class Runtime:
         await self.engine.dispose()
 
 
-def build_store(settings: Settings) -> MemoryStateStore:
-    pools = {
+def build_pools(settings: Settings) -> dict[str, KeyPool]:
+    return {
         p.name: KeyPool(
             len(p.keys),
             make_strategy(settings.key_selection, p.key_weights),
@@ -67,7 +72,31 @@ def build_store(settings: Settings) -> MemoryStateStore:
         )
         for p in settings.providers
     }
-    return MemoryStateStore(pools)
+
+
+def build_store(settings: Settings) -> MemoryStateStore | DegradingStore:
+    """In-process state, or Redis (with in-process fallback) when REDIS_URL is set.
+
+    Several workers without Redis cannot see each other's budgets, so each keeps to its share.
+    """
+    workers = settings.web_concurrency
+    if settings.redis_url is None:
+        pools = build_pools(settings)
+        if workers > 1:
+            for pool in pools.values():
+                pool.pace = pool.pace.shared_by(workers)
+            logger.info(
+                "WEB_CONCURRENCY=%d without REDIS_URL: each worker keeps its own key state and "
+                "1/%d of every key's budget (set REDIS_URL to share one pool)",
+                workers,
+                workers,
+            )
+        return MemoryStateStore(pools)
+    url = settings.redis_url.get_secret_value()
+    client = connect(url, settings.redis_timeout_s)
+    shared = RedisStateStore(client, build_pools(settings), prefix=settings.keypool_redis_prefix)
+    local = MemoryStateStore(build_pools(settings))
+    return DegradingStore(shared, local, address=describe(url), peers=workers)
 
 
 async def migrate(settings: Settings) -> None:
@@ -95,6 +124,8 @@ async def build_runtime(settings: Settings) -> Runtime:
     await stats.start()
     await groups.start()
     store = build_store(settings)
+    if isinstance(store, DegradingStore):
+        await store.start()
     service = ChatService(
         settings.providers,
         transport,

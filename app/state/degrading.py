@@ -259,7 +259,7 @@ class DegradingStore:
 
     def _backoff(self, failures: int) -> float:
         base, cap = self.reconnect_s
-        ceiling = min(cap, base * 2 ** min(failures, 16))
+        ceiling = min(cap, base * 2.0 ** min(failures, 16))
         return ceiling * (0.5 + self._rng.random() / 2)
 
     async def _beat(self) -> None:
