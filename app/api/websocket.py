@@ -10,6 +10,7 @@ only the test servers turn them off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import aclosing
 from typing import Any
@@ -24,7 +25,7 @@ from app.api.sse import keypool_events
 from app.chat.service import ChatCall, ChatService
 from app.errors import InvalidRequest, KeypoolError
 from app.runtime import Runtime
-from app.schemas import ChatRequest
+from app.schemas import MAX_USER_ID_CHARS, ChatRequest
 
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger("keypool.ws")
@@ -33,6 +34,7 @@ WS_PING_INTERVAL_S = 20.0
 WS_PING_TIMEOUT_S = 20.0
 # What sending on a socket the client already closed raises (starlette maps uvicorn's OSError).
 _GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
+MAX_IN_FLIGHT = 64  # concurrent requests one socket may hold
 
 
 class ChatSocket:
@@ -71,7 +73,10 @@ class ChatSocket:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _dispatch(self, frame: str | bytes) -> None:
-        task = asyncio.create_task(self._handle(frame))
+        if len(self._tasks) >= MAX_IN_FLIGHT:
+            task = asyncio.create_task(self._refuse_busy(frame))
+        else:
+            task = asyncio.create_task(self._handle(frame))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -96,6 +101,18 @@ class ChatSocket:
         except Exception as exc:  # one request's bug must not kill the socket or go unseen
             logger.error("unexpected %s in a websocket chat request", type(exc).__name__)
             await self._error(request_id, KeypoolError("internal error; request not completed"))
+
+    async def _refuse_busy(self, frame: str | bytes) -> None:
+        """One socket may not hold more than MAX_IN_FLIGHT requests: it would starve the others."""
+        try:
+            request_id = self._parse(frame).get("id")
+        except InvalidRequest:
+            request_id = None
+        error = TooManyInFlight(
+            f"{MAX_IN_FLIGHT} requests are already in flight on this socket; wait for one to end"
+        )
+        with contextlib.suppress(*_GONE):
+            await self._error(request_id, error)
 
     def _parse(self, frame: str | bytes) -> dict[str, Any]:
         size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
@@ -136,4 +153,19 @@ class ChatSocket:
 async def chat_ws(websocket: WebSocket) -> None:
     """Send ChatRequest JSON frames (optional `id`); receive start/chunk/done or error events."""
     await websocket.accept()
-    await ChatSocket(websocket, websocket.state.runtime).serve()
+    socket = ChatSocket(websocket, websocket.state.runtime)
+    if socket.user_id is not None and len(socket.user_id) > MAX_USER_ID_CHARS:
+        error = InvalidRequest(f"user id is over {MAX_USER_ID_CHARS} characters")
+        await socket.send(
+            {"type": "error", "id": None, "status": 422, "error": error.body()["error"]}
+        )
+        await websocket.close(code=1008)
+        return
+    await socket.serve()
+
+
+class TooManyInFlight(KeypoolError):
+    """A websocket client sent more concurrent requests than one socket may hold."""
+
+    status_code = 429
+    type = "too_many_in_flight"

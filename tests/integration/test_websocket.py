@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import FakeFactory, GatewayFactory
 from tests.support.servers import GatewayServer, provider_env
@@ -175,3 +176,19 @@ class TestClose:
             assert event["type"] == "done"
             assert slow.stats()["streams_open"] == 2
         await asyncio.to_thread(wait_for, lambda: upstream_idle(slow.stats()), 5.0, "upstream idle")
+
+
+async def test_an_over_long_user_id_is_refused_with_an_error_event(
+    make_fake: FakeFactory, make_gateway: GatewayFactory
+):
+    fake = make_fake({"k0": {}})
+    gateway = make_gateway(provider_env("alpha", fake, ["k0"]))
+    url = gateway.base_url.replace("http", "ws") + "/api/chat/ws?user_id=" + "u" * 300
+    async with connect(url) as socket:
+        event = orjson.loads(await socket.recv())
+        assert event["type"] == "error"
+        assert event["error"]["type"] == "invalid_request"
+        with pytest.raises(ConnectionClosed) as closed:
+            await socket.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
