@@ -78,14 +78,25 @@ def chat_endpoints(stream: bool = False) -> list[Endpoint]:
     """The request/response endpoints compared side by side (stream: their SSE variants)."""
     if stream:
         return [
-            Endpoint("direct /v1 stream", "direct", "/v1/chat/completions",
-                     body(OPENAI, stream=True)),
-            Endpoint("passthrough /v1 stream", "passthrough", "/v1/chat/completions",
-                     body(OPENAI, stream=True)),
-            Endpoint("gateway /v1 stream", "gateway", "/v1/chat/completions",
-                     body(OPENAI, stream=True)),
-            Endpoint("gateway /api/chat/stream (B)", "gateway", "/api/chat/stream",
-                     body(PATH_B), kind="keypool"),
+            Endpoint(
+                "direct /v1 stream", "direct", "/v1/chat/completions", body(OPENAI, stream=True)
+            ),
+            Endpoint(
+                "passthrough /v1 stream",
+                "passthrough",
+                "/v1/chat/completions",
+                body(OPENAI, stream=True),
+            ),
+            Endpoint(
+                "gateway /v1 stream", "gateway", "/v1/chat/completions", body(OPENAI, stream=True)
+            ),
+            Endpoint(
+                "gateway /api/chat/stream (B)",
+                "gateway",
+                "/api/chat/stream",
+                body(PATH_B),
+                kind="keypool",
+            ),
         ]
     return [
         Endpoint("direct /v1", "direct", "/v1/chat/completions", body(OPENAI)),
@@ -126,9 +137,13 @@ class Stack:
 
 
 @contextmanager
-def stack(ctx: Ctx, config: dict[str, Any], key_names: list[str],
-          want: tuple[str, ...] = ("passthrough", "gateway"),
-          gateway_env: dict[str, str] | None = None) -> Iterator[Stack]:
+def stack(
+    ctx: Ctx,
+    config: dict[str, Any],
+    key_names: list[str],
+    want: tuple[str, ...] = ("passthrough", "gateway"),
+    gateway_env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
     """Fake provider (+ passthrough and/or gateway in front of it); a server that fails to start
     is recorded in `Stack.errors` and its rows become error rows."""
     st = Stack(key_names=key_names)
@@ -146,18 +161,29 @@ def stack(ctx: Ctx, config: dict[str, Any], key_names: list[str],
                 if name == "passthrough":
                     st.servers[name] = start_passthrough(group, fake, key_names, ctx.raw_dir)
                 else:
-                    st.servers[name] = start_gateway(group, fake, key_names, ctx.raw_dir,
-                                                     gateway_env)
+                    st.servers[name] = start_gateway(
+                        group, fake, key_names, ctx.raw_dir, gateway_env
+                    )
             except Exception as exc:
                 st.errors[name] = describe(exc)
         yield st
 
 
-def gateway_open_loop(ctx: Ctx, config: dict[str, Any], key_names: list[str],
-                      gateway_env: dict[str, str], ep: Endpoint, rate: float, duration: float,
-                      timeout: float = 30) -> tuple[Run, dict[str, int]]:
+def gateway_open_loop(
+    ctx: Ctx,
+    config: dict[str, Any],
+    key_names: list[str],
+    gateway_env: dict[str, str],
+    ep: Endpoint,
+    rate: float,
+    duration: float,
+    timeout: float = 30,
+) -> tuple[Run, dict[str, int]]:
     """Fresh fake + gateway, one open-loop run against `ep`; returns it and the fake's counts."""
     with stack(ctx, config, key_names, want=("gateway",), gateway_env=gateway_env) as st:
-        run = arun(open_loop(st.url(ep), ep.body, st.headers(ep), rate=rate, duration=duration,
-                             timeout=timeout))
+        run = arun(
+            open_loop(
+                st.url(ep), ep.body, st.headers(ep), rate=rate, duration=duration, timeout=timeout
+            )
+        )
         return run, upstream_counts(fake_stats(st.server("fake")))

@@ -59,8 +59,9 @@ class Run:
         return next((r.error for r in self.recs if r.error), None)
 
 
-async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-               rec: Rec) -> None:
+async def _one(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], rec: Rec
+) -> None:
     start = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as resp:
@@ -83,8 +84,16 @@ def _session(limit: int, timeout: float) -> aiohttp.ClientSession:
     )
 
 
-async def sequential(url: str, body: bytes, headers: dict[str, str] | None = None, *,
-                     n: int, time_limit: float, warmup: int = 50, timeout: float = 10) -> Run:
+async def sequential(
+    url: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    n: int,
+    time_limit: float,
+    warmup: int = 50,
+    timeout: float = 10,
+) -> Run:
     """One keep-alive connection, one request at a time."""
     hdrs = {**JSON, **(headers or {})}
     run = Run()
@@ -102,8 +111,15 @@ async def sequential(url: str, body: bytes, headers: dict[str, str] | None = Non
     return run
 
 
-async def open_loop(url: str, body: bytes, headers: dict[str, str] | None = None, *,
-                    rate: float, duration: float, timeout: float = 30) -> Run:
+async def open_loop(
+    url: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    rate: float,
+    duration: float,
+    timeout: float = 30,
+) -> Run:
     """Send request i at t0 + i/rate whatever the replies do; wait for stragglers at the end."""
     hdrs = {**JSON, **(headers or {})}
     run = Run()
@@ -135,8 +151,15 @@ async def open_loop(url: str, body: bytes, headers: dict[str, str] | None = None
     return run
 
 
-async def closed_loop(url: str, body: bytes, headers: dict[str, str] | None = None, *,
-                      concurrency: int, duration: float, timeout: float = 10) -> dict[str, Any]:
+async def closed_loop(
+    url: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    concurrency: int,
+    duration: float,
+    timeout: float = 10,
+) -> dict[str, Any]:
     """Fallback for wrk: `concurrency` workers, each sending its next request on each reply."""
     hdrs = {**JSON, **(headers or {})}
     recs: list[Rec] = []

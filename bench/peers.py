@@ -61,8 +61,11 @@ def setup_litellm() -> Path:
     exe = LITELLM_VENV / "bin" / "litellm"
     if not exe.exists():
         subprocess.run([PYTHON, "-m", "venv", str(LITELLM_VENV)], check=True, timeout=300)
-        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"],
-                       check=True, timeout=1800)
+        subprocess.run(
+            [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"],
+            check=True,
+            timeout=1800,
+        )
     return exe
 
 
@@ -71,52 +74,108 @@ def setup_portkey() -> Path:
     PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
     (PORTKEY_DIR / "preload.cjs").write_text(PRELOAD)
     if not entry.exists():
-        package = {"name": "keypool-bench-portkey", "private": True,
-                   "dependencies": {"@portkey-ai/gateway": PORTKEY_VERSION},
-                   "overrides": {"@hono/node-server": "~1.13.0"}}
+        package = {
+            "name": "keypool-bench-portkey",
+            "private": True,
+            "dependencies": {"@portkey-ai/gateway": PORTKEY_VERSION},
+            "overrides": {"@hono/node-server": "~1.13.0"},
+        }
         (PORTKEY_DIR / "package.json").write_text(json.dumps(package, indent=2) + "\n")
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=PORTKEY_DIR,
-                       check=True, timeout=900)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund"], cwd=PORTKEY_DIR, check=True, timeout=900
+        )
     return entry
 
 
 def start_litellm(group: Servers, fake: Server, names: list[str], log_dir: Path) -> Server:
     exe = setup_litellm()
     port = free_port()
-    deployments = [{
-        "model_name": "fake-small",
-        "litellm_params": {"model": "openai/fake-small", "api_base": f"{fake.base}/v1",
-                           "api_key": key},
-        "model_info": {"id": f"fake-{i}", "input_cost_per_token": 1e-7,
-                       "output_cost_per_token": 2e-7},
-    } for i, key in enumerate(names)]
-    config = {"model_list": deployments,
-              "router_settings": {"routing_strategy": "simple-shuffle"},
-              "litellm_settings": {"telemetry": False, "drop_params": True},
-              "general_settings": {"master_key": MASTER_KEY}}
+    deployments = [
+        {
+            "model_name": "fake-small",
+            "litellm_params": {
+                "model": "openai/fake-small",
+                "api_base": f"{fake.base}/v1",
+                "api_key": key,
+            },
+            "model_info": {
+                "id": f"fake-{i}",
+                "input_cost_per_token": 1e-7,
+                "output_cost_per_token": 2e-7,
+            },
+        }
+        for i, key in enumerate(names)
+    ]
+    config = {
+        "model_list": deployments,
+        "router_settings": {"routing_strategy": "simple-shuffle"},
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+        "general_settings": {"master_key": MASTER_KEY},
+    }
     cfg = log_dir / f"litellm-{port}.yaml"  # JSON is valid YAML
     cfg.write_text(json.dumps(config, indent=1))
-    env = clean_env({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
-                     "LITELLM_TELEMETRY": "False"})
-    argv = [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-            "--num_workers", "1"]
-    return group.add(start("litellm", argv, port=port, log_dir=log_dir, core=SERVER_CORE,
-                           env=env, ready_path="/health/liveliness", timeout=120))
+    env = clean_env(
+        {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+        }
+    )
+    argv = [
+        str(exe),
+        "--config",
+        str(cfg),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
+    return group.add(
+        start(
+            "litellm",
+            argv,
+            port=port,
+            log_dir=log_dir,
+            core=SERVER_CORE,
+            env=env,
+            ready_path="/health/liveliness",
+            timeout=120,
+        )
+    )
 
 
 def start_portkey(group: Servers, log_dir: Path) -> Server:
     entry = setup_portkey()
     port = free_port()
-    argv = ["node", "--require", str(PORTKEY_DIR / "preload.cjs"), str(entry), f"--port={port}",
-            "--headless"]
-    return group.add(start("portkey", argv, port=port, log_dir=log_dir, core=SERVER_CORE,
-                           env=clean_env({"NODE_ENV": "production"}), ready_path="/",
-                           timeout=60))
+    argv = [
+        "node",
+        "--require",
+        str(PORTKEY_DIR / "preload.cjs"),
+        str(entry),
+        f"--port={port}",
+        "--headless",
+    ]
+    return group.add(
+        start(
+            "portkey",
+            argv,
+            port=port,
+            log_dir=log_dir,
+            core=SERVER_CORE,
+            env=clean_env({"NODE_ENV": "production"}),
+            ready_path="/",
+            timeout=60,
+        )
+    )
 
 
 def portkey_header(fake: Server, names: list[str]) -> str:
-    targets = [{"provider": "openai", "api_key": k, "custom_host": f"{fake.base}/v1",
-                "weight": 1} for k in names]
+    targets = [
+        {"provider": "openai", "api_key": k, "custom_host": f"{fake.base}/v1", "weight": 1}
+        for k in names
+    ]
     return json.dumps({"strategy": {"mode": "loadbalance"}, "targets": targets})
 
 
@@ -154,27 +213,47 @@ def main(argv: list[str] | None = None) -> int:
                     st.servers[name] = starter()
                 except Exception as exc:
                     st.errors[name] = describe(exc)
-            endpoints = [ep for ep in chat_endpoints()
-                         if ep.server in ("direct", "passthrough")
-                         or (ep.label == "gateway /v1" and "gateway" not in skip)]
+            endpoints = [
+                ep
+                for ep in chat_endpoints()
+                if ep.server in ("direct", "passthrough")
+                or (ep.label == "gateway /v1" and "gateway" not in skip)
+            ]
             if "litellm" not in skip:
-                endpoints.append(Endpoint("litellm /v1", "litellm", "/v1/chat/completions",
-                                          body(OPENAI), headers=(("Authorization",
-                                                                  f"Bearer {MASTER_KEY}"),)))
+                endpoints.append(
+                    Endpoint(
+                        "litellm /v1",
+                        "litellm",
+                        "/v1/chat/completions",
+                        body(OPENAI),
+                        headers=(("Authorization", f"Bearer {MASTER_KEY}"),),
+                    )
+                )
             if "portkey" not in skip:
-                endpoints.append(Endpoint("portkey /v1", "portkey", "/v1/chat/completions",
-                                          body(OPENAI),
-                                          headers=(("x-portkey-config",
-                                                    portkey_header(fake, names)),)))
+                endpoints.append(
+                    Endpoint(
+                        "portkey /v1",
+                        "portkey",
+                        "/v1/chat/completions",
+                        body(OPENAI),
+                        headers=(("x-portkey-config", portkey_header(fake, names)),),
+                    )
+                )
             s1_latency.measure_all(ctx, st, endpoints, lat)
             s2_throughput.measure_all(ctx, st, endpoints, thr)
     finally:
         stop_all()
     sections: list[Section] = [lat, thr]
     tool = f"{wrk_version(wrk_path)} -t1" if wrk_path else "aiohttp closed loop (no wrk)"
-    info = meta(args.quick, tool, time.monotonic() - t0,
-                ["peers: LiteLLM proxy (1 uvicorn worker, simple-shuffle over one deployment per "
-                 "key) and Portkey gateway (node, loadbalance config header) on the server core"])
+    info = meta(
+        args.quick,
+        tool,
+        time.monotonic() - t0,
+        [
+            "peers: LiteLLM proxy (1 uvicorn worker, simple-shuffle over one deployment per "
+            "key) and Portkey gateway (node, loadbalance config header) on the server core"
+        ],
+    )
     md, js = write(args.out_dir, info, sections, stem="results-peers")
     print(markdown(info, sections))
     print(f"\nwrote {md} and {js}")

@@ -28,8 +28,13 @@ def _cpu_model() -> str:
 
 def _git_head() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "no commit"
@@ -43,16 +48,24 @@ def loadavg() -> float:
 
 
 def meta(quick: bool, load_tool: str, elapsed_s: float, notes: list[str]) -> dict[str, Any]:
-    pinning = (f"taskset: fake provider + load generators (wrk, Python) on core {LOADGEN_CORE}; "
-               f"server under test (passthrough, gateway) on core {SERVER_CORE}"
-               if pinning_available() else "no CPU pinning (taskset missing or < 2 cores)")
+    pinning = (
+        f"taskset: fake provider + load generators (wrk, Python) on core {LOADGEN_CORE}; "
+        f"server under test (passthrough, gateway) on core {SERVER_CORE}"
+        if pinning_available()
+        else "no CPU pinning (taskset missing or < 2 cores)"
+    )
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git": _git_head(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "git": _git_head(),
         "machine": f"{os.cpu_count()} cores, {_cpu_model()}, Linux {platform.release()}",
-        "python": sys.version.split()[0], "mode": "quick" if quick else "full",
-        "pinning": pinning, "load_tool": load_tool,
+        "python": sys.version.split()[0],
+        "mode": "quick" if quick else "full",
+        "pinning": pinning,
+        "load_tool": load_tool,
         "server": "uvicorn --loop uvloop --http httptools --no-access-log (1 worker)",
-        "elapsed_s": round(elapsed_s, 1), "loadavg_1m_end": loadavg(), "notes": notes,
+        "elapsed_s": round(elapsed_s, 1),
+        "loadavg_1m_end": loadavg(),
+        "notes": notes,
     }
 
 
@@ -84,17 +97,22 @@ def goals(sections: list[Section]) -> str:
         for row in sec.rows:
             label = " ".join(str(row.get(c, "")) for c in (first, "conc", "load") if row.get(c))
             if row.get("goal"):
-                lines.append(f"| {sec.key} | {_cell(label)} | {_cell(row['goal'])} | "
-                             f"{_cell(row.get('_measured', ''))} | {row.get('holds?', '')} |")
+                lines.append(
+                    f"| {sec.key} | {_cell(label)} | {_cell(row['goal'])} | "
+                    f"{_cell(row.get('_measured', ''))} | {row.get('holds?', '')} |"
+                )
             elif "error" in row and row.get("holds?", "") == "":
-                lines.append(f"| {sec.key} | {_cell(label)} | (error row) | "
-                             f"{_cell(str(row['error'])[:120])} | **ERROR** |")
+                lines.append(
+                    f"| {sec.key} | {_cell(label)} | (error row) | "
+                    f"{_cell(str(row['error'])[:120])} | **ERROR** |"
+                )
     return "\n".join(lines)
 
 
 def markdown(info: dict[str, Any], sections: list[Section]) -> str:
     out = [
-        "# keypool benchmark results", "",
+        "# keypool benchmark results",
+        "",
         f"- date: {info['date']} (git {info['git']}), mode: **{info['mode']}**, "
         f"took {info['elapsed_s']} s",
         f"- machine: {info['machine']}, Python {info['python']}, 1-min load average at the end: "
@@ -116,8 +134,9 @@ def markdown(info: dict[str, Any], sections: list[Section]) -> str:
     return "\n".join(out)
 
 
-def write(out_dir: Path, info: dict[str, Any], sections: list[Section],
-          stem: str = "results") -> tuple[Path, Path]:
+def write(
+    out_dir: Path, info: dict[str, Any], sections: list[Section], stem: str = "results"
+) -> tuple[Path, Path]:
     md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
     md.write_text(markdown(info, sections))
     payload = {"meta": info, "sections": [dataclasses.asdict(s) for s in sections]}

@@ -1,6 +1,6 @@
 """`make bench`: run every scenario against direct / passthrough / gateway and write results.
 
-    python -m bench.run [--quick] [--only latency,throughput,streaming,goodput,failover]
+python -m bench.run [--quick] [--only latency,throughput,streaming,goodput,failover]
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Section]]] = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs (development)")
-    parser.add_argument("--only", default="", help="comma-separated scenarios: " +
-                        ",".join(SCENARIOS))
+    parser.add_argument(
+        "--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS)
+    )
     parser.add_argument("--out-dir", type=Path, default=BENCH, help="where results.md/json go")
     parser.add_argument("--no-wrk", action="store_true", help="use the aiohttp closed loop")
     return parser.parse_args(argv)
@@ -59,18 +60,27 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit()
     notes: list[str] = []
     load = loadavg()
-    notes.append(f"1-min load average before the bench: {load:.2f}" + (
-        " (the machine was busy: other processes share the cores, figures are noisy)"
-        if load > 0.5 else ""))
+    notes.append(
+        f"1-min load average before the bench: {load:.2f}"
+        + (
+            " (the machine was busy: other processes share the cores, figures are noisy)"
+            if load > 0.5
+            else ""
+        )
+    )
     if not pin_self_to_loadgen_core():
         notes.append("fewer than 2 cores: no pinning, figures are not comparable")
     wrk_path = None if args.no_wrk else ensure_wrk()
     if wrk_path:
-        load_tool = (f"closed loop: {wrk_version(wrk_path)} (-t1, Lua done() percentiles); "
-                     "sequential/open loop/streams: Python aiohttp on uvloop")
+        load_tool = (
+            f"closed loop: {wrk_version(wrk_path)} (-t1, Lua done() percentiles); "
+            "sequential/open loop/streams: Python aiohttp on uvloop"
+        )
     else:
-        load_tool = ("closed loop: aiohttp generator (wrk NOT available: apt-get install wrk "
-                     "failed or --no-wrk); sequential/open loop/streams: Python aiohttp on uvloop")
+        load_tool = (
+            "closed loop: aiohttp generator (wrk NOT available: apt-get install wrk "
+            "failed or --no-wrk); sequential/open loop/streams: Python aiohttp on uvloop"
+        )
     for why in (fake_available(), gateway_available()):
         if why:
             notes.append(why)
@@ -92,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 got = [sec]
             sections += got
             print(f"   {name} took {time.monotonic() - started:.0f} s", flush=True)
-            write(args.out_dir, meta(args.quick, load_tool, time.monotonic() - t0, notes),
-                  sections)
+            write(args.out_dir, meta(args.quick, load_tool, time.monotonic() - t0, notes), sections)
     finally:
         stop_all()
     info = meta(args.quick, load_tool, time.monotonic() - t0, notes)

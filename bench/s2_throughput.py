@@ -9,8 +9,20 @@ from bench.servers import fake_config, keys
 from bench.stats import ratio, rnd
 from bench.wrk import closed
 
-COLUMNS = ["target", "conc", "req/s", "p50 ms", "p99 ms", "CPU us/req", "fake CPU us/req",
-           "non-2xx", "vs passthrough", "direct >= 3x?", "goal", "holds?"]
+COLUMNS = [
+    "target",
+    "conc",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "CPU us/req",
+    "fake CPU us/req",
+    "non-2xx",
+    "vs passthrough",
+    "direct >= 3x?",
+    "goal",
+    "holds?",
+]
 GOAL_RATIO = 0.75
 CONCURRENCIES = (32, 128)
 ROUNDS, ROUND_S = 2, 5.0
@@ -21,8 +33,15 @@ def measure(ctx: Ctx, st: Stack, ep: Endpoint, conc: int, duration: float) -> di
     fake = st.server("fake")
     lua = ctx.raw_dir / f"wrk-{ep.label.replace(' ', '_').replace('/', '')}.lua"
     cpu0, fake0 = srv.cpu(), fake.cpu()
-    data = closed(st.url(ep), ep.body, st.headers(ep), concurrency=conc, duration=duration,
-                  lua_path=lua, wrk_path=ctx.wrk_path)
+    data = closed(
+        st.url(ep),
+        ep.body,
+        st.headers(ep),
+        concurrency=conc,
+        duration=duration,
+        lua_path=lua,
+        wrk_path=ctx.wrk_path,
+    )
     cpu1, fake1 = srv.cpu(), fake.cpu()
     done = max(1, int(data.get("requests", 0)))
     data["cpu_us"] = (cpu1 - cpu0) * 1e6 / done
@@ -33,7 +52,8 @@ def measure(ctx: Ctx, st: Stack, ep: Endpoint, conc: int, duration: float) -> di
 def section(ctx: Ctx) -> Section:
     tool = "wrk -t1" if ctx.wrk_path else "aiohttp closed-loop generator (wrk unavailable)"
     return Section(
-        "throughput", "2. Throughput (closed loop, fake latency 0)",
+        "throughput",
+        "2. Throughput (closed loop, fake latency 0)",
         f"{tool}; per target and concurrency the best of {1 if ctx.quick else ROUNDS} interleaved "
         f"{ctx.dur(ROUND_S, 3):g} s rounds (after a 1 s warm-up); CPU us/req = server-under-test "
         "utime+stime delta / completed requests (fake CPU us/req: the fake provider's share).",
@@ -81,8 +101,9 @@ def measure_all(ctx: Ctx, st: Stack, endpoints: list[Endpoint], sec: Section) ->
     sec.rows.sort(key=lambda r: (r.get("conc", 0), order.get(r["target"], 99)))
 
 
-def _row(ep: Endpoint, conc: int, data: dict[str, Any],
-         results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+def _row(
+    ep: Endpoint, conc: int, data: dict[str, Any], results: dict[tuple[str, int], dict[str, Any]]
+) -> dict[str, Any]:
     rps = float(data["rps"])
     direct = results.get(("direct /v1", conc), {}).get("rps")
     passthrough = results.get(("passthrough /v1", conc), {}).get("rps")
@@ -94,12 +115,15 @@ def _row(ep: Endpoint, conc: int, data: dict[str, Any],
     if goal_row and vs_pt is not None:
         cond = vs_pt >= GOAL_RATIO and errors == 0
     row: dict[str, Any] = {
-        "target": ep.label, "conc": conc, "req/s": rnd(rps, 0),
+        "target": ep.label,
+        "conc": conc,
+        "req/s": rnd(rps, 0),
         "p50 ms": rnd(data.get("p50_us", float("nan")) / 1000, 2),
         "p99 ms": rnd(data.get("p99_us", float("nan")) / 1000, 2),
         "CPU us/req": rnd(data.get("cpu_us"), 0),
         "fake CPU us/req": rnd(data.get("fake_cpu_us"), 0),
-        "non-2xx": errors, "vs passthrough": rnd(vs_pt, 2),
+        "non-2xx": errors,
+        "vs passthrough": rnd(vs_pt, 2),
         "direct >= 3x?": "" if direct_ok is None else ("yes" if direct_ok else "**NO** (flag)"),
         "goal": f">= {GOAL_RATIO:.0%} of passthrough" if goal_row else "",
         "holds?": holds(cond) if goal_row else "",

@@ -21,22 +21,41 @@ def _ms(values: list[float], pct: float) -> float:
 
 
 def ttft_section(ctx: Ctx) -> Section:
-    cols = ["target", "streams", "TTFT p50 ms", "TTFT p99 ms", "added TTFT p50 ms",
-            "total p50 ms", "total p99 ms", "errors", "goal", "holds?"]
+    cols = [
+        "target",
+        "streams",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "added TTFT p50 ms",
+        "total p50 ms",
+        "total p99 ms",
+        "errors",
+        "goal",
+        "holds?",
+    ]
     sec = Section(
-        "streaming", f"3a. Streaming TTFT (concurrency {CONCURRENCY}; fake TTFT 20 ms, "
-        "20 chunks 5 ms apart)",
+        "streaming",
+        f"3a. Streaming TTFT (concurrency {CONCURRENCY}; fake TTFT 20 ms, 20 chunks 5 ms apart)",
         f"{CONCURRENCY} aiohttp workers open one stream after another for {ctx.dur(10, 3):g} s; "
-        "TTFT = time to the first non-empty content chunk, total = time to done/[DONE].", cols)
+        "TTFT = time to the first non-empty content chunk, total = time to done/[DONE].",
+        cols,
+    )
     names = keys(4)
     cfg = fake_config(names, ttft_ms=20, chunks=20, chunk_interval_ms=5)
     with stack(ctx, cfg, names) as st:
         direct_p50: float | None = None
         for ep in chat_endpoints(stream=True):
             try:
-                recs, _ = arun(concurrent_streams(st.url(ep), ep.body, st.headers(ep), ep.kind,
-                                                  concurrency=CONCURRENCY,
-                                                  duration=ctx.dur(10, 3)))
+                recs, _ = arun(
+                    concurrent_streams(
+                        st.url(ep),
+                        ep.body,
+                        st.headers(ep),
+                        ep.kind,
+                        concurrency=CONCURRENCY,
+                        duration=ctx.dur(10, 3),
+                    )
+                )
             except Exception as exc:
                 sec.error_row(ep.label, exc)
                 continue
@@ -53,13 +72,19 @@ def ttft_section(ctx: Ctx) -> Section:
             added = p50 - direct_p50 if direct_p50 is not None and ep.server != "direct" else None
             is_gw = ep.server == "gateway"
             cond = (added <= TTFT_GOAL_MS and len(ok) == len(recs)) if added is not None else None
-            row = {"target": ep.label, "streams": len(recs), "TTFT p50 ms": rnd(p50),
-                   "TTFT p99 ms": rnd(_ms(ttft, 99)), "added TTFT p50 ms": rnd(added),
-                   "total p50 ms": rnd(_ms(total, 50)), "total p99 ms": rnd(_ms(total, 99)),
-                   "errors": len(recs) - len(ok),
-                   "goal": f"added TTFT p50 <= {TTFT_GOAL_MS:g} ms" if is_gw else "",
-                   "holds?": holds(cond) if is_gw else "",
-                   "_measured": f"added TTFT p50 {added:.2f} ms" if added is not None else ""}
+            row = {
+                "target": ep.label,
+                "streams": len(recs),
+                "TTFT p50 ms": rnd(p50),
+                "TTFT p99 ms": rnd(_ms(ttft, 99)),
+                "added TTFT p50 ms": rnd(added),
+                "total p50 ms": rnd(_ms(total, 50)),
+                "total p99 ms": rnd(_ms(total, 99)),
+                "errors": len(recs) - len(ok),
+                "goal": f"added TTFT p50 <= {TTFT_GOAL_MS:g} ms" if is_gw else "",
+                "holds?": holds(cond) if is_gw else "",
+                "_measured": f"added TTFT p50 {added:.2f} ms" if added is not None else "",
+            }
             if len(ok) < len(recs):
                 row["error"] = next((r.error for r in recs if r.error), None)
             sec.rows.append(row)
@@ -74,13 +99,27 @@ def _error_kinds(recs: list[StreamRec]) -> str:
 def hold_section(ctx: Ctx) -> Section:
     chunks, interval = (16, 500) if ctx.quick else (40, 500)
     ramp = ctx.dur(5, 3)
-    cols = ["target", "streams", "completed ok", "errors", "peak open", "all open after s",
-            "RSS idle MB", "RSS all open MB", "peak RSS MB", "goal", "holds?"]
+    cols = [
+        "target",
+        "streams",
+        "completed ok",
+        "errors",
+        "peak open",
+        "all open after s",
+        "RSS idle MB",
+        "RSS all open MB",
+        "peak RSS MB",
+        "goal",
+        "holds?",
+    ]
     sec = Section(
-        "streams_held", f"3b. {HOLD_N} concurrent streams held open (gateway)",
+        "streams_held",
+        f"3b. {HOLD_N} concurrent streams held open (gateway)",
         f"{HOLD_N} POST /api/chat/stream opened over {ramp:g} s; each upstream stream lasts "
         f"~{chunks * interval / 1000:g} s ({chunks} chunks {interval} ms apart). Gateway VmRSS "
-        "sampled every 250 ms.", cols)
+        "sampled every 250 ms.",
+        cols,
+    )
     names = keys(8)
     cfg = fake_config(names, ttft_ms=20, chunks=chunks, chunk_interval_ms=interval)
     label = "gateway /api/chat/stream (B)"
@@ -88,9 +127,18 @@ def hold_section(ctx: Ctx) -> Section:
         try:
             gw = st.server("gateway")
             idle = gw.rss_mb()
-            res = arun(hold_open(gw.base + "/api/chat/stream", body(PATH_B), {}, "keypool",
-                                 n=HOLD_N, ramp_s=ramp, rss=gw.rss_mb,
-                                 timeout=chunks * interval / 1000 + 30))
+            res = arun(
+                hold_open(
+                    gw.base + "/api/chat/stream",
+                    body(PATH_B),
+                    {},
+                    "keypool",
+                    n=HOLD_N,
+                    ramp_s=ramp,
+                    rss=gw.rss_mb,
+                    timeout=chunks * interval / 1000 + 30,
+                )
+            )
         except Exception as exc:
             sec.error_row(label, exc)
             return sec
@@ -99,12 +147,20 @@ def hold_section(ctx: Ctx) -> Section:
     errors = HOLD_N - ok
     peak = res.peak_rss_mb
     cond = errors == 0 and not math.isnan(peak) and peak < RSS_GOAL_MB
-    row = {"target": label, "streams": HOLD_N, "completed ok": ok, "errors": errors,
-           "peak open": res.live.peak_open, "all open after s": rnd(res.all_open_after_s, 1),
-           "RSS idle MB": rnd(idle, 1), "RSS all open MB": rnd(res.rss_all_open_mb, 1),
-           "peak RSS MB": rnd(peak, 1),
-           "goal": f"0 errors, RSS < {RSS_GOAL_MB:g} MB", "holds?": holds(cond),
-           "_measured": f"{errors} errors, peak RSS {peak:.0f} MB"}
+    row = {
+        "target": label,
+        "streams": HOLD_N,
+        "completed ok": ok,
+        "errors": errors,
+        "peak open": res.live.peak_open,
+        "all open after s": rnd(res.all_open_after_s, 1),
+        "RSS idle MB": rnd(idle, 1),
+        "RSS all open MB": rnd(res.rss_all_open_mb, 1),
+        "peak RSS MB": rnd(peak, 1),
+        "goal": f"0 errors, RSS < {RSS_GOAL_MB:g} MB",
+        "holds?": holds(cond),
+        "_measured": f"{errors} errors, peak RSS {peak:.0f} MB",
+    }
     if errors:
         row["error"] = _error_kinds(recs) or f"{HOLD_N - len(recs)} streams never finished"
     sec.rows.append(row)

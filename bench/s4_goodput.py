@@ -13,20 +13,42 @@ from bench.stats import rnd
 N_KEYS, RPS_PER_KEY = 8, 20.0
 CAPACITY = N_KEYS * RPS_PER_KEY
 EP = Endpoint("gateway Path B /api/chat", "gateway", "/api/chat", body(PATH_B))
-COLUMNS = ["limits", "load", "sent/s", "sent", "ok", "capacity served", "client errors",
-           "gateway 429s", "429 p99 ms", "429 with Retry-After", "upstream 429s",
-           "upstream 429 share", "ok p50 ms", "ok p99 ms", "goal", "holds?"]
+COLUMNS = [
+    "limits",
+    "load",
+    "sent/s",
+    "sent",
+    "ok",
+    "capacity served",
+    "client errors",
+    "gateway 429s",
+    "429 p99 ms",
+    "429 with Retry-After",
+    "upstream 429s",
+    "upstream 429 share",
+    "ok p50 ms",
+    "ok p99 ms",
+    "goal",
+    "holds?",
+]
 
 
 def _goal(mode: str, load: float) -> str:
     if load <= 1.0:
-        return ("served >= 95%, client errors <= 0.5%, 0 upstream 429" if mode == "configured"
-                else "served >= 90%, upstream 429 <= 2%")
+        return (
+            "served >= 95%, client errors <= 0.5%, 0 upstream 429"
+            if mode == "configured"
+            else "served >= 90%, upstream 429 <= 2%"
+        )
     if mode == "configured":
-        return ("served >= 95%, other errors <= 0.5%, 0 upstream 429, "
-                "excess = 429 + Retry-After, 429 p99 < 5 ms")
-    return ("served >= 90%, other errors <= 0.5%, upstream 429 <= 2%, "
-            "excess = 429 + Retry-After, 429 p99 < 5 ms")
+        return (
+            "served >= 95%, other errors <= 0.5%, 0 upstream 429, "
+            "excess = 429 + Retry-After, 429 p99 < 5 ms"
+        )
+    return (
+        "served >= 90%, other errors <= 0.5%, upstream 429 <= 2%, "
+        "excess = 429 + Retry-After, 429 p99 < 5 ms"
+    )
 
 
 def _holds(mode: str, load: float, m: dict[str, Any]) -> bool:
@@ -51,53 +73,74 @@ def _metrics(run: Run, upstream: dict[str, int], load: float) -> dict[str, Any]:
     up_total = upstream.get("requests", 0)
     up429 = upstream.get("status_429", 0)
     return {
-        "sent": sent, "ok": ok, "sent_rate": run.sent_rate,
+        "sent": sent,
+        "ok": ok,
+        "sent_rate": run.sent_rate,
         "served": ok / (CAPACITY * run.duration) if run.duration else 0.0,
         "client_err": bad / sent if sent else 0.0,
-        "n429": len(r429), "p99_429": run.lat_ms(r429, 99),
-        "ra": sum(1 for r in r429 if r.retry_after), "up429": up429,
+        "n429": len(r429),
+        "p99_429": run.lat_ms(r429, 99),
+        "ra": sum(1 for r in r429 if r.retry_after),
+        "up429": up429,
         "up429_share": up429 / up_total if up_total else 0.0,
-        "p50": run.lat_ms(pct=50), "p99": run.lat_ms(pct=99),
+        "p50": run.lat_ms(pct=50),
+        "p99": run.lat_ms(pct=99),
     }
 
 
 def run(ctx: Ctx) -> list[Section]:
     duration = ctx.dur(30, 10)
     sec = Section(
-        "goodput", f"4. Goodput under per-key limits ({N_KEYS} keys x {RPS_PER_KEY:g} req/s = "
+        "goodput",
+        f"4. Goodput under per-key limits ({N_KEYS} keys x {RPS_PER_KEY:g} req/s = "
         f"{CAPACITY:g} req/s capacity)",
         f"Open loop at 100% and 150% of capacity for {duration:g} s on POST /api/chat (Path B), a "
         "fresh fake + gateway per run. 'configured': FAKE_RPM_PER_KEY=1200; 'learned': no limit "
         "configured, the gateway learns from x-ratelimit-* headers. capacity served = 2xx / "
         "(capacity x send window); client errors = non-2xx (at 150% excluding 429s) / sent; "
-        "upstream 429s from the fake's /_control/stats.", COLUMNS)
+        "upstream 429s from the fake's /_control/stats.",
+        COLUMNS,
+    )
     names = keys(N_KEYS)
     cfg = fake_config(names, rps=RPS_PER_KEY)
     for mode, env in (("configured", {"FAKE_RPM_PER_KEY": "1200"}), ("learned", {})):
         for load in (1.0, 1.5):
             label = {"limits": mode, "load": f"{load:.0%}"}
             try:
-                result, upstream = gateway_open_loop(ctx, cfg, names, env, EP, CAPACITY * load,
-                                                     duration, timeout=40)
+                result, upstream = gateway_open_loop(
+                    ctx, cfg, names, env, EP, CAPACITY * load, duration, timeout=40
+                )
             except Exception as exc:
                 sec.error_row(mode, exc, load=label["load"])
                 continue
             m = _metrics(result, upstream, load)
             row: dict[str, Any] = {
-                **label, "sent/s": rnd(m["sent_rate"], 1), "sent": m["sent"], "ok": m["ok"],
-                "capacity served": f"{m['served']:.1%}", "client errors": f"{m['client_err']:.2%}",
-                "gateway 429s": m["n429"], "429 p99 ms": rnd(m["p99_429"]),
-                "429 with Retry-After": f"{m['ra']}/{m['n429']}", "upstream 429s": m["up429"],
+                **label,
+                "sent/s": rnd(m["sent_rate"], 1),
+                "sent": m["sent"],
+                "ok": m["ok"],
+                "capacity served": f"{m['served']:.1%}",
+                "client errors": f"{m['client_err']:.2%}",
+                "gateway 429s": m["n429"],
+                "429 p99 ms": rnd(m["p99_429"]),
+                "429 with Retry-After": f"{m['ra']}/{m['n429']}",
+                "upstream 429s": m["up429"],
                 "upstream 429 share": f"{m['up429_share']:.2%}",
-                "ok p50 ms": rnd(m["p50"]), "ok p99 ms": rnd(m["p99"]),
-                "goal": _goal(mode, load), "holds?": holds(_holds(mode, load, m)),
-                "_measured": (f"served {m['served']:.1%}, client errors {m['client_err']:.2%}, "
-                              f"upstream 429 {m['up429']}, gateway 429s {m['n429']} "
-                              f"(p99 {m['p99_429']:.1f} ms, Retry-After {m['ra']}/{m['n429']})"),
+                "ok p50 ms": rnd(m["p50"]),
+                "ok p99 ms": rnd(m["p99"]),
+                "goal": _goal(mode, load),
+                "holds?": holds(_holds(mode, load, m)),
+                "_measured": (
+                    f"served {m['served']:.1%}, client errors {m['client_err']:.2%}, "
+                    f"upstream 429 {m['up429']}, gateway 429s {m['n429']} "
+                    f"(p99 {m['p99_429']:.1f} ms, Retry-After {m['ra']}/{m['n429']})"
+                ),
             }
             if m["ok"] == 0 or m["client_err"] > 0:
                 row["error"] = f"statuses {result.status_counts()}; first: {result.first_error()}"
             sec.rows.append(row)
-            sec.notes.append(f"{mode} {label['load']}: generator send lag p99 "
-                             f"{result.lag_ms(99):.2f} ms, max {result.lag_ms(100):.2f} ms")
+            sec.notes.append(
+                f"{mode} {label['load']}: generator send lag p99 "
+                f"{result.lag_ms(99):.2f} ms, max {result.lag_ms(100):.2f} ms"
+            )
     return [sec]

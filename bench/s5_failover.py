@@ -13,9 +13,21 @@ RATE = 50.0
 HANG_TIMEOUT_S = 2.0
 P99_SLACK_MS = 10.0
 EP = Endpoint("gateway Path B /api/chat", "gateway", "/api/chat", body(PATH_B))
-COLUMNS = ["run", "bad key", "sent/s", "sent", "ok", "client errors", "p50 ms", "p99 ms",
-           "p99 vs healthy ms", f"paid timeout (>= {HANG_TIMEOUT_S:g} s)", "upstream requests",
-           "goal", "holds?"]
+COLUMNS = [
+    "run",
+    "bad key",
+    "sent/s",
+    "sent",
+    "ok",
+    "client errors",
+    "p50 ms",
+    "p99 ms",
+    "p99 vs healthy ms",
+    f"paid timeout (>= {HANG_TIMEOUT_S:g} s)",
+    "upstream requests",
+    "goal",
+    "holds?",
+]
 # (run name, mode of the bad key, extra gateway env)
 RUNS: list[tuple[str, str | None, dict[str, str]]] = [
     ("healthy", None, {}),
@@ -28,18 +40,22 @@ RUNS: list[tuple[str, str | None, dict[str, str]]] = [
 def run(ctx: Ctx) -> list[Section]:
     duration = ctx.dur(15, 6)
     sec = Section(
-        "failover", f"5. Failover (4 keys, one bad; open loop {RATE:g} req/s for {duration:g} s)",
+        "failover",
+        f"5. Failover (4 keys, one bad; open loop {RATE:g} req/s for {duration:g} s)",
         "Fresh fake + gateway per run, POST /api/chat (Path B), fake latency 0. The hang run sets "
         f"FAKE_TIMEOUT_S={HANG_TIMEOUT_S:g}; 'paid timeout' counts requests whose latency reached "
-        "it. client errors = any non-2xx or client-side failure.", COLUMNS)
+        "it. client errors = any non-2xx or client-side failure.",
+        COLUMNS,
+    )
     names = keys(4)
     healthy_p99: float | None = None
     for name, mode, env in RUNS:
         special = {names[1]: {"mode": mode}} if mode else {}
         cfg = fake_config(names, special=special)
         try:
-            result, upstream = gateway_open_loop(ctx, cfg, names, env, EP, RATE, duration,
-                                                 timeout=30)
+            result, upstream = gateway_open_loop(
+                ctx, cfg, names, env, EP, RATE, duration, timeout=30
+            )
         except Exception as exc:
             sec.error_row(name, exc)
             continue
@@ -55,19 +71,28 @@ def run(ctx: Ctx) -> list[Section]:
             goal += f", p99 within {P99_SLACK_MS:g} ms of healthy"
             cond = bool(cond) and delta is not None and delta <= P99_SLACK_MS
         row: dict[str, Any] = {
-            "run": name, "bad key": f"{names[1]}: {mode}" if mode else "-",
-            "sent/s": rnd(result.sent_rate, 1), "sent": sent, "ok": ok,
+            "run": name,
+            "bad key": f"{names[1]}: {mode}" if mode else "-",
+            "sent/s": rnd(result.sent_rate, 1),
+            "sent": sent,
+            "ok": ok,
             "client errors": f"{(sent - ok) / sent:.2%}" if sent else "n/a",
-            "p50 ms": rnd(p50), "p99 ms": rnd(p99), "p99 vs healthy ms": rnd(delta),
+            "p50 ms": rnd(p50),
+            "p99 ms": rnd(p99),
+            "p99 vs healthy ms": rnd(delta),
             f"paid timeout (>= {HANG_TIMEOUT_S:g} s)": paid if mode == "hang" else "",
-            "upstream requests": upstream.get("requests"), "goal": goal, "holds?": holds(cond),
+            "upstream requests": upstream.get("requests"),
+            "goal": goal,
+            "holds?": holds(cond),
             "_measured": f"{sent - ok} client errors, p99 {p99:.1f} ms"
-                         + (f" ({delta:+.1f} vs healthy)" if delta is not None else "")
-                         + (f", {paid} paid the timeout" if mode == "hang" else ""),
+            + (f" ({delta:+.1f} vs healthy)" if delta is not None else "")
+            + (f", {paid} paid the timeout" if mode == "hang" else ""),
         }
         if ok < sent:
             row["error"] = f"statuses {result.status_counts()}; first: {result.first_error()}"
         sec.rows.append(row)
-        sec.notes.append(f"{name}: generator send lag p99 {result.lag_ms(99):.2f} ms, "
-                         f"max {result.lag_ms(100):.2f} ms")
+        sec.notes.append(
+            f"{name}: generator send lag p99 {result.lag_ms(99):.2f} ms, "
+            f"max {result.lag_ms(100):.2f} ms"
+        )
     return [sec]

@@ -13,12 +13,21 @@ from typing import Any
 from bench.procs import LOADGEN_CORE, PYTHON, REPO, SERVER_CORE, Server, Servers, free_port, start
 
 MODELS = ["fake-small", "fake-large"]
-UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level",
-                 "warning"]
+UVICORN_FLAGS = [
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+]
 # Environment variables of the parent that must not leak into the gateway's configuration.
-_LEAKY = re.compile(r"^(LLM_PROVIDERS|REDIS_URL|DATABASE_URL|KEY_[A-Z_]+|PROVIDER_ROTATION|"
-                    r"ADMIN_TOKEN|REQUEST_DEADLINE_S|[A-Z0-9]+_(API_KEYS?(_\d+)?|BASE_URL|"
-                    r"DEFAULT_MODEL|MODELS|RPM_PER_KEY|TPM_PER_KEY|TIMEOUT_S|KEY_WEIGHTS))$")
+_LEAKY = re.compile(
+    r"^(LLM_PROVIDERS|REDIS_URL|DATABASE_URL|KEY_[A-Z_]+|PROVIDER_ROTATION|"
+    r"ADMIN_TOKEN|REQUEST_DEADLINE_S|[A-Z0-9]+_(API_KEYS?(_\d+)?|BASE_URL|"
+    r"DEFAULT_MODEL|MODELS|RPM_PER_KEY|TPM_PER_KEY|TIMEOUT_S|KEY_WEIGHTS))$"
+)
 
 
 def keys(n: int, prefix: str = "k") -> list[str]:
@@ -48,21 +57,56 @@ def start_fake(group: Servers, config: dict[str, Any], log_dir: Path) -> Server:
     cfg_path = log_dir / f"fake-config-{port}.json"
     log_dir.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(json.dumps(config, indent=1))
-    argv = [PYTHON, "-m", "app.demo.fake_provider", "--host", "127.0.0.1", "--port", str(port),
-            "--config", str(cfg_path)]
-    server = start("fake", argv, port=port, log_dir=log_dir, core=LOADGEN_CORE,
-                   env=clean_env({}), ready_path="/_control/stats", timeout=30)
+    argv = [
+        PYTHON,
+        "-m",
+        "app.demo.fake_provider",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(cfg_path),
+    ]
+    server = start(
+        "fake",
+        argv,
+        port=port,
+        log_dir=log_dir,
+        core=LOADGEN_CORE,
+        env=clean_env({}),
+        ready_path="/_control/stats",
+        timeout=30,
+    )
     return group.add(server)
 
 
 def start_passthrough(group: Servers, fake: Server, key_names: list[str], log_dir: Path) -> Server:
     port = free_port()
-    env = clean_env({"PASSTHROUGH_UPSTREAM": f"{fake.base}/v1",
-                      "PASSTHROUGH_KEYS": ",".join(key_names)})
-    argv = [PYTHON, "-m", "uvicorn", "bench.passthrough:app", "--host", "127.0.0.1",
-            "--port", str(port), *UVICORN_FLAGS]
-    server = start("passthrough", argv, port=port, log_dir=log_dir, core=SERVER_CORE, env=env,
-                   ready_path="/healthz", timeout=30)
+    env = clean_env(
+        {"PASSTHROUGH_UPSTREAM": f"{fake.base}/v1", "PASSTHROUGH_KEYS": ",".join(key_names)}
+    )
+    argv = [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "bench.passthrough:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *UVICORN_FLAGS,
+    ]
+    server = start(
+        "passthrough",
+        argv,
+        port=port,
+        log_dir=log_dir,
+        core=SERVER_CORE,
+        env=env,
+        ready_path="/healthz",
+        timeout=30,
+    )
     return group.add(server)
 
 
@@ -85,10 +129,27 @@ def start_gateway(
         **(extra_env or {}),
     }
     app = os.environ.get("BENCH_GATEWAY_APP", "app.main:app")  # another ASGI app to bench
-    argv = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            *UVICORN_FLAGS]
-    server = start("gateway", argv, port=port, log_dir=log_dir, core=SERVER_CORE,
-                   env=clean_env(settings), ready_path="/readyz", timeout=60)
+    argv = [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *UVICORN_FLAGS,
+    ]
+    server = start(
+        "gateway",
+        argv,
+        port=port,
+        log_dir=log_dir,
+        core=SERVER_CORE,
+        env=clean_env(settings),
+        ready_path="/readyz",
+        timeout=60,
+    )
     server.extra.update({k: v for k, v in settings.items() if k != "DATABASE_URL"})
     return group.add(server)
 

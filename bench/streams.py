@@ -49,8 +49,13 @@ def _content_of(payload: bytes, kind: str) -> tuple[str | None, bool, str | None
     return (choices[0].get("delta") or {}).get("content") or None, False, None
 
 
-async def _read(resp: aiohttp.ClientResponse, rec: StreamRec, kind: str, start: float,
-                on_first: Callable[[], None]) -> None:
+async def _read(
+    resp: aiohttp.ClientResponse,
+    rec: StreamRec,
+    kind: str,
+    start: float,
+    on_first: Callable[[], None],
+) -> None:
     async for line in resp.content:
         if not line.startswith(b"data:"):
             continue
@@ -68,8 +73,14 @@ async def _read(resp: aiohttp.ClientResponse, rec: StreamRec, kind: str, start: 
     rec.error = rec.error or "stream ended without done/[DONE]"
 
 
-async def stream_once(session: aiohttp.ClientSession, url: str, body: bytes,
-                      headers: dict[str, str], kind: str, live: Live | None = None) -> StreamRec:
+async def stream_once(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    kind: str,
+    live: Live | None = None,
+) -> StreamRec:
     rec = StreamRec()
     start = time.perf_counter()
     counted = False
@@ -105,13 +116,21 @@ async def stream_once(session: aiohttp.ClientSession, url: str, body: bytes,
 
 
 def _session(limit: int, timeout: float) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit),
-                                 timeout=aiohttp.ClientTimeout(total=timeout))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit), timeout=aiohttp.ClientTimeout(total=timeout)
+    )
 
 
-async def concurrent_streams(url: str, body: bytes, headers: dict[str, str], kind: str, *,
-                             concurrency: int, duration: float, timeout: float = 30
-                             ) -> tuple[list[StreamRec], float]:
+async def concurrent_streams(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    kind: str,
+    *,
+    concurrency: int,
+    duration: float,
+    timeout: float = 30,
+) -> tuple[list[StreamRec], float]:
     """`concurrency` workers each opening one stream after another until `duration` is up."""
     recs: list[StreamRec] = []
     async with _session(concurrency, timeout) as session:
@@ -135,8 +154,17 @@ class HoldResult:
     samples: list[tuple[float, int, float]] = field(default_factory=list)  # (t, open, rss)
 
 
-async def hold_open(url: str, body: bytes, headers: dict[str, str], kind: str, *, n: int,
-                    ramp_s: float, rss: Callable[[], float], timeout: float) -> HoldResult:
+async def hold_open(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    kind: str,
+    *,
+    n: int,
+    ramp_s: float,
+    rss: Callable[[], float],
+    timeout: float,
+) -> HoldResult:
     """Open `n` streams over `ramp_s` seconds, sample the server's RSS while they are open."""
     live = Live()
     result = HoldResult(live=live)

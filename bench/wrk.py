@@ -30,6 +30,7 @@ done = function(summary, latency, requests)
 end
 """
 
+
 def ensure_wrk() -> str | None:
     """Path of wrk, installing Debian's package if missing; None if that fails."""
     found = shutil.which("wrk")
@@ -67,7 +68,7 @@ def parse_output(out: str) -> dict[str, Any]:
     """wrk's done() JSON line; falls back to the --latency text distribution."""
     for line in out.splitlines():
         if line.startswith("WRK_JSON "):
-            data: dict[str, Any] = json.loads(line[len("WRK_JSON "):])
+            data: dict[str, Any] = json.loads(line[len("WRK_JSON ") :])
             data["duration_s"] = data["duration_us"] / 1e6
             data["rps"] = data["requests"] / data["duration_s"] if data["duration_s"] else 0.0
             data["errors_total"] = sum(data["errors"].values())
@@ -89,16 +90,34 @@ def parse_output(out: str) -> dict[str, Any]:
     return data
 
 
-def closed(url: str, body: bytes, headers: dict[str, str], *, concurrency: int, duration: float,
-           lua_path: Path, wrk_path: str | None) -> dict[str, Any]:
+def closed(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    concurrency: int,
+    duration: float,
+    lua_path: Path,
+    wrk_path: str | None,
+) -> dict[str, Any]:
     """One closed-loop run; returns rps, p50_us, p99_us, requests, errors_total, tool."""
     if wrk_path is None:
         data = arun(closed_loop(url, body, headers, concurrency=concurrency, duration=duration))
         data["errors_total"] = data.pop("errors")
         return data
     write_lua(lua_path, body, headers)
-    cmd = [wrk_path, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-           "--latency", "-s", str(lua_path), url]
+    cmd = [
+        wrk_path,
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(lua_path),
+        url,
+    ]
     if pinning_available():
         cmd = ["taskset", "-c", str(LOADGEN_CORE), *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
