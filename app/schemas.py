@@ -121,7 +121,7 @@ class OpenAIChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
     top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
-    user: str | None = Field(default=None, max_length=MAX_USER_ID_CHARS)
+    user: str | None = Field(default=None, max_length=4096)
 
     def upstream_params(self, raw: dict[str, Any] | None = None) -> dict[str, Any]:
         """The validated body as the upstream gets it; `raw` (the parsed JSON this model was

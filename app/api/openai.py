@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,9 +15,10 @@ from app.api.chat import keypool_headers, user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
 from app.api.errors import json_response
 from app.api.sse import DONE, open_while_connected, sse, sse_response
-from app.chat.service import ChatCall
+from app.chat.service import ChatCall, ChatService
 from app.chat.streams import ChatStream, StreamInterrupted
-from app.schemas import OpenAIChatRequest
+from app.errors import ModelNotFound
+from app.schemas import MAX_USER_ID_CHARS, OpenAIChatRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 AUTO_MODEL = "auto"
@@ -39,7 +41,7 @@ async def chat_completions(request: Request) -> Response:
     call = ChatCall(
         params=body.upstream_params(raw),
         model=None if body.model == AUTO_MODEL else body.model,
-        user_id=user_id_of(request, body.user),
+        user_id=user_id_of(request, group_key(body.user)),
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -53,6 +55,13 @@ async def chat_completions(request: Request) -> Response:
     answer.setdefault("object", "chat.completion")
     answer["usage"] = {**answer.get("usage", {}), **result.usage.as_dict()}
     return json_response(answer, headers=keypool_headers(result.provider, result.key_index))
+
+
+def group_key(user: str | None) -> str | None:
+    """OpenAI puts no length limit on `user`; an id too long to store is replaced by its hash."""
+    if user is None or len(user) <= MAX_USER_ID_CHARS:
+        return user
+    return "sha256:" + hashlib.sha256(user.encode()).hexdigest()
 
 
 async def openai_chunks(stream: ChatStream, include_usage: bool) -> AsyncIterator[bytes]:
@@ -93,9 +102,7 @@ def usage_chunk(stream: ChatStream) -> dict[str, Any]:
     }
 
 
-@router.get("/models")
-async def list_models(service: ChatServiceDep) -> Response:
-    """`auto` (Path A) plus every `<provider>/<model>` the gateway can route."""
+def _models(service: ChatService) -> list[dict[str, Any]]:
     created = int(time.time())
     data = [{"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "keypool"}]
     for provider in service.providers:
@@ -108,4 +115,19 @@ async def list_models(service: ChatServiceDep) -> Response:
                     "owned_by": provider.name,
                 }
             )
-    return json_response({"object": "list", "data": data})
+    return data
+
+
+@router.get("/models")
+async def list_models(service: ChatServiceDep) -> Response:
+    """`auto` (Path A) plus every `<provider>/<model>` the gateway can route."""
+    return json_response({"object": "list", "data": _models(service)})
+
+
+@router.get("/models/{model_id:path}")
+async def retrieve_model(model_id: str, service: ChatServiceDep) -> Response:
+    """One entry of the list (the SDKs' `models.retrieve`); 404 `model_not_found` otherwise."""
+    for model in _models(service):
+        if model["id"] == model_id:
+            return json_response(model)
+    raise ModelNotFound(f"model {model_id!r} is not served here", details={"model": model_id})

@@ -25,7 +25,7 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
-from app.keys.pacing import Pace
+from app.keys.pacing import Pace, take
 from app.state.base import ProviderSnapshot
 from app.state.memory import MemoryStateStore
 from app.state.redis import RedisStateStore
@@ -99,8 +99,16 @@ class DegradingStore:
             return await self.local.acquire(provider, now, ask)
         if grant.index is not None:
             self._granted[provider, grant.index] += 1
-            self.local.pools[provider].statuses[grant.index].in_flight += 1
+            self._mirror_start(provider, grant, now, ask.tokens)
         return grant
+
+    def _mirror_start(self, provider: str, grant: Grant, now: float, tokens: int) -> None:
+        """Keep the local pool's in-flight count and buckets up with this instance's own Redis
+        grants, so that an outage does not start from a second-old picture of them."""
+        assert grant.index is not None
+        status = self.local.pools[provider].statuses[grant.index]
+        status.in_flight += 1
+        take(status, self._budgets[provider], tokens, now + grant.delay_s)
 
     async def release(
         self,

@@ -101,6 +101,18 @@ class TestCompletions:
         assert all(m.object == "model" for m in models)
         assert models[2].owned_by == "beta"
 
+    def test_models_retrieve(self, sdk: OpenAI):
+        assert sdk.models.retrieve("beta/fake-large").owned_by == "beta"
+        with pytest.raises(openai.NotFoundError) as missing:
+            sdk.models.retrieve("beta/nope")
+        assert missing.value.code == "model_not_found"
+
+    def test_a_user_longer_than_a_stored_id_is_accepted(self, sdk: OpenAI):
+        answer = sdk.chat.completions.create(
+            model="alpha/fake-small", messages=MESSAGES, user="u" * 1000
+        )
+        assert answer.choices[0].message.content == CONTENT
+
 
 class TestErrors:
     def test_validation_is_400_invalid_request_error_with_param(self, sdk: OpenAI):
