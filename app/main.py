@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, health, openai, websocket
+from app.api import admin, chat, health, metrics, openai, websocket
 from app.api.body import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (chat, websocket, openai, admin, health):
+    for module in (chat, websocket, openai, admin, health, metrics):
         app.include_router(module.router)
     install_fast_routes(app)
     return app

@@ -20,6 +20,7 @@ from app.keys.breaker import CircuitBreaker
 from app.keys.pacing import Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
+from app.metrics import MeteredSink, Metrics
 from app.providers.transport import AiohttpTransport
 from app.state.base import KeyStateStore
 from app.state.degrading import DegradingStore
@@ -39,6 +40,7 @@ class Runtime:
     stats: StatsWriter
     groups: UserGroupService
     prober: KeyProber
+    metrics: Metrics = field(default_factory=Metrics)
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -120,6 +122,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(settings.database_url)
     sessions = create_sessionmaker(engine)
     stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s)
+    metrics = Metrics()
     groups = UserGroupService(sessions, settings.groups)
     await stats.start()
     await groups.start()
@@ -130,7 +133,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         settings.providers,
         transport,
         store,
-        sink=stats,
+        sink=MeteredSink(stats, metrics),
         groups=groups,
         group_count=settings.groups,
         rotate_providers=settings.provider_rotation == "round_robin",
@@ -147,7 +150,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     service.runner.policy = WaitPolicy(
         deadline_s=settings.request_deadline_s, queue_s=settings.pacing_max_wait_s
     )
-    runtime = Runtime(settings, service, store, transport, engine, stats, groups, prober)
+    runtime = Runtime(settings, service, store, transport, engine, stats, groups, prober, metrics)
     runtime.background.append(asyncio.create_task(prober.run(), name="keypool-prober"))
     runtime.ready = True
     return runtime
