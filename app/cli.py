@@ -15,8 +15,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from app.api.websocket import WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S
 
-    if args.workers > 1:
-        os.environ["WEB_CONCURRENCY"] = str(args.workers)  # each worker learns N from here
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    # Each worker learns N from here: its share of every key's budget without REDIS_URL, and
+    # the 1/N it falls back to if Redis goes away.
+    os.environ["WEB_CONCURRENCY"] = str(args.workers)
     load_settings()  # fail here, with one clear message, rather than in every worker
     uvicorn.run(
         "app.main:app",
@@ -74,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway (configuration from env / .env)")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        help="worker processes (default: $WEB_CONCURRENCY or 1); with REDIS_URL they share one pool",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="gateway + built-in fake providers, no real keys")

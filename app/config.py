@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.providers.catalog import CATALOG
@@ -22,6 +22,7 @@ MAX_NUMBERED_KEY = 100
 _N = TypeVar("_N", int, float)
 _KEYS_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEYS$")
 _KEY_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEY(?:_(\d+))?$")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(Exception):
@@ -97,6 +98,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     providers: list[ProviderConfig] = Field(default_factory=list, exclude=True)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        # Checked here so a typo stops start-up with one message, not a traceback per worker.
+        if url is not None and not url.get_secret_value().startswith(_REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
 
     @property
     def groups(self) -> int:

@@ -96,7 +96,12 @@ def build_store(settings: Settings) -> MemoryStateStore | DegradingStore:
         return MemoryStateStore(pools)
     url = settings.redis_url.get_secret_value()
     client = connect(url, settings.redis_timeout_s)
-    shared = RedisStateStore(client, build_pools(settings), prefix=settings.keypool_redis_prefix)
+    shared = RedisStateStore(
+        client,
+        build_pools(settings),
+        prefix=settings.keypool_redis_prefix,
+        timeout_s=settings.redis_timeout_s,
+    )
     local = MemoryStateStore(build_pools(settings))
     return DegradingStore(shared, local, address=describe(url), peers=workers)
 

@@ -1,14 +1,17 @@
 """Shared key state that survives Redis going away: this process's own pools stand in meanwhile.
 
-While Redis answers, every call goes to `RedisStateStore` (one round trip) and a heartbeat task
-says this instance is alive, counts the live instances (N) and copies the shared state into the
-local pools once a second, so they are warm when needed. The first failed call switches to the
-local pools at once (that request included: no client sees an error), logs one warning, and
-the heartbeat task reconnects with backoff. Meanwhile each instance keeps to 1/N of every key's
-budget, N as last seen, so losing Redis never multiplies what a key receives. On reconnection
-the budgets spent and cooldowns learned alone, and admin switches made meanwhile, are folded
-into the shared record, and the process counts its in-flight requests under a new id (releases
-it could not record must not pin keys).
+While Redis answers, every call goes to `RedisStateStore` (one round trip), and a heartbeat task
+says this instance is alive, counts the live instances (N), restates its own in-flight counts
+and copies the shared state into the local pools once a second, so they are warm when needed.
+The first failed call switches to the local pools at once (that request included: no client
+sees an error), logs one warning, and the heartbeat task reconnects with backoff. Meanwhile each
+instance keeps to 1/N of every key's budget, N as last seen, so losing Redis never multiplies
+what a key receives. On reconnection the budgets spent and cooldowns learned alone, and admin
+switches made meanwhile, are folded into the shared record.
+
+A release is sent in the background: the answer it follows is already complete, and the next
+request need not wait for the bookkeeping of the previous one (the attempt that failed is
+excluded from its own request's next acquire anyway).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -63,17 +66,15 @@ class DegradingStore:
         self.reconnect_s = reconnect_s
         self.clock = clock
         self.peers = 1
+        self.failed_reconnects = 0
         self._budgets: Mapping[str, Pace] = {n: p.pace for n, p in local.pools.items()}
         self._share(peers)
-        self._up = False
-        self._ever_up = False
-        self._warned = False
+        self._up = self._warned = self._started = self._closing = False
         self._granted: Counter[tuple[str, int]] = Counter()  # Redis grants not yet released
         self._switches: dict[tuple[str, int], bool] = {}  # admin switches made while cut off
         self._wake = asyncio.Event()
-        self._started = False
         self._task: asyncio.Task[None] | None = None
-        self._orphans: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
 
     def redis_status(self) -> str:
@@ -89,26 +90,18 @@ class DegradingStore:
     # KeyStateStore ---------------------------------------------------------------------------
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
-        def orphaned(grant: Grant) -> None:
-            if grant.index is not None:
-                self._give_back(provider, grant.index)
-
         try:
-            grant = await self._call(lambda s: s.acquire(provider, now, ask), orphaned)
+            grant = await self._call(lambda s: s.acquire(provider, now, ask))
         except _Unavailable:
             return await self.local.acquire(provider, now, ask)
         if grant.index is not None:
             self._granted[provider, grant.index] += 1
-            self._mirror_start(provider, grant, now, ask.tokens)
+            # The local pool follows this instance's own grants, so that an outage does not
+            # start from a second-old picture of them.
+            status = self.local.pools[provider].statuses[grant.index]
+            status.in_flight += 1
+            take(status, self._budgets[provider], ask.tokens, now + grant.delay_s)
         return grant
-
-    def _mirror_start(self, provider: str, grant: Grant, now: float, tokens: int) -> None:
-        """Keep the local pool's in-flight count and buckets up with this instance's own Redis
-        grants, so that an outage does not start from a second-old picture of them."""
-        assert grant.index is not None
-        status = self.local.pools[provider].statuses[grant.index]
-        status.in_flight += 1
-        take(status, self._budgets[provider], tokens, now + grant.delay_s)
 
     async def release(
         self,
@@ -120,16 +113,30 @@ class DegradingStore:
         latency_s: float | None = None,
     ) -> None:
         """To the store that granted the attempt; a Redis grant ends locally if Redis is gone."""
+        done = (provider, index, outcome, now, signal, latency_s)
         if self._granted[provider, index] > 0:
             self._granted[provider, index] -= 1
-            with contextlib.suppress(_Unavailable):
-                await self._call(
-                    lambda s: s.release(provider, index, outcome, now, signal, latency_s)
-                )
-                status = self.local.pools[provider].statuses[index]
-                status.in_flight = max(0, status.in_flight - 1)
+            if self._up:
+                self._spawn(self._release_shared(*done))
                 return
-        await self.local.release(provider, index, outcome, now, signal, latency_s)
+        await self.local.release(*done)
+
+    async def _release_shared(
+        self,
+        provider: str,
+        index: int,
+        outcome: Outcome,
+        now: float,
+        signal: RateLimitSignal,
+        latency_s: float | None,
+    ) -> None:
+        try:
+            await self._call(lambda s: s.release(provider, index, outcome, now, signal, latency_s))
+        except _Unavailable:
+            await self.local.release(provider, index, outcome, now, signal, latency_s)
+            return
+        status = self.local.pools[provider].statuses[index]
+        status.in_flight = max(0, status.in_flight - 1)
 
     async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
         if self._granted[provider, index] > 0:
@@ -168,10 +175,13 @@ class DegradingStore:
         )
 
     async def aclose(self) -> None:
+        # The flag as well as the cancellation: redis-py may swallow a CancelledError that
+        # arrives while it connects, and the loop must end all the same.
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*self._orphans, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._up:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self.shared.leave()
@@ -180,55 +190,27 @@ class DegradingStore:
 
     # Routing ---------------------------------------------------------------------------------
 
-    async def _call(
-        self,
-        call: Callable[[RedisStateStore], Awaitable[T]],
-        orphaned: Callable[[T], None] | None = None,
-    ) -> T:
-        """Run `call` on Redis, or raise _Unavailable.
+    async def _call(self, call: Callable[[RedisStateStore], Awaitable[T]]) -> T:
+        """Run `call` on Redis, or raise _Unavailable (and switch to local state).
 
-        The call runs to its end even if the request is cancelled meanwhile (a client hung up):
-        a script cut off mid-flight may still have run, and a grant nobody receives would count
-        in flight for ever. `orphaned` gets the answer nobody waited for.
+        A call cut off by a cancelled request may still have run in Redis; the next heartbeat
+        restates this instance's in-flight counts, so nothing stays counted for long.
         """
         if not self._started:
-            self._start_in_background()
+            self._started = True  # used without `start()` (a script's ChatService)
+            self._task = asyncio.get_running_loop().create_task(self._supervise())
         if not self._up:
             raise _Unavailable
-        task = asyncio.ensure_future(call(self.shared))
         try:
-            return await asyncio.shield(task)
+            return await call(self.shared)
         except REDIS_ERRORS as exc:
             self._lost(exc)
             raise _Unavailable from exc
-        except asyncio.CancelledError:
-            task.add_done_callback(lambda t: self._settle_orphan(t, orphaned))
-            raise
 
-    def _settle_orphan(self, task: asyncio.Task[T], orphaned: Callable[[T], None] | None) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            if isinstance(exc, REDIS_ERRORS):
-                self._lost(exc)
-            return
-        if orphaned is not None:
-            orphaned(task.result())
-
-    def _give_back(self, provider: str, index: int) -> None:
-        async def release() -> None:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await self.shared.release(provider, index, Outcome.CANCELLED, self.clock())
-
-        task = asyncio.get_running_loop().create_task(release())
-        self._orphans.add(task)
-        task.add_done_callback(self._orphans.discard)
-
-    def _start_in_background(self) -> None:
-        """A store used without `start()` (a script's ChatService) connects on first use."""
-        self._started = True
-        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="keypool-redis")
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # Connection ------------------------------------------------------------------------------
 
@@ -254,16 +236,24 @@ class DegradingStore:
 
     async def _supervise(self) -> None:
         failures = 0
-        while True:
+        while not self._closing:
+            try:
+                failures = await self._tick(failures)
+            except Exception:  # a bug must not end the heartbeat: others would count us gone
+                logger.exception("redis heartbeat failed")
+                await asyncio.sleep(self.heartbeat_s)
+
+    async def _tick(self, failures: int) -> int:
+        """One heartbeat while connected, or one reconnection attempt; the failures in a row."""
+        if self._up:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.heartbeat_s)
+            self._wake.clear()
             if self._up:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.heartbeat_s)
-                self._wake.clear()
-                if self._up:
-                    await self._beat()
-                continue
-            await asyncio.sleep(self._backoff(failures))
-            failures = 0 if await self._reconnect() else failures + 1
+                await self._beat()
+            return 0
+        await asyncio.sleep(self._backoff(failures))
+        return 0 if await self._reconnect() else failures + 1
 
     def _backoff(self, failures: int) -> float:
         base, cap = self.reconnect_s
@@ -275,15 +265,15 @@ class DegradingStore:
         try:
             self._share(await self.shared.heartbeat(now))
             for name, pool in self.local.pools.items():
-                (await self.shared.shared_pool(name, now)).copy_into(pool)
+                mine = {i: n for (p, i), n in self._granted.items() if p == name and n > 0}
+                (await self.shared.shared_pool(name, now, mine)).copy_into(pool)
         except REDIS_ERRORS as exc:
             self._lost(exc)
 
     async def _reconnect(self) -> bool:
         now = self.clock()
-        if self._ever_up:
-            self.shared.new_epoch()
         try:
+            await self.shared.forget_connections()
             peers = await self.shared.heartbeat(now)
             for (provider, index), disabled in list(self._switches.items()):
                 await self.shared.set_disabled(provider, index, disabled)
@@ -291,13 +281,15 @@ class DegradingStore:
             for name, pool in self.local.pools.items():
                 await self.shared.merge(name, pool, now)
         except REDIS_ERRORS as exc:
+            self.failed_reconnects += 1
             self._warn(exc, "unreachable")
             return False
         self._share(peers)
-        self._up = self._ever_up = True
+        self._up = True
         if self._warned:
             logger.info("redis %s reachable again: shared key state resumed", self.address)
         self._warned = False
+        self._wake.set()  # a heartbeat at once restates this instance's in-flight counts
         return True
 
     def _share(self, peers: int) -> None:

@@ -1,7 +1,8 @@
 """Key state shared through Redis: every store call is one script run, so one round trip.
 
-Design (MULTI_KEY_ROTATION.md §7). The decisions of `app.keys` have to happen where the state
-is, atomically, or two instances would both take the last slot of a budget. So the script
+Design (MULTI_KEY_ROTATION.md, "Where state lives"). The decisions of `app.keys` have to happen
+where the state is, atomically, or two instances would both take the last slot of a budget. The
+script
 (`lua/*.lua`) is a line-for-line port of `KeyPool.acquire` / `release` / `recheck` and of the
 probe and admin transitions, and the pure Python modules stay the specification: a differential
 test runs random operations on both and requires identical answers. What needs no shared state
@@ -12,14 +13,17 @@ Layout under the prefix (`KEYPOOL_REDIS_PREFIX`), never any key material, only i
 `pool:<provider>` a hash (field `meta`: cursor, breaker, pool latency; field `<index>`: one
 key's record, MessagePack); `instances` a sorted set of live instance ids by last heartbeat;
 `providers:cursor` the Path A rotation counter. In-flight counts are kept per instance inside
-each record, and an instance whose heartbeat expired stops counting, so a crashed process
-cannot pin a key. Times are the callers' unix clocks, which NTP keeps within milliseconds.
+each record; an instance whose heartbeat expired stops counting, so a crashed process cannot
+pin a key, and each heartbeat restates this instance's own counts, so a call cut off by a
+cancelled request or an outage cannot leave a wrong count for more than a second. Times are
+the callers' unix clocks, which NTP keeps within milliseconds of each other.
 
 Errors are not handled here: `DegradingStore` decides what an unreachable Redis means.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
@@ -27,7 +31,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -44,25 +48,23 @@ from app.state.records import (
     shared_pool_from,
     status_from,
 )
-from app.state.redis_scripts import INSTANCE_TTL_S, script_source
+from app.state.redis_scripts import INSTANCE_TTL_S, ScriptRunner, script_source
 
-MAX_CONNECTIONS = 64
 _NO_ARGS = b"{}"
 
 
 def connect(url: str, timeout_s: float) -> Redis:
-    """A client that fails fast: no retries of its own, every wait bounded by `timeout_s`.
+    """A client that fails fast: no retries of its own, connecting bounded by `timeout_s`.
 
     Retrying inside the client would hold requests for seconds while Redis is gone; the store
     falls back to local state at the first error instead and reconnects in the background.
+    The store bounds each call itself (`asyncio.timeout`): redis-py's own socket timeout goes
+    through `asyncio.wait_for`, which on Python 3.11 swallows a cancellation arriving as the
+    write completes, and costs a task per command. Not a BlockingConnectionPool: its wait costs
+    ~15 us a call, and a call holds a connection for a fraction of a millisecond.
     """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
+    pool = ConnectionPool.from_url(
+        url, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
     )
     return Redis.from_pool(pool)
 
@@ -84,36 +86,26 @@ class RedisStateStore:
         pools: Mapping[str, KeyPool],
         *,
         prefix: str = "keypool:",
+        timeout_s: float = 0.5,
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
+        self.timeout_s = timeout_s
         self.prefix = prefix
         self.pools = dict(pools)  # configuration only: the state lives in Redis
         self._specs = {name: provider_spec(pool) for name, pool in pools.items()}
         self._keys = {name: f"{prefix}pool:{name}" for name in pools}
         self._instances = f"{prefix}instances"
         self._provider_cursor = f"{prefix}providers:cursor"
-        self._script = client.register_script(script_source())
+        self._script = ScriptRunner(client, script_source())
         self._rng = rng or random.Random()
-        self._base = uuid.uuid4().hex[:12]
-        self._epoch = 0
-        self._retired: str | None = None
-
-    @property
-    def instance(self) -> str:
-        return f"{self._base}.{self._epoch}"
-
-    def new_epoch(self) -> None:
-        """Count this process's requests afresh, e.g. after an outage during which releases
-        could not be recorded: the old id's counts are dropped at the next heartbeat."""
-        self._retired = self.instance
-        self._epoch += 1
+        self.instance = uuid.uuid4().hex[:16]
 
     async def _run(self, op: str, provider: str, now: float, args: bytes = _NO_ARGS) -> bytes:
         keys = (self._keys[provider], self._instances)
         argv = (op, self._specs[provider], repr(now), self.instance, args)
-        answer: bytes = await self._script(keys=keys, args=argv)
-        return answer
+        async with asyncio.timeout(self.timeout_s):
+            return await self._script(keys, argv)
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
         return grant_from(
@@ -136,11 +128,24 @@ class RedisStateStore:
         return float(await self._run("recheck", provider, now, args))
 
     async def next_provider_offset(self, count: int) -> int:
-        turn = int(await self.client.incr(self._provider_cursor))
+        async with asyncio.timeout(self.timeout_s):
+            turn = int(await self.client.incr(self._provider_cursor))
         return (turn - 1) % count
 
-    async def shared_pool(self, provider: str, now: float) -> SharedPool:
-        return shared_pool_from(await self._run("snapshot", provider, now), self.pools[provider])
+    async def shared_pool(
+        self, provider: str, now: float, mine: Mapping[int, int] | None = None
+    ) -> SharedPool:
+        """The provider's state; `mine` (key index → this instance's requests in flight) first
+        corrects what Redis counts for this instance, healing counts that a cancelled call or an
+        outage left wrong."""
+        args = (
+            _NO_ARGS
+            if mine is None
+            else orjson.dumps({"mine": {str(i): n for i, n in mine.items()}})
+        )
+        return shared_pool_from(
+            await self._run("snapshot", provider, now, args), self.pools[provider]
+        )
 
     async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
         shared = await self.shared_pool(provider, now)
@@ -167,19 +172,22 @@ class RedisStateStore:
     async def heartbeat(self, now: float) -> int:
         """Say this instance is alive; answer how many instances are (this one included)."""
         async with self.client.pipeline(transaction=False) as pipe:
-            if self._retired is not None:
-                pipe.zrem(self._instances, self._retired)
             pipe.zadd(self._instances, {self.instance: now})
             pipe.zremrangebyscore(self._instances, "-inf", now - INSTANCE_TTL_S)
             pipe.zcount(self._instances, now - INSTANCE_TTL_S, "+inf")
             pipe.expire(self._instances, int(INSTANCE_TTL_S * 10))
-            answers = await pipe.execute()
-        self._retired = None
+            async with asyncio.timeout(self.timeout_s):
+                answers = await pipe.execute()
         return int(answers[-2])
 
     async def leave(self) -> None:
         """Stop counting as alive at once (a clean shutdown), rather than after the expiry."""
-        await self.client.zrem(self._instances, self.instance)
+        async with asyncio.timeout(self.timeout_s):
+            await self.client.zrem(self._instances, self.instance)
+
+    async def forget_connections(self) -> None:
+        await self._script.forget()
 
     async def aclose(self) -> None:
+        await self._script.aclose()
         await self.client.aclose()

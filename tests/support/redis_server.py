@@ -82,3 +82,27 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+SHARED_HOST, SHARED_PORT = "127.0.0.1", 6379
+SHARED_URL = f"redis://{SHARED_HOST}:{SHARED_PORT}/0"
+
+
+@contextlib.contextmanager
+def shared_prefix() -> Iterator[str]:
+    """A namespace of its own on the Redis at 6379; everything under it is deleted afterwards."""
+    import uuid
+
+    import redis
+
+    from tests.support.servers import require_service
+
+    require_service(SHARED_HOST, SHARED_PORT, "Redis")
+    prefix = f"keypool-test:{uuid.uuid4().hex[:10]}:"
+    try:
+        yield prefix
+    finally:
+        with redis.Redis.from_url(SHARED_URL) as client:
+            left = list(client.scan_iter(match=f"{prefix}*"))
+            if left:
+                client.delete(*left)

@@ -157,7 +157,7 @@ end
 -- stall.py and strategies.py ----------------------------------------------------------------
 
 local function stalled(index)
-  local rec = keys[index]
+  local rec = record(index)
   if rec.in_flight == 0 or rec.quiet_since == nil then return false end
   local typical = rec.latency_ewma or meta.latency_ewma
   if typical == nil then return false end
@@ -173,15 +173,15 @@ end
 
 local function fewest_in_flight(candidates)
   local fewest, out = math.huge, {}
-  for _, i in ipairs(candidates) do fewest = math.min(fewest, keys[i].in_flight) end
-  for _, i in ipairs(candidates) do if keys[i].in_flight == fewest then out[#out + 1] = i end end
+  for _, i in ipairs(candidates) do fewest = math.min(fewest, record(i).in_flight) end
+  for _, i in ipairs(candidates) do if record(i).in_flight == fewest then out[#out + 1] = i end end
   return out
 end
 
 local function weighted(candidates, u)
   local scores, total = {}, 0
   for k, i in ipairs(candidates) do
-    scores[k] = (spec.weights[i + 1] or 1.0) * keys[i].health_factor
+    scores[k] = (spec.weights[i + 1] or 1.0) * record(i).health_factor
     total = total + scores[k]
   end
   if total <= 0 then return next_in_rotation(candidates) end

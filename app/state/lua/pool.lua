@@ -38,7 +38,7 @@ local function pick(free, ask)
 end
 
 local function start(index, at, tokens)
-  local rec = keys[index]
+  local rec = record(index)
   record_start(rec, at)
   if spec.paced then take(rec, tokens, at) end
   dirty[index] = true
@@ -56,11 +56,41 @@ local function earlier(a, b)
   return a.index < b.index
 end
 
+-- Round robin with no batch siblings to spread over: the preferred key if it is free and
+-- healthy, else the first free, healthy key from the cursor on, is exactly what `pick` would
+-- choose from the full picture, found without reading the rest of a large pool. Nil when no
+-- key is both (the full computation then sorts out stalls, turns and refusals).
+local function quick_pick(ask, excluded)
+  if spec.strategy ~= 'round_robin' or next(ask.avoid) ~= nil then return nil end
+  local function serves_now(i)
+    if excluded[i] then return false end
+    local at, wait = ready_at(record(i), ask.tokens)
+    return at ~= nil and at <= now and wait ~= W_HELD and not stalled(i)
+  end
+  local preferred = ask.preferred
+  if preferred ~= nil and preferred >= 0 and preferred < spec.n and serves_now(preferred) then
+    return preferred
+  end
+  for step = 0, spec.n - 1 do
+    local i = (meta.cursor + step) % spec.n
+    if serves_now(i) then
+      meta.cursor, meta_dirty = (i + 1) % spec.n, true
+      return i
+    end
+  end
+  return nil
+end
+
 local function choose(ask)
   local excluded, free, turns, first = {}, {}, {}, nil
   for _, i in ipairs(ask.exclude) do excluded[i] = true end
+  local quick = quick_pick(ask, excluded)
+  if quick ~= nil then
+    start(quick, now, ask.tokens)
+    return {index = quick}
+  end
   for i = 0, spec.n - 1 do
-    local at, wait = ready_at(keys[i], ask.tokens)
+    local at, wait = ready_at(record(i), ask.tokens)
     if at ~= nil then
       first = first == nil and at or math.min(first, at)
       if not excluded[i] then
@@ -153,11 +183,21 @@ function ops.probe()
   return cjson.encode(public(rec))
 end
 
+-- `args.mine`, when given, restates this instance's own requests in flight (key index → count).
 function ops.snapshot()
   load_all()
+  if args.mine ~= nil then
+    for i = 0, spec.n - 1 do
+      local rec, n = record(i), args.mine[tostring(i)]
+      if rec.flights[me] ~= n then
+        rec.in_flight = rec.in_flight - (rec.flights[me] or 0) + (n or 0)
+        rec.flights[me], dirty[i] = n, true
+      end
+    end
+  end
   save()
   local out = {}
-  for i = 0, spec.n - 1 do out[i + 1] = public(keys[i]) end
+  for i = 0, spec.n - 1 do out[i + 1] = public(record(i)) end
   return cjson.encode({keys = out, failures = meta.failures, opened_at = meta.opened_at,
                        trial = trial_held(), cursor = meta.cursor, latency_ewma = meta.latency_ewma})
 end
@@ -167,8 +207,8 @@ end
 function ops.merge()
   load_all()
   for _, seen in ipairs(args.keys) do
-    local rec = keys[seen.index]
-    if rec ~= nil then
+    if seen.index < spec.n then
+      local rec = record(seen.index)
       rec.tat_requests = math.max(rec.tat_requests, seen.tat_requests)
       rec.tat_tokens = math.max(rec.tat_tokens, seen.tat_tokens)
       if seen.cooldown_until ~= nil and seen.cooldown_until > now then

@@ -31,7 +31,9 @@ local W_NONE, W_BUDGET, W_COOLDOWN, W_HELD = 0, 1, 2, 3
 
 local op, spec, now, me = ARGV[1], cjson.decode(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local args = cjson.decode(ARGV[5])
-local keys, dirty, meta, meta_dirty = {}, {}, nil, false
+-- `keys` holds the records read so far (by index), `packed` the ones not unpacked yet: a choice
+-- that finds its key early never pays for unpacking the rest of a large pool.
+local keys, packed, dirty, meta, meta_dirty = {}, {}, {}, nil, false
 
 -- Loading and saving ------------------------------------------------------------------------
 
@@ -53,8 +55,8 @@ local function fresh()
 end
 
 -- A crashed instance cannot pin a key: its flights stop counting once its heartbeat expires.
-local function adopt(index, packed)
-  local rec = packed and cmsgpack.unpack(packed) or fresh()
+local function adopt(index, blob)
+  local rec = blob and cmsgpack.unpack(blob) or fresh()
   if type(rec.flights) ~= 'table' then rec.flights = {} end
   local total = 0
   for instance, n in pairs(rec.flights) do
@@ -65,15 +67,18 @@ local function adopt(index, packed)
   return rec
 end
 
-local function adopt_meta(packed)
-  meta = packed and cmsgpack.unpack(packed) or {cursor = 0, failures = 0}
+local function adopt_meta(blob)
+  meta = blob and cmsgpack.unpack(blob) or {cursor = 0, failures = 0}
 end
 
 local function load_all()
-  local raw, found = redis.call('HGETALL', KEYS[1]), {}
-  for i = 1, #raw, 2 do found[raw[i]] = raw[i + 1] end
-  adopt_meta(found.meta)
-  for index = 0, spec.n - 1 do adopt(index, found[tostring(index)]) end
+  local raw = redis.call('HGETALL', KEYS[1])
+  for i = 1, #raw, 2 do packed[raw[i]] = raw[i + 1] end
+  adopt_meta(packed.meta)
+end
+
+local function record(index)
+  return keys[index] or adopt(index, packed[tostring(index)])
 end
 
 local function load_one(index)

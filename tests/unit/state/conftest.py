@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 
 import pytest
 from redis.asyncio import Redis
 
-from app.state.redis import connect
+from app.keys.pool import KeyPool
+from app.state.redis import RedisStateStore, connect
 from tests.support.servers import require_service
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -20,6 +21,13 @@ REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 class Namespace:
     client: Redis
     prefix: str
+    stores: list[RedisStateStore] = field(default_factory=list)
+
+    def store(self, pools: Mapping[str, KeyPool]) -> RedisStateStore:
+        """One gateway instance's store in this namespace (closed after the test)."""
+        store = RedisStateStore(connect(REDIS_URL, 2.0), pools, prefix=self.prefix)
+        self.stores.append(store)
+        return store
 
     async def keys(self) -> list[str]:
         return sorted([k.decode() async for k in self.client.scan_iter(match=f"{self.prefix}*")])
@@ -34,6 +42,8 @@ async def redis_ns() -> AsyncIterator[Namespace]:
     try:
         yield ns
     finally:
+        for store in ns.stores:
+            await store.aclose()
         left = await ns.keys()
         if left:
             await client.delete(*left)

@@ -64,10 +64,12 @@ def server() -> Iterator[RedisServer]:
         yield running
 
 
-@pytest.fixture
-async def pair(server: RedisServer) -> AsyncIterator[tuple[DegradingStore, DegradingStore]]:
+@pytest.fixture(params=[Pace()], ids=["unpaced"])
+async def pair(
+    server: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[DegradingStore, DegradingStore]]:
     """Two instances on one Redis, each having seen the other's heartbeat."""
-    a, b = degrading(server.url, pace=Pace(rpm=600)), degrading(server.url, pace=Pace(rpm=600))
+    a, b = degrading(server.url, pace=request.param), degrading(server.url, pace=request.param)
     await a.start()
     await b.start()
     await until(lambda: a.peers == b.peers == 2, "both heartbeats seen")
@@ -85,7 +87,7 @@ class TestUnreachableAtStart:
         try:
             assert store.redis_status() == "down"
             assert [await serve(store) for _ in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
-            await until(lambda: store._backoff(0) > 0, "a reconnect attempt")
+            await until(lambda: store.failed_reconnects >= 4, "reconnection attempts")
         finally:
             await store.aclose()
         assert len(warnings(caplog)) == 1
@@ -108,6 +110,7 @@ class TestOutage:
         assert len(warnings(caplog)) == 2  # one per instance, not one per call
         assert all("lost" in w and "1/2" in w for w in warnings(caplog))
 
+    @pytest.mark.parametrize("pair", [Pace(rpm=600)], ids=["600rpm"], indirect=True)
     async def test_each_instance_keeps_to_its_share_while_cut_off(
         self, server: RedisServer, pair: tuple[DegradingStore, DegradingStore]
     ):
@@ -155,3 +158,17 @@ class TestCancelledCalls:
         while await counted():
             assert time.monotonic() < deadline, "grants still counted in flight"
             await asyncio.sleep(0.01)
+
+
+class TestRestartBetweenCalls:
+    async def test_connections_to_a_server_that_restarted_are_not_reused(self, server: RedisServer):
+        store = RedisStateStore(connect(server.url, 0.5), pools(2, Pace()), prefix="keypool:")
+        try:
+            assert (await store.acquire("p", time.time(), Ask())).index == 0
+            server.kill()
+            server.start()
+            for _ in range(3):  # loop turns (no waiting): the old connection reads its EOF
+                await asyncio.sleep(0)
+            assert (await store.acquire("p", time.time(), Ask())).index == 0  # a fresh server
+        finally:
+            await store.aclose()

@@ -20,7 +20,6 @@ from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.state.base import ProviderSnapshot
 from app.state.memory import MemoryStateStore
-from app.state.redis import RedisStateStore
 from tests.unit.state.conftest import Namespace
 
 SIZE = 4
@@ -97,7 +96,7 @@ class Twins:
 
     def __init__(self, ns: Namespace, strategy: str, pace: Pace, seed: int) -> None:
         self.memory = MemoryStateStore(pools(strategy, pace), rng=random.Random(0))
-        self.shared = RedisStateStore(ns.client, pools(strategy, pace), prefix=ns.prefix)
+        self.shared = ns.store(pools(strategy, pace))
         self.rng = random.Random(seed)
         self.now = 1_000.0
         self.held: list[int] = []

@@ -35,7 +35,7 @@ def instance(
         pace=pace or Pace(),
         breaker=CircuitBreaker(*breaker),
     )
-    return RedisStateStore(ns.client, {"p": pool}, prefix=ns.prefix)
+    return ns.store({"p": pool})
 
 
 async def serve(store: RedisStateStore, now: float = T0, ask: Ask | None = None) -> int | None:
@@ -171,7 +171,7 @@ class TestStoredState:
             f"{redis_ns.prefix}pool:p",
             f"{redis_ns.prefix}providers:cursor",
         ]
-        fields = await redis_ns.client.hkeys(f"{redis_ns.prefix}pool:p")
+        fields: list[bytes] = await redis_ns.client.hkeys(f"{redis_ns.prefix}pool:p")  # type: ignore[misc]
         assert sorted(f.decode() for f in fields) == ["0", "meta"]
 
     async def test_budgets_and_cooldowns_of_a_lone_instance_join_the_shared_record(
