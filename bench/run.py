@@ -1,6 +1,6 @@
 """`make bench`: run every scenario against direct / passthrough / gateway and write results.
 
-python -m bench.run [--quick] [--only latency,throughput,streaming,goodput,failover]
+python -m bench.run [--quick] [--only latency,throughput,streaming,goodput,failover,redis]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import s1_latency, s2_throughput, s3_streaming, s4_goodput, s5_failover
+from bench import s1_latency, s2_throughput, s3_streaming, s4_goodput, s5_failover, s6_redis
 from bench.common import Ctx, Section, describe
 from bench.procs import install_cleanup, pin_self_to_loadgen_core, stop_all
 from bench.report import loadavg, markdown, meta, write
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Section]]] = {
     "streaming": s3_streaming.run,
     "goodput": s4_goodput.run,
     "failover": s5_failover.run,
+    "redis": s6_redis.run,
 }
 
 

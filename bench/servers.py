@@ -116,7 +116,10 @@ def start_gateway(
     key_names: list[str],
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Server:
+    """keypool under uvicorn; with `workers` > 1 `Server.pid` is uvicorn's parent (stopping it
+    stops the workers, which inherit its core) and WEB_CONCURRENCY tells the app how many."""
     port = free_port()
     db_dir = Path(tempfile.mkdtemp(prefix="keypool-bench-", dir=log_dir))
     settings = {
@@ -126,6 +129,7 @@ def start_gateway(
         "FAKE_DEFAULT_MODEL": "fake-small",
         "FAKE_MODELS": ",".join(MODELS),
         "DATABASE_URL": f"sqlite+aiosqlite:///{db_dir}/bench.db",
+        **({"WEB_CONCURRENCY": str(workers)} if workers > 1 else {}),
         **(extra_env or {}),
     }
     app = os.environ.get("BENCH_GATEWAY_APP", "app.main:app")  # another ASGI app to bench
@@ -139,6 +143,7 @@ def start_gateway(
         "--port",
         str(port),
         *UVICORN_FLAGS,
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
     server = start(
         "gateway",

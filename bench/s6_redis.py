@@ -1,0 +1,329 @@
+"""Scenario 6 — the Redis key-state backend: added latency, throughput and goodput with 2 workers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench import s4_goodput
+from bench.common import PATH_B, Ctx, Endpoint, Section, body, describe, holds
+from bench.loadgen import Run, open_loop, sequential
+from bench.procs import Server, Servers
+from bench.servers import fake_config, fake_stats, keys, start_fake, start_gateway, upstream_counts
+from bench.stats import arun, ratio, rnd
+from bench.wrk import closed
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+LATENCY_GOAL_MS = 0.5
+CONC = 32
+EP_PATH_B = Endpoint("gateway Path B /api/chat", "gateway", "/api/chat", body(PATH_B))
+_RUNS = itertools.count(1)
+# label -> (workers, uses Redis)
+TARGETS = {
+    "in-process, 1 worker": (1, False),
+    "Redis, 1 worker": (1, True),
+    "Redis, 2 workers": (2, True),
+}
+LAT_COLUMNS = ["target", "requests", "p50 ms", "p99 ms", "Redis adds p50 ms", "Redis adds p99 ms"]
+LAT_COLUMNS += ["errors", "redis", "goal", "holds?"]
+TPUT_COLUMNS = ["target", "conc", "req/s", "p50 ms", "p99 ms", "non-2xx", "redis"]
+TPUT_COLUMNS += ["vs in-process", "vs Redis 1 worker", "direct >= 3x?"]
+GOODPUT_COLUMNS = ["target", "load", "sent/s", "sent", "ok", "capacity served", "client errors"]
+GOODPUT_COLUMNS += ["upstream 429s", "ok p50 ms", "ok p99 ms", "redis", "goal", "holds?"]
+
+
+def _prefix() -> str:
+    return f"keypool-bench-{os.getpid()}-{next(_RUNS)}:"
+
+
+def _drop_prefix(prefix: str) -> int:
+    """Delete the run's keys; returns how many there were (proof the gateway used Redis)."""
+    from redis import Redis
+
+    client = Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        found = list(client.scan_iter(match=prefix + "*", count=1000))
+        if found:
+            client.delete(*found)
+        return len(found)
+    finally:
+        client.close()
+
+
+def _redis_check(srv: Server) -> str:
+    """The gateway's own view of Redis from /readyz ("off" for the in-process store)."""
+    try:
+        with urllib.request.urlopen(srv.base + "/readyz", timeout=5) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+    except OSError as exc:
+        return f"? ({type(exc).__name__})"
+    return str((data.get("checks") or {}).get("redis", "?"))
+
+
+@contextmanager
+def gateways(
+    ctx: Ctx,
+    config: dict[str, Any],
+    names: list[str],
+    targets: dict[str, tuple[int, bool]],
+    notes: list[str],
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[Server, dict[str, Server | str]]]:
+    """One fake and one gateway per target (a start failure is kept as its reason); every Redis
+    prefix is unique to this run and deleted afterwards."""
+    prefixes: list[str] = []
+    with Servers() as group:
+        fake = start_fake(group, config, ctx.raw_dir)
+        started: dict[str, Server | str] = {}
+        try:
+            for label, (workers, redis) in targets.items():
+                extra = dict(env or {})
+                if redis:
+                    prefixes.append(_prefix())
+                    extra |= {"REDIS_URL": REDIS_URL, "KEYPOOL_REDIS_PREFIX": prefixes[-1]}
+                try:
+                    started[label] = start_gateway(
+                        group, fake, names, ctx.raw_dir, extra, workers=workers
+                    )
+                except Exception as exc:
+                    started[label] = describe(exc)
+            yield fake, started
+        finally:
+            group.__exit__(None, None, None)  # stop the gateways before deleting their state
+            for prefix in prefixes:
+                n = _drop_prefix(prefix)
+                notes.append(f"Redis prefix {prefix} held {n} Redis key(s) after the run; deleted")
+
+
+def _pinning_note() -> str:
+    return (
+        "Pinning as elsewhere: fake + load generator on core 0, gateway on core 1; the two "
+        "workers of 'Redis, 2 workers' share core 1 (uvicorn --workers 2, stopped through its "
+        "parent PID). redis-server (127.0.0.1:6379) is a system service, not pinned: it shares "
+        "the 2 cores with everything else. Every gateway has its own KEYPOOL_REDIS_PREFIX, "
+        "deleted after the run."
+    )
+
+
+# -- 6a latency ------------------------------------------------------------------------------
+
+
+def latency(ctx: Ctx) -> Section:
+    sec = Section(
+        "redis",
+        "6a. Redis backend: added latency (one connection, sequential, fake latency 0)",
+        "POST /api/chat Path B one request at a time against the in-process gateway and the "
+        "gateway with REDIS_URL (1 worker each), same fake, same run; 'Redis adds' = Redis "
+        "percentile - in-process percentile. " + _pinning_note(),
+        LAT_COLUMNS,
+    )
+    names = keys(4)
+    wanted = {k: v for k, v in TARGETS.items() if v[0] == 1}
+    n = 300 if ctx.quick else 1000
+    with gateways(ctx, fake_config(names), names, wanted, sec.notes) as (_fake, started):
+        base: Run | None = None
+        for label, srv in started.items():
+            if isinstance(srv, str):
+                sec.error_row(label, srv)
+                continue
+            try:
+                res = arun(
+                    sequential(
+                        srv.base + EP_PATH_B.path, EP_PATH_B.body, n=n, time_limit=ctx.dur(60, 20)
+                    )
+                )
+            except Exception as exc:
+                sec.error_row(label, exc)
+                continue
+            base = base or res
+            sec.rows.append(_lat_row(label, res, base, _redis_check(srv)))
+    return sec
+
+
+def _lat_row(label: str, res: Run, base: Run, redis: str) -> dict[str, Any]:
+    p50, p99 = res.lat_ms(pct=50), res.lat_ms(pct=99)
+    is_redis = res is not base
+    add50 = p50 - base.lat_ms(pct=50) if is_redis else None
+    add99 = p99 - base.lat_ms(pct=99) if is_redis else None
+    errors = len(res.recs) - len(res.ok())
+    row: dict[str, Any] = {
+        "target": label,
+        "requests": len(res.recs),
+        "p50 ms": rnd(p50, 3),
+        "p99 ms": rnd(p99, 3),
+        "Redis adds p50 ms": rnd(add50, 3),
+        "Redis adds p99 ms": rnd(add99, 3),
+        "errors": errors,
+        "redis": redis,
+    }
+    if is_redis and add50 is not None:
+        cond = add50 <= LATENCY_GOAL_MS and errors == 0 and redis == "ok"
+        row |= {
+            "goal": f"Redis adds p50 <= {LATENCY_GOAL_MS:g} ms",
+            "holds?": holds(cond),
+            "_measured": f"Redis adds p50 {add50:.3f} ms (p99 {add99:.3f} ms), redis {redis}",
+        }
+    if errors:
+        row["error"] = f"statuses {res.status_counts()}; first: {res.first_error()}"
+    return row
+
+
+# -- 6b throughput ---------------------------------------------------------------------------
+
+
+def throughput(ctx: Ctx) -> Section:
+    duration = ctx.dur(5, 3)
+    sec = Section(
+        "redis",
+        f"6b. Redis backend: throughput (wrk c={CONC}, {duration:g} s, fake latency 0)",
+        "POST /api/chat Path B, closed loop after a 1 s warm-up per target: in-process vs Redis "
+        "(1 worker), and two workers sharing Redis. No goal: the machine has 2 cores, so the two "
+        "workers share core 1 while wrk and the fake share core 0 (and redis-server floats); "
+        "pinning and prefixes as in 6a.",
+        TPUT_COLUMNS,
+    )
+    names = keys(4)
+    with gateways(ctx, fake_config(names), names, TARGETS, sec.notes) as (fake, started):
+        results: dict[str, dict[str, Any]] = {}
+        direct = _wrk(ctx, fake.base + "/v1/chat/completions", names[0], duration, "direct")
+        for label, srv in started.items():
+            if isinstance(srv, str):
+                sec.error_row(label, srv, conc=CONC)
+                continue
+            try:
+                _wrk(ctx, srv.base + EP_PATH_B.path, None, 1, label)  # warm-up, discarded
+                results[label] = _wrk(ctx, srv.base + EP_PATH_B.path, None, duration, label)
+                results[label]["redis"] = _redis_check(srv)
+            except Exception as exc:
+                sec.error_row(label, exc, conc=CONC)
+        sec.rows += [_tput_row(label, data, results, direct) for label, data in results.items()]
+        sec.notes.append(f"direct (fake /v1) at c={CONC}: {direct.get('rps', 0):.0f} req/s")
+    return sec
+
+
+def _wrk(ctx: Ctx, url: str, key: str | None, duration: float, label: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    lua = ctx.raw_dir / f"wrk-redis-{label.replace(' ', '_').replace(',', '')}.lua"
+    return closed(
+        url,
+        EP_PATH_B.body,
+        headers,
+        concurrency=CONC,
+        duration=duration,
+        lua_path=lua,
+        wrk_path=ctx.wrk_path,
+    )
+
+
+def _tput_row(
+    label: str, data: dict[str, Any], results: dict[str, dict[str, Any]], direct: dict[str, Any]
+) -> dict[str, Any]:
+    rps = float(data["rps"])
+    in_proc = results.get("in-process, 1 worker", {}).get("rps")
+    one = results.get("Redis, 1 worker", {}).get("rps")
+    errors = int(data.get("errors_total", 0))
+    row: dict[str, Any] = {
+        "target": label,
+        "conc": CONC,
+        "req/s": rnd(rps, 0),
+        "p50 ms": rnd(data.get("p50_us", float("nan")) / 1000, 2),
+        "p99 ms": rnd(data.get("p99_us", float("nan")) / 1000, 2),
+        "non-2xx": errors,
+        "redis": data.get("redis", ""),
+        "vs in-process": rnd(ratio(rps, in_proc), 2),
+        "vs Redis 1 worker": rnd(ratio(rps, one), 2) if label == "Redis, 2 workers" else "",
+        "direct >= 3x?": "yes" if float(direct.get("rps", 0)) >= 3 * rps else "**NO** (flag)",
+    }
+    if errors:
+        row["error"] = f"{errors} of {data.get('requests')} responses were errors"
+    return row
+
+
+# -- 6c goodput ------------------------------------------------------------------------------
+
+
+def goodput(ctx: Ctx) -> Section:
+    duration = ctx.dur(30, 10)
+    cap = s4_goodput.CAPACITY
+    sec = Section(
+        "redis",
+        f"6c. Redis backend: goodput, two workers sharing Redis ({s4_goodput.N_KEYS} keys x "
+        f"{s4_goodput.RPS_PER_KEY:g} req/s = {cap:g} req/s capacity)",
+        f"Open loop at 100% of capacity for {duration:g} s on POST /api/chat (Path B), "
+        "FAKE_RPM_PER_KEY=1200, gateway = uvicorn --workers 2 with one REDIS_URL/prefix; "
+        "capacity served = 2xx / (capacity x send window); upstream 429s from the fake's "
+        "/_control/stats; pinning and prefixes as in 6a.",
+        GOODPUT_COLUMNS,
+    )
+    names = keys(s4_goodput.N_KEYS)
+    cfg = fake_config(names, rps=s4_goodput.RPS_PER_KEY)
+    target = {"Redis, 2 workers": TARGETS["Redis, 2 workers"]}
+    env = {"FAKE_RPM_PER_KEY": "1200"}
+    with gateways(ctx, cfg, names, target, sec.notes, env) as (fake, started):
+        srv = started["Redis, 2 workers"]
+        if isinstance(srv, str):
+            sec.error_row("Redis, 2 workers", srv, load="100%")
+            return sec
+        try:
+            res = arun(
+                open_loop(
+                    srv.base + EP_PATH_B.path,
+                    EP_PATH_B.body,
+                    rate=cap,
+                    duration=duration,
+                    timeout=40,
+                )
+            )
+            upstream = upstream_counts(fake_stats(fake))
+        except Exception as exc:
+            sec.error_row("Redis, 2 workers", exc, load="100%")
+            return sec
+        sec.rows.append(_goodput_row(res, upstream, _redis_check(srv)))
+        sec.notes.append(
+            f"generator send lag p99 {res.lag_ms(99):.2f} ms, max {res.lag_ms(100):.2f} ms"
+        )
+    return sec
+
+
+def _goodput_row(res: Run, upstream: dict[str, int], redis: str) -> dict[str, Any]:
+    m = s4_goodput._metrics(res, upstream, 1.0)
+    cond = m["served"] >= 0.95 and int(m["up429"]) == 0 and redis == "ok"
+    row: dict[str, Any] = {
+        "target": "Redis, 2 workers",
+        "load": "100%",
+        "sent/s": rnd(m["sent_rate"], 1),
+        "sent": m["sent"],
+        "ok": m["ok"],
+        "capacity served": f"{m['served']:.1%}",
+        "client errors": f"{m['client_err']:.2%}",
+        "upstream 429s": m["up429"],
+        "ok p50 ms": rnd(m["p50"]),
+        "ok p99 ms": rnd(m["p99"]),
+        "redis": redis,
+        "goal": "served >= 95%, 0 upstream 429",
+        "holds?": holds(cond),
+        "_measured": (
+            f"served {m['served']:.1%}, client errors {m['client_err']:.2%}, "
+            f"upstream 429 {m['up429']}, redis {redis}"
+        ),
+    }
+    if m["ok"] == 0 or m["client_err"] > 0:
+        row["error"] = f"statuses {res.status_counts()}; first: {res.first_error()}"
+    return row
+
+
+def run(ctx: Ctx) -> list[Section]:
+    sections: list[Section] = []
+    for part in (latency, throughput, goodput):
+        try:
+            sections.append(part(ctx))
+        except Exception as exc:
+            sec = Section("redis", f"6. Redis backend: {part.__name__} (crashed)", "", ["target"])
+            sec.error_row(part.__name__, exc)
+            sections.append(sec)
+    return sections
