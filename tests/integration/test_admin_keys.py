@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,8 +11,8 @@ import pytest
 from app.demo.fake_provider import FakeProviderThread
 from tests.conftest import FakeFactory, GatewayFactory
 from tests.support.servers import GatewayServer, provider_env
+from tests.support.streams import wait_for
 
-T = TypeVar("T")
 TOKEN = "admin-token-for-key-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -55,14 +54,6 @@ def chat_n(client: httpx.Client, gateway: GatewayServer, n: int) -> list[int]:
         assert answer.status_code == 200, answer.text
         keys.append(answer.json()["key_index"])
     return keys
-
-
-def poll(probe: Callable[[], T], what: str, timeout: float = 5.0) -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(0.02)
-    return value
 
 
 class TestDisableEnable:
@@ -191,7 +182,7 @@ class TestRecovery:
         fake, gateway = self.fail_k0(make_fake, make_gateway, client, PROBE_INTERVAL_S="0.5")
         before = keys_of(client, gateway)[0]
         fake.set_key("k0", mode="ok")
-        poll(lambda: keys_of(client, gateway)[0]["state"] == "active", "k0 active again")
+        wait_for(lambda: keys_of(client, gateway)[0]["state"] == "active", what="k0 active again")
         after = keys_of(client, gateway)[0]
         assert (after["requests"], after["errors"]) == (before["requests"], before["errors"])
         assert fake.stats()["keys"]["k0"]["models_requests"] >= 1

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -13,8 +12,8 @@ import pytest
 from app.demo.fake_provider import FakeProviderThread
 from tests.conftest import FakeFactory, GatewayFactory
 from tests.support.servers import GatewayServer, provider_env
+from tests.support.streams import wait_for
 
-T = TypeVar("T")
 TOKEN = "admin-token-for-scheduling-tests"
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -51,14 +50,6 @@ def circuit(client: httpx.Client, gateway: GatewayServer, provider: str) -> str:
     entry = next(p for p in health(client, gateway)["providers"] if p["name"] == provider)
     state: str = entry["circuit"]
     return state
-
-
-def poll(probe: Callable[[], T], what: str, timeout: float = 5.0) -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(0.02)
-    return value
 
 
 class TestPacing:
@@ -191,7 +182,7 @@ class TestCircuitBreaker:
         assert (answer.json()["provider"], answer.json()["attempts"]) == ("beta", [])
         assert served(fa) == {"a0": 2}  # skipped while open
 
-        poll(lambda: circuit(client, gateway, "alpha") == "half_open", "half-open")
+        wait_for(lambda: circuit(client, gateway, "alpha") == "half_open", what="half-open")
         fa.set_key("a0", mode="ok")
         assert client.post(f"{gateway.base_url}/api/chat", json=HI).json()["provider"] == "alpha"
         assert circuit(client, gateway, "alpha") == "closed"
