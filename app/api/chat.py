@@ -8,9 +8,10 @@ from starlette.responses import Response
 from app.api.body import read_model, validate
 from app.api.deps import runtime_of
 from app.api.errors import json_response
-from app.api.sse import keypool_sse, open_while_connected, sse_response
+from app.api.sse import keypool_sse, stream_answer
 from app.chat.batch import run_batch
 from app.chat.service import ChatCall
+from app.chat.streams import ChatStream
 from app.errors import InvalidRequest
 from app.schemas import MAX_USER_ID_CHARS, BatchRequest, ChatRequest
 
@@ -49,6 +50,10 @@ def keypool_headers(provider: str, key_index: int) -> dict[str, str]:
     return {"x-keypool-provider": provider, "x-keypool-key-index": str(key_index)}
 
 
+def stream_headers(stream: ChatStream) -> dict[str, str]:
+    return keypool_headers(stream.provider, stream.key_index)
+
+
 @router.post("", openapi_extra=_BODY_DOC)
 async def chat(request: Request) -> Response:
     """One chat completion: Path A without `model`, Path B with it."""
@@ -67,10 +72,8 @@ async def chat_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    opened = await open_while_connected(request, service.open_stream(chat_call(body, request)))
-    if isinstance(opened, Response):
-        return opened
-    return sse_response(keypool_sse(opened), keypool_headers(opened.provider, opened.key_index))
+    opening = service.open_stream(chat_call(body, request))
+    return await stream_answer(request, opening, keypool_sse, stream_headers)
 
 
 @router.post("/batch")

@@ -21,18 +21,15 @@ def runtime_of(request: Request) -> Runtime:
 
 
 async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.state.runtime
-    return runtime
+    return runtime_of(request)
 
 
 async def get_chat_service(request: Request) -> ChatService:
-    service: ChatService = request.state.runtime.service
-    return service
+    return runtime_of(request).service
 
 
 async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.state.runtime.settings
-    return settings
+    return runtime_of(request).settings
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import read_json, validate
-from app.api.chat import keypool_headers, user_id_of
+from app.api.chat import keypool_headers, stream_headers, user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
 from app.api.errors import json_response
-from app.api.sse import DONE, open_while_connected, sse, sse_response
+from app.api.sse import DONE, sse, stream_answer
 from app.chat.service import ChatCall, ChatService
 from app.chat.streams import ChatStream, StreamInterrupted
 from app.errors import ModelNotFound
@@ -45,11 +45,11 @@ async def chat_completions(request: Request) -> Response:
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        opened = await open_while_connected(request, service.open_stream(call))
-        if isinstance(opened, Response):
-            return opened
-        headers = keypool_headers(opened.provider, opened.key_index)
-        return sse_response(openai_chunks(opened, include_usage), headers)
+
+        def render(stream: ChatStream) -> AsyncIterator[bytes]:
+            return openai_chunks(stream, include_usage)
+
+        return await stream_answer(request, service.open_stream(call), render, stream_headers)
     result = await service.complete(call)
     answer = dict(result.completion.raw)
     answer.setdefault("object", "chat.completion")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -82,6 +82,19 @@ def sse_response(body: AsyncIterator[bytes], headers: dict[str, str]) -> Streami
     return StreamingResponse(
         body, media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
     )
+
+
+async def stream_answer(
+    request: Request,
+    opening: Coroutine[Any, Any, ChatStream],
+    render: Callable[[ChatStream], AsyncIterator[bytes]],
+    headers: Callable[[ChatStream], dict[str, str]],
+) -> Response:
+    """The SSE answer once the first token is in; before it, the JSON error (or 499) instead."""
+    opened = await open_while_connected(request, opening)
+    if isinstance(opened, Response):
+        return opened
+    return sse_response(render(opened), headers(opened))
 
 
 async def open_while_connected(
