@@ -14,6 +14,15 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.model_groups import (
+    DEFAULT_TIER_WEIGHTS,
+    GroupConfigError,
+    ModelGroup,
+    SharedLimit,
+    parse_model_groups,
+    parse_shared_limit,
+    parse_tier_weights,
+)
 from app.providers.catalog import CATALOG
 
 logger = logging.getLogger("keypool.config")
@@ -61,6 +70,7 @@ class ProviderConfig:
     tpm_per_key: int | None = None
     timeout_s: float = 60.0
     key_weights: tuple[float, ...] = field(default=())
+    shared_limit: SharedLimit = "auto"
 
     @property
     def env_prefix(self) -> str:
@@ -96,8 +106,13 @@ class Settings(BaseSettings):
     stats_flush_interval_s: float = Field(default=1.0, gt=0)
     web_concurrency: int = Field(default=1, ge=1)
     log_level: str = "INFO"
+    model_groups: str | None = None
+    fair_queueing: bool = True
+    tier_weights: str = DEFAULT_TIER_WEIGHTS
 
     providers: list[ProviderConfig] = Field(default_factory=list, exclude=True)
+    # MODEL_GROUPS parsed and checked against `providers` by load_settings.
+    groups_by_name: dict[str, ModelGroup] = Field(default_factory=dict, exclude=True)
 
     @field_validator("redis_url")
     @classmethod
@@ -106,6 +121,17 @@ class Settings(BaseSettings):
         if url is not None and not url.get_secret_value().startswith(_REDIS_SCHEMES):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return url
+
+    @field_validator("tier_weights")
+    @classmethod
+    def _tier_weights(cls, raw: str) -> str:
+        parse_tier_weights(raw)
+        return raw
+
+    @property
+    def tier_weight_map(self) -> dict[str, float]:
+        """TIER_WEIGHTS as {tier: weight} (validated at start)."""
+        return parse_tier_weights(self.tier_weights)
 
     @property
     def groups(self) -> int:
@@ -129,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = read_environment() if env is None else env
     fields = {name: env[name.upper()] for name in Settings.model_fields if env.get(name.upper())}
     fields.pop("providers", None)
+    fields.pop("groups_by_name", None)
     try:
         settings = Settings.model_validate(fields)
     except ValidationError as exc:
@@ -142,6 +169,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "no LLM provider configured: set <PROVIDER>_API_KEYS (e.g. GROQ_API_KEYS=key1,key2) "
             "or run `keypool demo` for the built-in fake providers"
         )
+    try:
+        names = [p.name for p in settings.providers]
+        settings.groups_by_name = parse_model_groups(settings.model_groups, names)
+    except GroupConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return settings
 
 
@@ -213,7 +245,15 @@ def _provider(env: Mapping[str, str], name: str, secrets: list[str]) -> Provider
         ),
         timeout_s=_number(env, f"{prefix}_TIMEOUT_S", float, 60.0) or 60.0,
         key_weights=_weights(env, prefix, len(secrets)),
+        shared_limit=_shared_limit(env, prefix),
     )
+
+
+def _shared_limit(env: Mapping[str, str], prefix: str) -> SharedLimit:
+    try:
+        return parse_shared_limit(env, prefix)
+    except GroupConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _number(env: Mapping[str, str], var: str, kind: type[_N], default: _N | None) -> _N | None:

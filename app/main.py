@@ -25,6 +25,7 @@ logger = logging.getLogger("keypool")
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     runtime = await build_runtime(app.state.settings)
     app.state.runtime = runtime  # for in-process callers (threads using the blocking chat API)
+    runtime.service.model_groups = app.state.settings.groups_by_name  # MODEL_GROUPS routing
     # Everything built so far lives as long as the process: move it out of the collector's
     # reach, or each full collection walks it again (measured ~40 us per request at 2k req/s).
     gc.freeze()

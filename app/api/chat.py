@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import read_model, validate
 from app.api.deps import runtime_of
 from app.api.errors import json_response
-from app.api.sse import keypool_sse, stream_answer
+from app.api.sse import keypool_events, keypool_sse, sse, stream_answer
 from app.chat.batch import run_batch
 from app.chat.service import ChatCall
 from app.chat.streams import ChatStream
@@ -60,10 +62,12 @@ async def chat(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    result = await service.complete(chat_call(body, request))
-    return json_response(
-        result.as_dict(), headers=keypool_headers(result.provider, result.key_index)
-    )
+    call = chat_call(body, request)
+    result = await service.complete(call)
+    answer = result.as_dict()
+    if group := service.route(call).group:  # a model group's answer names it
+        answer["group"] = group
+    return json_response(answer, headers=keypool_headers(result.provider, result.key_index))
 
 
 @router.post("/stream", openapi_extra=_BODY_DOC)
@@ -72,8 +76,27 @@ async def chat_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    opening = service.open_stream(chat_call(body, request))
-    return await stream_answer(request, opening, keypool_sse, stream_headers)
+    call = chat_call(body, request)
+    opening = service.open_stream(call)
+    group = service.route(call).group
+    render = keypool_sse if group is None else grouped_sse(group)
+    return await stream_answer(request, opening, render, stream_headers)
+
+
+def grouped_sse(group: str) -> Callable[[ChatStream], AsyncIterator[bytes]]:
+    """keypool_sse whose start event also names the model group that served the stream."""
+
+    async def render(stream: ChatStream) -> AsyncIterator[bytes]:
+        events = keypool_events(stream)
+        try:
+            async for event in events:
+                if event["type"] == "start":
+                    event["group"] = group
+                yield sse(event)
+        finally:
+            await events.aclose()
+
+    return render
 
 
 @router.post("/batch")

@@ -105,6 +105,8 @@ def usage_chunk(stream: ChatStream) -> dict[str, Any]:
 def _models(service: ChatService) -> list[dict[str, Any]]:
     created = int(time.time())
     data = [{"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "keypool"}]
+    for name in service.model_groups:  # model groups: one name, several providers
+        data.append({"id": name, "object": "model", "created": created, "owned_by": "keypool"})
     for provider in service.providers:
         for model in dict.fromkeys((provider.default_model, *provider.models)):
             data.append(
@@ -120,7 +122,7 @@ def _models(service: ChatService) -> list[dict[str, Any]]:
 
 @router.get("/models")
 async def list_models(service: ChatServiceDep) -> Response:
-    """`auto` (Path A) plus every `<provider>/<model>` the gateway can route."""
+    """`auto` (Path A), the model groups, and every `<provider>/<model>` the gateway can route."""
     return json_response({"object": "list", "data": _models(service)})
 
 

@@ -281,7 +281,8 @@ class FallbackRunner:
             if name not in attempted and name not in skipped:
                 skipped[name] = grant.refused or "no_usable_key"
         waits = [g.wait_s for g in job.refusals.values() if g.wait_s is not None]
-        untried = await self._untried_keys(job) if job.route.path == "B" else {}
+        # Model groups (several providers) report per provider, as Path A does.
+        untried = await self._untried_keys(job) if not job.route.spans_providers else {}
         return exhausted_error(
             job.route, job.attempts, skipped, min(waits) if waits else None, untried
         )
@@ -329,7 +330,8 @@ class FallbackRunner:
 
     async def _provider_order(self, route: Route) -> list[ProviderConfig]:
         providers = list(route.providers)
-        if route.path == "B" or len(providers) < 2 or not self.rotate_providers:
+        # Model groups rotate their members as Path A rotates providers.
+        if not route.spans_providers or len(providers) < 2 or not self.rotate_providers:
             return providers
         offset = await self.store.next_provider_offset(len(providers))
         return providers[offset:] + providers[:offset]

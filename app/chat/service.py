@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from app.chat.streams import ChatStream, OpenedStream, open_committable
 from app.chat.usage import GroupResolver, NullSink, UsageSink, estimate_usage
 from app.config import ProviderConfig
 from app.keys.model import Outcome
+from app.model_groups import ModelGroup
 from app.providers.client import Completion, ProviderClient, Usage
 from app.providers.transport import Transport
 from app.state.base import KeyStateStore
@@ -79,6 +80,7 @@ class ChatService:
         self.store = store
         self.clients = ClientCache(providers, transport)
         self.groups = groups
+        self.model_groups: Mapping[str, ModelGroup] = {}  # MODEL_GROUPS, set by whoever builds it
         self.runner = FallbackRunner(
             store,
             self.clients,
@@ -96,7 +98,7 @@ class ChatService:
         self._loop = loop
 
     def route(self, call: ChatCall) -> Route:
-        return resolve_route(self.providers, call.model, call.provider)
+        return resolve_route(self.providers, call.model, call.provider, self.model_groups)
 
     async def _group(self, user_id: str | None) -> int | None:
         if user_id is None or self.groups is None:

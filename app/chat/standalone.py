@@ -50,6 +50,7 @@ async def _build(settings: Settings) -> tuple[ChatService, AiohttpTransport]:
         group_count=settings.groups,
         rotate_providers=settings.provider_rotation == "round_robin",
     )
+    service.model_groups = settings.groups_by_name
     service.bind_loop(asyncio.get_running_loop())
     return service, transport
 
