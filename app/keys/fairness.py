@@ -49,7 +49,7 @@ class Ticket:
 class Refusal:
     """Why a request may not wait, and when trying again makes sense."""
 
-    reason: Literal["deadline", "user_queue_full"]
+    reason: Literal["deadline", "user_queue_full", "standing_queue"]
     retry_after_s: float
 
 
