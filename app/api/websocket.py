@@ -135,8 +135,11 @@ class ChatSocket:
             user_id=request.user_id or self.user_id,
         )
         stream = await self.service.open_stream(call)
+        group = self.service.route(call).group  # a model group's start event names it
         async with aclosing(keypool_events(stream)) as events:
             async for event in events:
+                if group is not None and event["type"] == "start":
+                    event["group"] = group
                 await self.send({**event, "id": request.id})
 
     async def _error(self, request_id: Any, error: KeypoolError) -> None:

@@ -39,7 +39,10 @@ async def _one(
     except Exception as exc:  # isolation: a bug in one request must not take its siblings down
         logger.error("batch item failed unexpectedly: %s", type(exc).__name__)
         return failed(KeypoolError("internal error; this request was not completed"))
-    return {"ok": True, "response": result.as_dict()}
+    response = result.as_dict()
+    if group := service.route(item).group:  # a model group's answer names it
+        response["group"] = group
+    return {"ok": True, "response": response}
 
 
 def failed(error: KeypoolError) -> dict[str, Any]:

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from openai import OpenAI
+from websockets.asyncio.client import connect
 
 from app.demo.fake_provider import FakeProviderConfig, FakeProviderThread, KeyBehaviour
 from tests.support.servers import GatewayServer, provider_env
@@ -24,11 +26,13 @@ def start_fake(keys: dict[str, dict[str, Any]]) -> FakeProviderThread:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    """`smart` = dead/fake-large (both keys 500) then live/fake-small; `limited` = two members
-    that only rate-limit; `priority` order so the dead member is always tried first."""
+    """`smart` = dead/fake-large then live/fake-small; `limited` = two members that only
+    rate-limit; `doomed` = nothing works; `streamy` = a member whose streams break before the
+    first chunk, then live. `priority` order so the broken member is always tried first."""
     keys: dict[str, dict[str, dict[str, Any]]] = {
         "dead": {"d0": {"mode": "error_500"}, "d1": {"mode": "stream_fail_before_first"}},
         "live": {"l0": {}},
+        "sdead": {"s0": {"mode": "stream_fail_before_first"}},
         "slow": {"s0": {"mode": "rate_limited", "retry_after_s": 30.0}},
         "tight": {"t0": {"mode": "rate_limited", "retry_after_s": 30.0}},
     }
@@ -36,7 +40,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]
     env = {
         "LLM_PROVIDERS": ",".join(keys),
         "PROVIDER_ROTATION": "priority",
-        "MODEL_GROUPS": "smart=dead/fake-large,live/fake-small;limited=slow/fake-small,tight/fake-small",
+        "MODEL_GROUPS": (
+            "smart=dead/fake-large,live/fake-small;"
+            "limited=slow/fake-small,tight/fake-small;"
+            "doomed=dead/fake-small,slow/fake-small;"
+            "streamy=sdead/fake-large,live/fake-small"
+        ),
         "REQUEST_DEADLINE_S": "1",
     }
     for name, fake in fakes.items():
@@ -80,6 +89,25 @@ class TestNativeChat:
         assert error["group"] == "limited"
         assert error["errors"] == {"slow": "rate_limited", "tight": "rate_limited"}
 
+    def test_group_of_failing_members_is_503_with_errors_per_member(self, gateway: GatewayServer):
+        answer = httpx.post(
+            f"{gateway.base_url}/api/chat", json={"messages": MESSAGES, "model": "doomed"}
+        )
+        assert answer.status_code == 503
+        error = answer.json()["error"]
+        assert (error["type"], error["group"]) == ("all_providers_failed", "doomed")
+        assert error["errors"] == {"dead": "server_error", "slow": "rate_limited"}
+
+    def test_batch_items_name_the_group(self, gateway: GatewayServer):
+        answer = httpx.post(
+            f"{gateway.base_url}/api/chat/batch",
+            json={"requests": [{"messages": MESSAGES, "model": "smart"}, {"messages": MESSAGES}]},
+        )
+        assert answer.status_code == 200
+        first, second = answer.json()["results"]
+        assert (first["response"]["group"], first["response"]["provider"]) == ("smart", "live")
+        assert "group" not in second["response"]
+
     def test_naming_a_member_provider_serves_only_that_member(self, gateway: GatewayServer):
         answer = httpx.post(
             f"{gateway.base_url}/api/chat",
@@ -94,15 +122,24 @@ class TestStreaming:
         self, gateway: GatewayServer
     ):
         response, events = post_stream(
-            f"{gateway.base_url}/api/chat/stream", {"messages": MESSAGES, "model": "smart"}
+            f"{gateway.base_url}/api/chat/stream", {"messages": MESSAGES, "model": "streamy"}
         )
         assert response.status_code == 200
         start = events[0]
-        assert (start["type"], start["group"], start["path"]) == ("start", "smart", "B")
+        assert (start["type"], start["group"], start["path"]) == ("start", "streamy", "B")
         assert (start["provider"], start["model"]) == ("live", "fake-small")
-        assert {a["provider"] for a in start["attempts"]} == {"dead"}
+        # sdead accepted the stream and dropped it before its first chunk: the gateway had
+        # not committed yet, so it fell over to the next member
+        assert [a["provider"] for a in start["attempts"]] == ["sdead"]
         assert events[-1]["type"] == "done"
         assert "".join(e["content"] for e in events if e["type"] == "chunk") == "w0 w1 w2 w3 w4 "
+
+    async def test_websocket_start_event_names_the_group(self, gateway: GatewayServer):
+        async with connect(f"ws://127.0.0.1:{gateway.port}/api/chat/ws") as ws:
+            await ws.send(orjson.dumps({"id": 7, "messages": MESSAGES, "model": "smart"}).decode())
+            start = orjson.loads(await ws.recv())
+        assert (start["type"], start["id"], start["group"]) == ("start", 7, "smart")
+        assert start["provider"] == "live"
 
 
 class TestOpenAI:
@@ -126,5 +163,27 @@ class TestOpenAI:
 
     def test_models_lists_the_groups(self, sdk: OpenAI):
         ids = [m.id for m in sdk.models.list()]
-        assert {"smart", "limited"} <= set(ids)
+        assert {"smart", "limited", "doomed", "streamy"} <= set(ids)
         assert sdk.models.retrieve("smart").owned_by == "keypool"
+
+
+class TestRotation:
+    def test_round_robin_rotates_the_first_member(self, tmp_path: Path):
+        fakes = {name: start_fake({f"{name}0": {}}) for name in ("one", "two")}
+        env = {"LLM_PROVIDERS": "one,two", "MODEL_GROUPS": "pair=one/fake-small,two/fake-small"}
+        for name, fake in fakes.items():
+            env.update(provider_env(name, fake, [f"{name}0"]))
+        server = GatewayServer(env, tmp_path).start()
+        try:
+            served = [
+                httpx.post(
+                    f"{server.base_url}/api/chat", json={"messages": MESSAGES, "model": "pair"}
+                ).json()["provider"]
+                for _ in range(4)
+            ]
+        finally:
+            server.stop()
+            for fake in fakes.values():
+                fake.stop()
+        assert sorted(served) == ["one", "one", "two", "two"]
+        assert served[0] != served[1]
