@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.keys.model import RateLimitSignal
+from app.keys.pacing import Pace
 
 USUAL_WINDOWS_S = (1.0, 60.0, 3600.0, 86400.0)
 LimitSource = Literal["config", "learned"]
@@ -118,7 +119,7 @@ def learn(previous: LearnedLimits, signal: RateLimitSignal) -> LearnedLimits:
 
 
 def effective_limits(
-    configured_rpm: int | None, configured_tpm: int | None, learned: LearnedLimits
+    configured_rpm: float | None, configured_tpm: float | None, learned: LearnedLimits
 ) -> EffectiveLimits:
     """Configured values win per dimension; learned ones fill the gaps.
 
@@ -133,3 +134,12 @@ def effective_limits(
     if tpm is None and learned.tokens is not None:
         tpm, source = learned.tokens.per_minute, "learned"
     return EffectiveLimits(rpm, tpm, source)
+
+
+def pace_with(configured: Pace, learned: LearnedLimits) -> Pace:
+    """The Pace one key should use: the provider's configured budgets, gaps filled by what this
+    key learned, the process share kept. Returns `configured` itself when nothing changes."""
+    limits = effective_limits(configured.rpm, configured.tpm, learned)
+    if (limits.rpm, limits.tpm) == (configured.rpm, configured.tpm):
+        return configured
+    return Pace(limits.rpm, limits.tpm, configured.share)

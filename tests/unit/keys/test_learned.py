@@ -14,8 +14,10 @@ from app.keys.learned import (
     effective_limits,
     infer_window,
     learn,
+    pace_with,
 )
-from app.keys.model import NO_SIGNAL
+from app.keys.model import NO_SIGNAL, KeyStatus
+from app.keys.pacing import REQUEST_HEADROOM, Pace, slot_at, take
 from app.keys.signals import parse_signal
 
 NOTHING = LearnedLimits()
@@ -141,3 +143,23 @@ class TestEffectiveLimits:
         limits = effective_limits(None, None, LearnedLimits(LearnedLimit(100, 86_400.0)))
         assert limits.rpm == pytest.approx(100 / 1_440)
         assert limits.as_dict()["rpm"] == 0.0694
+
+
+class TestPaceWith:
+    def test_nothing_learned_keeps_the_configured_pace(self):
+        configured = Pace(30, None, share=2)
+        assert pace_with(configured, NOTHING) is configured
+
+    def test_learned_budgets_fill_the_gaps_and_keep_the_share(self):
+        learned = LearnedLimits(LearnedLimit(14_400, 86_400.0), LearnedLimit(6_000, 60.0))
+        assert pace_with(Pace(None, 1_000, share=2), learned) == Pace(10.0, 1_000, share=2)
+
+    def test_a_learned_daily_budget_is_paced_as_that_budget_per_day(self):
+        pace = pace_with(Pace(), LearnedLimits(LearnedLimit(100, 86_400.0)))
+        status, starts = KeyStatus(), []
+        for _ in range(5):
+            at = slot_at(status, pace, 1, 0.0)
+            take(status, pace, 1, at)
+            starts.append(at)
+        gap = 864.0 * (1 + REQUEST_HEADROOM)  # 100 a day: one every 14.4 minutes
+        assert starts == pytest.approx([0.0, gap, 2 * gap, 3 * gap, 4 * gap])
