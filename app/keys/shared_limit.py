@@ -12,8 +12,12 @@ time of each event.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from app.keys.model import KeyStatus, RateLimitSignal
+from app.keys.transitions import cool_down
 
 SharedMode = Literal["auto", "true", "false"]
 DETECTION_WINDOW_S = 2.0
@@ -85,3 +89,18 @@ def _joint_reset(first: LimitEvent, second: LimitEvent, window_s: float) -> floa
     if second.at < a and first.at < b:
         return max(a, b)
     return None
+
+
+def announced_reset(signal: RateLimitSignal, now: float) -> float | None:
+    """When a 429 said its key is free again (Retry-After, else an exhausted budget's reset),
+    read the way `transitions` reads it; None when it did not say."""
+    wait = signal.retry_after_s if signal.retry_after_s is not None else signal.exhausted_for_s
+    return now + wait if wait is not None else None
+
+
+def cool_all(statuses: Iterable[KeyStatus], until: float, now: float) -> None:
+    """Cool every key of the provider until the shared reset, as an announced cooldown: then
+    selection, Retry-After, reservations and health need nothing new (failed and disabled keys
+    keep their state; a longer cooldown already running is kept)."""
+    for status in statuses:
+        cool_down(status, now, until - now)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.keys.shared_limit import UNANNOUNCED_COOLDOWN_S, SharedLimitDetector
+from app.keys.model import Ask, KeyState, KeyStatus, Outcome, RateLimitSignal
+from app.keys.pool import KeyPool
+from app.keys.shared_limit import (
+    UNANNOUNCED_COOLDOWN_S,
+    SharedLimitDetector,
+    announced_reset,
+    cool_all,
+)
+from app.keys.strategies import RoundRobin
 
 T0 = 1_000.0
 
@@ -79,6 +89,26 @@ class TestForced:
         assert detector.until(T0 + 1) is None
 
 
+class TestHelpers:
+    def test_announced_reset_prefers_retry_after(self):
+        assert announced_reset(RateLimitSignal(retry_after_s=5, reset_requests_s=9), T0) == T0 + 5
+        exhausted = RateLimitSignal(remaining_requests=0, reset_requests_s=9)
+        assert announced_reset(exhausted, T0) == T0 + 9
+        assert announced_reset(RateLimitSignal(), T0) is None
+
+    def test_cool_all_cools_usable_keys_and_leaves_failed_ones(self):
+        active, longer, failed = KeyStatus(), KeyStatus(), KeyStatus(state=KeyState.FAILED)
+        longer.state, longer.cooldown_until = KeyState.RATE_LIMITED, T0 + 99
+        cool_all([active, longer, failed], T0 + 30, T0)
+        assert (active.state, active.cooldown_until, active.announced) == (
+            KeyState.RATE_LIMITED,
+            T0 + 30,
+            True,
+        )
+        assert longer.cooldown_until == T0 + 99
+        assert failed.state is KeyState.FAILED
+
+
 events = st.lists(
     st.tuples(
         st.integers(0, 3),
@@ -105,3 +135,25 @@ def test_a_shared_limit_is_an_announced_reset_and_never_shrinks(evts):
         after = detector.until(at)
         assert after is None or after in resets
         assert before is None or (after is not None and after >= before)
+
+
+class TestWithThePool:
+    """The wiring the pool will use, driven from outside it: after the second key's 429 the
+    provider refuses at once, with the shared reset as the wait (Path B's Retry-After)."""
+
+    def test_two_429s_cool_the_whole_provider(self):
+        pool, rng, detector = KeyPool(5, RoundRobin()), random.Random(0), SharedLimitDetector()
+        signal = RateLimitSignal(retry_after_s=30.0)
+        tried: set[int] = set()
+        for at in (T0, T0 + 0.5):
+            grant = pool.acquire(at, rng, Ask(exclude=frozenset(tried)))
+            assert grant.index is not None
+            tried.add(grant.index)
+            pool.release(grant.index, Outcome.RATE_LIMITED, at, signal)
+            until = detector.observe(grant.index, at, announced_reset(signal, at))
+            if until is not None:
+                cool_all(pool.statuses, until, at)
+        refused = pool.acquire(T0 + 0.6, rng, Ask(exclude=frozenset(tried)))
+        assert (refused.index, refused.refused) == (None, "rate_limited")
+        assert refused.wait_s == pytest.approx(29.9)  # until the first key's reset at T0 + 30
+        assert detector.until(T0 + 0.6) == T0 + 30.5
