@@ -9,7 +9,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import invalid_request, json_response
+from app.api.errors import invalid_request
+from app.api.responses import json_response
 from app.errors import InvalidRequest, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import read_json, validate
-from app.api.chat import keypool_headers, stream_headers, user_id_of
+from app.api.calls import user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
-from app.api.errors import json_response
+from app.api.responses import json_response, keypool_headers, stream_headers
 from app.api.sse import DONE, sse, stream_answer
 from app.chat.service import ChatCall, ChatService
 from app.chat.streams import ChatStream, StreamInterrupted

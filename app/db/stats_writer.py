@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from app.db.flushing import flush_periodically
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, StatsDelta
 from app.db.session import DB_ERRORS, SessionFactory, describe_target
+from app.usage import UsageEvent
 
 _log = logging.getLogger(__name__)
 
 RowKey = tuple[str, int, int | None]
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
-    """One upstream attempt: a request of ``key_index``, for a user's group or none.
-
-    ``error`` marks a failed attempt and ``rate_limited`` a 429 (set both for a 429).
-    ``at`` is unix seconds; 0 means "now" by the writer's clock.
-    """
-
-    provider: str
-    key_index: int
-    fingerprint: str
-    key_group: int | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: bool = False
-    rate_limited: bool = False
-    at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -202,15 +184,11 @@ class StatsWriter:
         self._events += events
 
     async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._closing:
-                return
-            try:
-                await self.flush()
-            except Exception:
-                # Supervisor boundary: a bug in one flush must not end all later ones.
-                self._logger.exception("stats writer: unexpected flush failure")
+        await flush_periodically(
+            self.flush,
+            interval_s=self._interval,
+            wake=self._wake,
+            closing=lambda: self._closing,
+            logger=self._logger,
+            failure="stats writer: unexpected flush failure",
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -12,9 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.db.assignment import LruCache, least_loaded, plan_rebalance
+from app.db.flushing import flush_periodically
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, NewUser, UserRepository
-from app.db.session import DB_ERRORS, DatabaseUnavailable, SessionFactory, describe_target
+from app.db.session import DB_ERRORS, SessionFactory, describe_target
+from app.errors import DatabaseUnavailable
+from app.timefmt import iso_utc
 
 _log = logging.getLogger(__name__)
 
@@ -47,13 +49,6 @@ class GroupStat:
     total_requests: int
     total_tokens: int
     last_request_at: str | None
-
-
-def isoformat_utc(value: datetime | None) -> str | None:
-    """ISO-8601 in UTC with a ``Z`` suffix, or None."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class UserGroupService:
@@ -254,18 +249,14 @@ class UserGroupService:
         self._sizes = sizes
 
     async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._closing:
-                return
-            try:
-                await self.flush()
-            except Exception:
-                # Supervisor boundary: a bug in one save must not end all later ones.
-                self._logger.exception("user groups: unexpected save failure")
+        await flush_periodically(
+            self.flush,
+            interval_s=self._interval,
+            wake=self._wake,
+            closing=lambda: self._closing,
+            logger=self._logger,
+            failure="user groups: unexpected save failure",
+        )
 
     async def get_profile(self, user_id: str) -> ProfileDTO | None:
         """The stored profile, or the in-memory one of a user not saved yet."""
@@ -316,7 +307,7 @@ class UserGroupService:
                 user_count=r.user_count,
                 total_requests=r.total_requests,
                 total_tokens=r.total_tokens,
-                last_request_at=isoformat_utc(r.last_request_at),
+                last_request_at=iso_utc(r.last_request_at),
             )
             for r in rows
         ]

@@ -8,12 +8,13 @@ from typing import Any
 
 import orjson
 
+from app.chat.clients import ClientCache
 from app.chat.service import ChatService
 from app.config import load_settings
-from app.db.stats_writer import UsageEvent
 from app.providers.errors import UpstreamError
 from app.providers.transport import UpstreamResponse, UpstreamStream
-from app.runtime import build_store
+from app.state.build import build_store
+from app.usage import UsageEvent
 
 DONE = b"data: [DONE]\n"
 
@@ -127,5 +128,10 @@ def scripted_service(
     )
     transport = ScriptedTransport(answers)
     sink = RecordingSink()
-    service = ChatService(settings.providers, transport, build_store(settings), sink=sink)
+    service = ChatService(
+        settings.providers,
+        ClientCache(settings.providers, transport),
+        build_store(settings),
+        sink=sink,
+    )
     return service, transport, sink

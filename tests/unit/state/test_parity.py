@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from app.keys.breaker import CircuitBreaker
-from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
+from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal, Release
 from app.keys.pacing import Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
@@ -124,7 +124,7 @@ class Twins:
         signal = random_signal(self.rng)
         latency = self.rng.choice([None, 0.05, 0.4, 3.0])
         for store in (self.memory, self.shared):
-            await store.release("p", index, outcome, self.now, signal, latency)
+            await store.release(Release("p", index, outcome, self.now, signal, latency))
 
     async def recheck(self, n: int) -> None:
         if self.held:
