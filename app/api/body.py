@@ -16,6 +16,12 @@ from app.errors import InvalidRequest, PayloadTooLarge
 M = TypeVar("M", bound=BaseModel)
 
 
+def body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI `requestBody` for a route that reads its body itself (`read_model`)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.body import read_model, validate
+from app.api.body import body_doc, read_model, validate
 from app.api.calls import chat_call, user_id_of
 from app.api.deps import runtime_of
 from app.api.responses import json_response, keypool_headers, stream_headers
@@ -17,12 +17,7 @@ from app.schemas import BatchRequest, ChatRequest
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 
-_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
-    }
-}
+_BODY_DOC = body_doc(ChatRequest)
 
 
 @router.post("", openapi_extra=_BODY_DOC)

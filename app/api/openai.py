@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.body import read_json, validate
+from app.api.body import body_doc, read_json, validate
 from app.api.calls import user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
 from app.api.responses import json_response, keypool_headers, stream_headers
@@ -23,12 +23,7 @@ from app.schemas import MAX_USER_ID_CHARS, OpenAIChatRequest
 router = APIRouter(prefix="/v1", tags=["openai"])
 AUTO_MODEL = "auto"
 
-_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": OpenAIChatRequest.model_json_schema()}},
-    }
-}
+_BODY_DOC = body_doc(OpenAIChatRequest)
 
 
 @router.post("/chat/completions", openapi_extra=_BODY_DOC)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app.db.flushing import flush_periodically
+from app.db.flushing import FlushLoop
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, StatsDelta
 from app.db.session import DB_ERRORS, SessionFactory, describe_target
@@ -87,17 +87,20 @@ class StatsWriter:
         on_flush: Callable[[bool], None] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._interval = flush_interval_s
         self._max_events = flush_max_events
         self._logger = logger
         self._clock = clock
         self._on_flush = on_flush
         self._pending: dict[RowKey, _Tally] = {}
         self._events = 0
-        self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._loop = FlushLoop(
+            self.flush,
+            interval_s=flush_interval_s,
+            name="keypool-stats-writer",
+            logger=logger,
+            failure="stats writer: unexpected flush failure",
+        )
         self._outage = OutageLog(logger, "stats writer", describe_target(sessionmaker))
 
     @property
@@ -123,21 +126,14 @@ class StatsWriter:
         self._events += 1
         # While the database is down, retry on the interval only, not on every event.
         if self._events >= self._max_events and self._outage.healthy:
-            self._wake.set()
+            self._loop.wake()
 
     async def start(self) -> None:
-        if self._task is None:
-            self._closing = False
-            self._task = asyncio.create_task(self._run(), name="keypool-stats-writer")
+        self._loop.start()
 
     async def aclose(self) -> None:
         """Stop the background task, then write everything still pending."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if not await self.flush():
+        if not await self._loop.stop():
             self._logger.error(
                 "stats writer: shutting down with %d events (%d rows) unwritten",
                 self._events,
@@ -182,13 +178,3 @@ class StatsWriter:
             else:
                 newer.absorb(older)
         self._events += events
-
-    async def _run(self) -> None:
-        await flush_periodically(
-            self.flush,
-            interval_s=self._interval,
-            wake=self._wake,
-            closing=lambda: self._closing,
-            logger=self._logger,
-            failure="stats writer: unexpected flush failure",
-        )

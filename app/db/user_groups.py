@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.db.assignment import LruCache, least_loaded, plan_rebalance
-from app.db.flushing import flush_periodically
+from app.db.flushing import FlushLoop
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, NewUser, UserRepository
 from app.db.session import DB_ERRORS, SessionFactory, describe_target
@@ -79,7 +79,6 @@ class UserGroupService:
         self.groups = groups
         self._sessionmaker = sessionmaker
         self._clock = clock
-        self._interval = flush_interval_s
         self._read_timeout = read_timeout_s
         self._logger = logger
         self._max_pending = max_pending
@@ -91,9 +90,13 @@ class UserGroupService:
         self._pending: dict[str, NewUser] = {}
         self._writing: dict[str, NewUser] = {}
         self._queue_full_warned = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._loop = FlushLoop(
+            self.flush,
+            interval_s=flush_interval_s,
+            name="keypool-user-groups",
+            logger=logger,
+            failure="user groups: unexpected save failure",
+        )
         self._outage = OutageLog(logger, "user groups", describe_target(sessionmaker))
 
     @property
@@ -115,18 +118,11 @@ class UserGroupService:
             await self._resync_sizes()
         except DB_ERRORS as exc:
             self._outage.failed(exc, kept="new users")
-        if self._task is None:
-            self._closing = False
-            self._task = asyncio.create_task(self._run(), name="keypool-user-groups")
+        self._loop.start()
 
     async def aclose(self) -> None:
         """Stop the saver and write the users still queued."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if not await self.flush():
+        if not await self._loop.stop():
             self._logger.error(
                 "user groups: shutting down with %d users unsaved", self.pending_users
             )
@@ -189,7 +185,7 @@ class UserGroupService:
             return
         self._pending[user.user_id] = user
         if self._outage.healthy:
-            self._wake.set()
+            self._loop.wake()
 
     async def flush(self) -> bool:
         """Save queued users now; False (and kept) when the database is unavailable."""
@@ -247,16 +243,6 @@ class UserGroupService:
         for user in (*self._writing.values(), *self._pending.values()):
             sizes[user.api_key_group] = sizes.get(user.api_key_group, 0) + 1
         self._sizes = sizes
-
-    async def _run(self) -> None:
-        await flush_periodically(
-            self.flush,
-            interval_s=self._interval,
-            wake=self._wake,
-            closing=lambda: self._closing,
-            logger=self._logger,
-            failure="user groups: unexpected save failure",
-        )
 
     async def get_profile(self, user_id: str) -> ProfileDTO | None:
         """The stored profile, or the in-memory one of a user not saved yet."""

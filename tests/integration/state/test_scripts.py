@@ -13,7 +13,7 @@ from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.state.redis import RedisStateStore
 from app.state.redis_scripts import INSTANCE_TTL_S, TRIAL_LEASE_S
-from tests.unit.state.conftest import Namespace
+from tests.integration.state.conftest import Namespace
 
 T0 = 50_000.0
 GAP = 0.1 * (1 + REQUEST_HEADROOM)  # 600 RPM

@@ -20,7 +20,8 @@ from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.state.base import ProviderSnapshot
 from app.state.memory import MemoryStateStore
-from tests.unit.state.conftest import Namespace
+from tests.integration.state.conftest import REDIS_HOST, REDIS_PORT, Namespace
+from tests.support.servers import require_service
 
 SIZE = 4
 STEPS = 250
@@ -33,6 +34,12 @@ OPERATIONS = ["acquire", "release", "recheck", "switch", "probe", "tick"]
 # Every outcome occurs; successes and rate limits most, as in real traffic.
 OUTCOMES = [*Outcome, *[Outcome.OK] * 5, *[Outcome.RATE_LIMITED] * 2]
 WEIGHTS = [5, 4, 1, 0.4, 0.6, 2]
+
+
+@pytest.fixture(autouse=True)
+def redis_is_required() -> None:
+    """The key logic is written twice (Python and Lua): this test never skips, Redis or not."""
+    require_service(REDIS_HOST, REDIS_PORT, "Redis (the Python/Lua parity test)", always=True)
 
 
 def pools(strategy: str, pace: Pace) -> dict[str, KeyPool]:
