@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 from starlette.requests import HTTPConnection
 
 from app.chat.service import ChatCall
 from app.errors import InvalidRequest
-from app.schemas import MAX_USER_ID_CHARS, ChatRequest
+from app.schemas import MAX_USER_ID_CHARS, ChatRequest, OpenAIChatRequest
+
+AUTO_MODEL = "auto"  # /v1's name for Path A
 
 
 def user_id_of(connection: HTTPConnection, from_body: str | None) -> str | None:
@@ -29,3 +34,19 @@ def chat_call(body: ChatRequest, user_id: str | None) -> ChatCall:
         fallback=body.fallback,
         user_id=user_id,
     )
+
+
+def openai_call(body: OpenAIChatRequest, raw: dict[str, Any], user_id: str | None) -> ChatCall:
+    """An OpenAI-shaped request: `model: "auto"` takes Path A, any other model Path B."""
+    return ChatCall(
+        params=body.upstream_params(raw),
+        model=None if body.model == AUTO_MODEL else body.model,
+        user_id=user_id,
+    )
+
+
+def group_key(user: str | None) -> str | None:
+    """OpenAI puts no length limit on `user`; an id too long to store is replaced by its hash."""
+    if user is None or len(user) <= MAX_USER_ID_CHARS:
+        return user
+    return "sha256:" + hashlib.sha256(user.encode()).hexdigest()

@@ -249,7 +249,8 @@ class DegradingStore:
             self._share(await self.shared.heartbeat(now))
             for name, pool in self.local.pools.items():
                 mine = {i: n for (p, i), n in self._granted.items() if p == name and n > 0}
-                (await self.shared.shared_pool(name, now, mine)).copy_into(pool)
+                shared = await self.shared.shared_pool(name, now, mine)
+                pool.load_shared(shared.keys, shared.breaker, shared.cursor, shared.latency_ewma)
         except REDIS_ERRORS as exc:
             self._lost(exc)
 

@@ -121,10 +121,6 @@ class SharedPool:
     def circuit(self, now: float) -> CircuitState:
         return self.breaker.state(now)
 
-    def copy_into(self, pool: KeyPool) -> None:
-        """Refresh a local pool from the shared one (the pool decides what it keeps)."""
-        pool.load_shared(self.keys, self.breaker, self.cursor, self.latency_ewma)
-
 
 def shared_pool_from(raw: bytes, pool: KeyPool) -> SharedPool:
     answer = orjson.loads(raw)
