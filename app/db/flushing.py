@@ -11,24 +11,22 @@ from collections.abc import Awaitable, Callable
 class FlushLoop:
     """Calls `flush` every `interval_s`, or early after `wake()`, until `stop()`.
 
-    `stop` ends the task and flushes one last time; a bug in one flush (logged as `failure`)
-    must not end all later ones.
+    `stop` ends the task and flushes one last time; a bug in one flush (logged, naming
+    `component`) must not end all later ones.
     """
 
     def __init__(
         self,
         flush: Callable[[], Awaitable[bool]],
-        *,
         interval_s: float,
-        name: str,
+        component: str,
         logger: logging.Logger,
-        failure: str,
     ) -> None:
         self._flush = flush
         self._interval = interval_s
-        self._name = name
+        self._name = "keypool-" + component.replace(" ", "-")
         self._logger = logger
-        self._failure = failure
+        self._failure = f"{component}: unexpected flush failure"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False

@@ -94,13 +94,7 @@ class StatsWriter:
         self._pending: dict[RowKey, _Tally] = {}
         self._events = 0
         self._flush_lock = asyncio.Lock()
-        self._loop = FlushLoop(
-            self.flush,
-            interval_s=flush_interval_s,
-            name="keypool-stats-writer",
-            logger=logger,
-            failure="stats writer: unexpected flush failure",
-        )
+        self._loop = FlushLoop(self.flush, flush_interval_s, "stats writer", logger)
         self._outage = OutageLog(logger, "stats writer", describe_target(sessionmaker))
 
     @property

@@ -90,13 +90,7 @@ class UserGroupService:
         self._pending: dict[str, NewUser] = {}
         self._writing: dict[str, NewUser] = {}
         self._queue_full_warned = False
-        self._loop = FlushLoop(
-            self.flush,
-            interval_s=flush_interval_s,
-            name="keypool-user-groups",
-            logger=logger,
-            failure="user groups: unexpected save failure",
-        )
+        self._loop = FlushLoop(self.flush, flush_interval_s, "user groups", logger)
         self._outage = OutageLog(logger, "user groups", describe_target(sessionmaker))
 
     @property
