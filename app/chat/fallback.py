@@ -221,7 +221,7 @@ class FallbackRunner:
         job.entered.add(name)
         job.tried.setdefault(name, set()).add(index)
         model = job.route.model_for(provider)
-        lease = self.settlement.lease(provider, index, model, job.group, job.user_id)
+        lease = Lease(provider, index, model, job.group, self.settlement, job.user_id)
         try:
             await self._sleep_until_turn(job, grant, name)
             lease.started_at = self.clock()

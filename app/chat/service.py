@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from app.chat import blocking
 from app.chat.clients import ClientCache
 from app.chat.failures import Attempt
-from app.chat.fallback import FallbackRunner, KeySpread, Success, request_tokens
+from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
 from app.chat.routing import Route, resolve_route
 from app.chat.settlement import Settlement
 from app.chat.streams import ChatStream, OpenedStream, open_committable
@@ -23,8 +23,6 @@ from app.keys.model import Outcome
 from app.providers.client import Completion, ProviderClient, Usage
 from app.state.base import KeyStateStore
 from app.usage import UsageSink
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +107,6 @@ class ChatService:
     def route(self, call: ChatCall) -> Route:
         return resolve_route(self.providers, call.model, call.provider)
 
-    async def _run(
-        self,
-        call: ChatCall,
-        route: Route,
-        attempt: Callable[[ProviderClient], Awaitable[T]],
-        spread: KeySpread | None = None,
-    ) -> Success[T]:
-        return await self.runner.run(
-            route,
-            attempt,
-            fallback=call.fallback,
-            group=await self._group(call.user_id),
-            tokens=_token_cost(route, call.params),
-            spread=spread,
-            user_id=call.user_id,
-        )
-
     async def _group(self, user_id: str | None) -> int | None:
         if user_id is None or self.groups is None:
             return None
@@ -139,7 +120,15 @@ class ChatService:
         async def attempt(client: ProviderClient) -> Completion:
             return await client.complete(call.params)
 
-        success = await self._run(call, route, attempt, spread)
+        success = await self.runner.run(
+            route,
+            attempt,
+            fallback=call.fallback,
+            group=await self._group(call.user_id),
+            tokens=_token_cost(route, call.params),
+            spread=spread,
+            user_id=call.user_id,
+        )
         completion = success.value
         usage = completion.usage or estimate_usage(call.params, completion.content)
         await success.lease.finish(Outcome.OK, completion.signal, usage)
@@ -161,7 +150,14 @@ class ChatService:
         async def attempt(client: ProviderClient) -> OpenedStream:
             return await open_committable(client, call.params)
 
-        success = await self._run(call, route, attempt)
+        success = await self.runner.run(
+            route,
+            attempt,
+            fallback=call.fallback,
+            group=await self._group(call.user_id),
+            tokens=_token_cost(route, call.params),
+            user_id=call.user_id,
+        )
         return ChatStream(success.value, success.lease, success.attempts, call.params, route.path)
 
     # The four entry points of the original design; `model=None` takes Path A.
