@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.catalog import CATALOG
 from app.model_groups import (
     DEFAULT_TIER_WEIGHTS,
     GroupConfigError,
@@ -23,7 +24,10 @@ from app.model_groups import (
     parse_shared_limit,
     parse_tier_weights,
 )
-from app.providers.catalog import CATALOG
+
+# uvicorn's websocket keep-alive for `keypool serve` (idle /api/chat/ws sockets stay open).
+WS_PING_INTERVAL_S = 20.0
+WS_PING_TIMEOUT_S = 20.0
 
 logger = logging.getLogger("keypool.config")
 
@@ -71,10 +75,6 @@ class ProviderConfig:
     timeout_s: float = 60.0
     key_weights: tuple[float, ...] = field(default=())
     shared_limit: SharedLimit = "auto"
-
-    @property
-    def env_prefix(self) -> str:
-        return self.name.upper()
 
     def serves(self, model: str) -> bool:
         return model == self.default_model or model in self.models

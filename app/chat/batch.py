@@ -39,10 +39,7 @@ async def _one(
     except Exception as exc:  # isolation: a bug in one request must not take its siblings down
         logger.error("batch item failed unexpectedly: %s", type(exc).__name__)
         return failed(KeypoolError("internal error; this request was not completed"))
-    response = result.as_dict()
-    if group := service.route(item).group:  # a model group's answer names it
-        response["group"] = group
-    return {"ok": True, "response": response}
+    return {"ok": True, "response": result.as_dict()}
 
 
 def failed(error: KeypoolError) -> dict[str, Any]:
