@@ -1,0 +1,136 @@
+"""The admin operations on run-time keys: add, delete, and users' own keys (bring your own key).
+
+Indices follow the pool's rule (environment keys, then vault keys in creation order). Entries are
+the health view's key entries plus `source` and, for vault keys, their stable `id`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from app.chat.health import iso_utc, key_entry
+from app.config import ProviderConfig
+from app.errors import UnknownKey
+from app.keys.model import KeyStatus
+from app.providers.transport import Transport
+from app.state.base import KeyStateStore
+from app.vault.errors import DuplicateKey, KeyFromEnvironment, VaultDisabled
+from app.vault.keys import VaultKeys
+from app.vault.layout import VaultKey
+from app.vault.validation import require_valid_key
+
+
+def byok_entry(key: VaultKey) -> dict[str, Any]:
+    """A user's own key as admins see it: fingerprint only."""
+    return {
+        "id": key.id,
+        "user_id": key.user_id,
+        "provider": key.provider,
+        "fingerprint": key.key.fingerprint,
+        "source": "byok",
+        "created_at": iso_utc(key.created_at.timestamp()),
+    }
+
+
+class VaultAdmin:
+    """Built per admin request from the runtime's parts; `vault` None means the vault is off."""
+
+    def __init__(
+        self,
+        providers: Sequence[ProviderConfig],
+        vault: VaultKeys | None,
+        transport: Transport,
+        store: KeyStateStore,
+    ) -> None:
+        self.providers = {p.name: p for p in providers}
+        self.vault = vault
+        self.transport = transport
+        self.store = store
+
+    def provider(self, name: str) -> ProviderConfig:
+        config = self.providers.get(name.lower())
+        if config is None:
+            raise UnknownKey(f"no provider {name!r}", details={"provider": name})
+        return config
+
+    def require_vault(self) -> VaultKeys:
+        if self.vault is None:
+            raise VaultDisabled("the key vault is off: set KEYPOOL_MASTER_KEY to enable it")
+        return self.vault
+
+    async def add(self, provider: str, secret: str, validate: bool = True) -> dict[str, Any]:
+        config = self.provider(provider)
+        vault = self.require_vault()
+        if vault.serves(config.name, secret):
+            raise DuplicateKey(
+                f"this key is already served for {config.name}", details={"provider": config.name}
+            )
+        if validate:
+            await require_valid_key(config, secret, self.transport)
+        added = await vault.add(config.name, secret)
+        index = len(config.keys) + [k.id for k in vault.vault_keys(config.name)].index(added.id)
+        return await self.entry(config.name, index)
+
+    async def delete(self, provider: str, key_index: int) -> dict[str, Any]:
+        config = self.provider(provider)
+        if 0 <= key_index < len(config.keys):
+            raise KeyFromEnvironment(
+                f"key {key_index} of {config.name} comes from the environment; remove it there",
+                details={"provider": config.name, "key_index": key_index},
+            )
+        vault = self.vault
+        key = vault.vault_key_at(config.name, key_index) if vault is not None else None
+        if vault is None or key is None:
+            raise UnknownKey(
+                f"no key {key_index} for provider {config.name!r}",
+                details={"provider": config.name, "key_index": key_index},
+            )
+        entry = await self.entry(config.name, key_index)
+        await vault.remove(key.id)
+        return {**entry, "deleted": True}
+
+    async def put_byok(
+        self, user_id: str, provider: str, secret: str, validate: bool = True
+    ) -> dict[str, Any]:
+        config = self.provider(provider)
+        vault = self.require_vault()
+        if vault.serves(config.name, secret):
+            raise DuplicateKey(
+                f"this key is in the shared pool of {config.name}",
+                details={"provider": config.name},
+            )
+        if validate:
+            await require_valid_key(config, secret, self.transport)
+        return byok_entry(await vault.replace_byok(user_id, config.name, secret))
+
+    async def delete_byok(self, user_id: str, provider: str) -> dict[str, Any]:
+        config = self.provider(provider)
+        vault = self.require_vault()
+        entries = vault.byok_entries(user_id, config.name)
+        if not entries:
+            raise UnknownKey(
+                f"user {user_id!r} has no own key for {config.name}",
+                details={"provider": config.name, "user_id": user_id},
+            )
+        await vault.remove_byok(user_id, config.name)
+        return {**byok_entry(entries[0]), "deleted": True}
+
+    async def entry(self, provider: str, index: int) -> dict[str, Any]:
+        """The health-view entry of one key, with `source` (and `id` for a vault key).
+
+        The state comes from the key state store when the live pool already has this index;
+        a key the pool does not know yet is reported fresh (active, no requests).
+        """
+        config = self.providers[provider]
+        vault = self.vault
+        merged = vault.with_vault_keys(config) if vault is not None else config
+        now = time.time()
+        snapshot = await self.store.snapshot(provider, now)
+        status = snapshot.keys[index] if index < len(snapshot.keys) else KeyStatus()
+        entry = key_entry(merged, index, status, now)
+        key = vault.vault_key_at(provider, index) if vault is not None else None
+        if key is None:
+            return {**entry, "source": "env"}
+        return {**entry, "source": "vault", "id": key.id}
