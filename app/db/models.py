@@ -114,6 +114,8 @@ class ProviderKey(Base):
     """
 
     __tablename__ = "provider_keys"
+    # AUTOINCREMENT on SQLite too: a deleted key's id is never handed to a later key.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(64), index=True)

@@ -194,7 +194,7 @@ class VaultKeys:
 
     def _open(self, row: SealedRow, *, log: bool = True) -> VaultKey | None:
         known = self._opened.get(row.id)
-        if known is not None:
+        if known is not None and known.nonce == row.nonce:
             return known
         try:
             secret = self.cipher.open(
@@ -214,7 +214,13 @@ class VaultKeys:
             return None
         fp = byok_fingerprint(row.provider, row.fingerprint) if row.user_id else ""
         key = VaultKey(
-            row.id, row.provider, row.user_id, row.fingerprint, ApiKey(secret, fp), row.created_at
+            row.id,
+            row.provider,
+            row.user_id,
+            row.fingerprint,
+            ApiKey(secret, fp),
+            row.created_at,
+            row.nonce,
         )
         self._opened[row.id] = key
         return key

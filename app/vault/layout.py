@@ -33,6 +33,7 @@ class VaultKey:
     tail: str
     key: ApiKey
     created_at: datetime
+    nonce: bytes = b""  # tells a re-encrypted row (new nonce) from the one already opened
 
 
 def positioned(provider: str, env_count: int, keys: Sequence[VaultKey]) -> tuple[ApiKey, ...]:

@@ -32,6 +32,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_provider_keys")),
+        sqlite_autoincrement=True,  # ids are never reused, so a key's id stays its own
     )
     op.create_index(op.f("ix_provider_keys_provider"), "provider_keys", ["provider"], unique=False)
     op.create_index(op.f("ix_provider_keys_user_id"), "provider_keys", ["user_id"], unique=False)
