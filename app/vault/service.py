@@ -83,9 +83,12 @@ class VaultAdmin:
         vault = self.vault
         key = vault.vault_key_at(config.name, key_index) if vault is not None else None
         if vault is None or key is None:
+            # A path index can be any size; one past 64 bits cannot go into the JSON answer.
+            shown = key_index if abs(key_index) < 2**53 else None
             raise UnknownKey(
-                f"no key {key_index} for provider {config.name!r}",
-                details={"provider": config.name, "key_index": key_index},
+                f"no key {shown if shown is not None else 'with that index'} "
+                f"for provider {config.name!r}",
+                details={"provider": config.name, "key_index": shown},
             )
         entry = await self.entry(config.name, key_index)
         await vault.remove(key.id)
