@@ -87,7 +87,7 @@ async def verify_master_key(engine: AsyncEngine, master_key: str | None) -> None
             return
         bad, total = await count_unreadable(sessions, VaultCipher.from_base64(master_key))
     except DB_ERRORS as exc:
-        logger.warning("vault not checked at start (%s)", type(exc).__name__)
+        logger.info("vault not checked at start (%s)", type(exc).__name__)
         return
     if bad:
         raise wrong_master_key(bad, total)
