@@ -84,7 +84,8 @@ class TestAddKey:
         assert second.json()["key_index"] == 3
         assert second.json()["id"] > entry["id"]
         for answer in (first, second):
-            assert NEW[0] not in answer.text and NEW[1] not in answer.text
+            assert NEW[0] not in answer.text
+            assert NEW[1] not in answer.text
         assert stored_text(database).count("alpha") == 2
         assert NEW[0] not in stored_text(database)
 

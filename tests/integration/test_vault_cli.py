@@ -88,7 +88,8 @@ class TestRotateMaster:
         )
         assert done.returncode == 0, done.stderr
         assert "re-encrypted 1 stored keys" in done.stdout
-        assert old not in done.stdout + done.stderr and new not in done.stdout + done.stderr
+        assert old not in done.stdout + done.stderr
+        assert new not in done.stdout + done.stderr
         assert secrets_under(database, new) == [SECRET]
 
     def test_new_key_from_stdin_and_a_second_run_is_harmless(self, tmp_path: Path, database: str):
