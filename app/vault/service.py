@@ -34,6 +34,12 @@ def byok_entry(key: VaultKey) -> dict[str, Any]:
     }
 
 
+def source_fields(vault: VaultKeys | None, provider: str, index: int) -> dict[str, Any]:
+    """What a health key entry gains: `source`, and the stable `id` of a vault key."""
+    key = vault.vault_key_at(provider, index) if vault is not None else None
+    return {"source": "env"} if key is None else {"source": "vault", "id": key.id}
+
+
 class VaultAdmin:
     """Built per admin request from the runtime's parts; `vault` None means the vault is off."""
 
@@ -132,8 +138,4 @@ class VaultAdmin:
         now = time.time()
         snapshot = await self.store.snapshot(provider, now)
         status = snapshot.keys[index] if index < len(snapshot.keys) else KeyStatus()
-        entry = key_entry(merged, index, status, now)
-        key = vault.vault_key_at(provider, index) if vault is not None else None
-        if key is None:
-            return {**entry, "source": "env"}
-        return {**entry, "source": "vault", "id": key.id}
+        return {**key_entry(merged, index, status, now), **source_fields(vault, provider, index)}
