@@ -155,8 +155,7 @@ class VaultKeys:
                 provider, tail, sealed.nonce, sealed.ciphertext, user_id=user_id
             )
             await session.commit()
-        await self.refresh()
-        return self._opened[key_id]
+        return await self._reload_with(key_id)
 
     async def remove(self, key_id: int) -> bool:
         async with self.sessions() as session:
@@ -176,8 +175,7 @@ class VaultKeys:
                 provider, tail, sealed.nonce, sealed.ciphertext, user_id=user_id
             )
             await session.commit()
-        await self.refresh()
-        return self._opened[key_id]
+        return await self._reload_with(key_id)
 
     async def remove_byok(self, user_id: str, provider: str) -> int:
         async with self.sessions() as session:
@@ -187,6 +185,12 @@ class VaultKeys:
         return removed
 
     # Internals.
+
+    async def _reload_with(self, key_id: int) -> VaultKey:
+        """Reload after a write; the database must answer, since the caller reports the result."""
+        async with self._lock:
+            self._publish(await self._read_rows())
+        return self._opened[key_id]
 
     async def _read_rows(self) -> list[SealedRow]:
         async with self.sessions() as session:

@@ -7,12 +7,14 @@ the health view's key entries plus `source` and, for vault keys, their stable `i
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from app.chat.health import iso_utc, key_entry
 from app.config import ProviderConfig
-from app.errors import UnknownKey
+from app.db.session import DB_ERRORS
+from app.errors import DatabaseUnavailable, UnknownKey
 from app.keys.model import KeyStatus
 from app.providers.transport import Transport
 from app.state.base import KeyStateStore
@@ -20,6 +22,15 @@ from app.vault.errors import DuplicateKey, KeyFromEnvironment, VaultDisabled
 from app.vault.keys import VaultKeys
 from app.vault.layout import VaultKey
 from app.vault.validation import require_valid_key
+
+
+@contextmanager
+def _database(outcome: str) -> Iterator[None]:
+    """A database outage during an admin write is a 503, not an internal error."""
+    try:
+        yield
+    except DB_ERRORS as exc:
+        raise DatabaseUnavailable(f"database unavailable; {outcome}") from exc
 
 
 def byok_entry(key: VaultKey) -> dict[str, Any]:
@@ -75,9 +86,10 @@ class VaultAdmin:
             )
         if validate:
             await require_valid_key(config, secret, self.transport)
-        added = await vault.add(config.name, secret)
-        index = len(config.keys) + [k.id for k in vault.vault_keys(config.name)].index(added.id)
-        return await self.entry(config.name, index)
+        with _database("the key was not stored"):
+            added = await vault.add(config.name, secret)
+        ids = [k.id for k in vault.vault_keys(config.name)]
+        return await self.entry(config.name, len(config.keys) + ids.index(added.id))
 
     async def delete(self, provider: str, key_index: int) -> dict[str, Any]:
         config = self.provider(provider)
@@ -97,7 +109,8 @@ class VaultAdmin:
                 details={"provider": config.name, "key_index": shown},
             )
         entry = await self.entry(config.name, key_index)
-        await vault.remove(key.id)
+        with _database("the key was not deleted"):
+            await vault.remove(key.id)
         return {**entry, "deleted": True}
 
     async def put_byok(
@@ -112,7 +125,8 @@ class VaultAdmin:
             )
         if validate:
             await require_valid_key(config, secret, self.transport)
-        return byok_entry(await vault.replace_byok(user_id, config.name, secret))
+        with _database("the key was not stored"):
+            return byok_entry(await vault.replace_byok(user_id, config.name, secret))
 
     async def delete_byok(self, user_id: str, provider: str) -> dict[str, Any]:
         config = self.provider(provider)
@@ -123,7 +137,8 @@ class VaultAdmin:
                 f"user {user_id!r} has no own key for {config.name}",
                 details={"provider": config.name, "user_id": user_id},
             )
-        await vault.remove_byok(user_id, config.name)
+        with _database("the key was not deleted"):
+            await vault.remove_byok(user_id, config.name)
         return {**byok_entry(entries[0]), "deleted": True}
 
     async def entry(self, provider: str, index: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import FakeFactory
-from tests.support.databases import DB_KINDS, run_coro, throwaway_database
+from tests.support.databases import DB_KINDS, closed_port, run_coro, throwaway_database
 from tests.support.servers import GatewayServer, provider_env
 from tests.support.vault import new_master_key, vault_gateway
 
@@ -221,3 +221,27 @@ def stored_text(url: str) -> str:
         return ";".join(f"{r.provider},{r.user_id or ''}".rstrip(",") for r in rows)
 
     return run_coro(read())
+
+
+class TestDatabaseDown:
+    def test_a_write_with_the_database_down_is_503_and_chat_keeps_working(
+        self, make_fake: FakeFactory, client: httpx.Client, tmp_path: Path
+    ):
+        fake = make_fake({k: {} for k in [*ENV_KEYS, NEW[0]]})
+        env = {
+            **provider_env("alpha", fake, ENV_KEYS),
+            "ADMIN_TOKEN": TOKEN,
+            "KEYPOOL_MASTER_KEY": new_master_key(),
+            "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/nowhere",
+        }
+        gateway = vault_gateway(env, tmp_path / "down")
+        try:
+            added = add(client, gateway, NEW[0])
+            assert (added.status_code, error_type(added)) == (503, "database_unavailable")
+            chat = client.post(
+                f"{gateway.base_url}/api/chat",
+                json={"messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert chat.status_code == 200
+        finally:
+            gateway.stop()
