@@ -16,7 +16,11 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.providers.catalog import CATALOG
+from app.catalog import CATALOG
+
+# uvicorn's websocket keep-alive for `keypool serve` (idle /api/chat/ws sockets stay open).
+WS_PING_INTERVAL_S = 20.0
+WS_PING_TIMEOUT_S = 20.0
 
 logger = logging.getLogger("keypool.config")
 
@@ -64,10 +68,6 @@ class ProviderConfig:
     tpm_per_key: int | None = None
     timeout_s: float = 60.0
     key_weights: tuple[float, ...] = field(default=())
-
-    @property
-    def env_prefix(self) -> str:
-        return self.name.upper()
 
     def serves(self, model: str) -> bool:
         return model == self.default_model or model in self.models

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from app.api.deps import AdminAuth, runtime_of
-from app.api.errors import json_response
+from app.api.pool_health import key_entry
+from app.api.responses import json_response
 from app.vault.keys import VaultKeys
 from app.vault.service import VaultAdmin
 
@@ -43,7 +44,7 @@ def vault_of(request: Request) -> VaultKeys | None:
 def admin_of(request: Request) -> VaultAdmin:
     runtime = runtime_of(request)
     return VaultAdmin(
-        runtime.settings.providers, vault_of(request), runtime.transport, runtime.store
+        runtime.settings.providers, vault_of(request), runtime.transport, runtime.store, key_entry
     )
 
 

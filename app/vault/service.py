@@ -1,27 +1,31 @@
 """The admin operations on run-time keys: add, delete, and users' own keys (bring your own key).
 
 Indices follow the pool's rule (environment keys, then vault keys in creation order). Entries are
-the health view's key entries plus `source` and, for vault keys, their stable `id`.
+the health view's key entries plus `source` and, for vault keys, their stable `id`; the health
+view's entry function comes from the caller (the api room owns it; this room may not import api).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from app.chat.health import iso_utc, key_entry
 from app.config import ProviderConfig
 from app.db.session import DB_ERRORS
 from app.errors import DatabaseUnavailable, UnknownKey
 from app.keys.model import KeyStatus
 from app.providers.transport import Transport
 from app.state.base import KeyStateStore
+from app.timefmt import iso_utc
 from app.vault.errors import DuplicateKey, KeyFromEnvironment, VaultDisabled
 from app.vault.keys import VaultKeys
 from app.vault.layout import VaultKey
 from app.vault.validation import require_valid_key
+
+KeyEntry = Callable[[ProviderConfig, int, KeyStatus, float], dict[str, Any]]
+"""The health view's `providers[].keys[]` item for (provider, index, status, now)."""
 
 
 @contextmanager
@@ -60,11 +64,13 @@ class VaultAdmin:
         vault: VaultKeys | None,
         transport: Transport,
         store: KeyStateStore,
+        key_entry: KeyEntry,
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self.vault = vault
         self.transport = transport
         self.store = store
+        self.key_entry = key_entry
 
     def provider(self, name: str) -> ProviderConfig:
         config = self.providers.get(name.lower())
@@ -153,4 +159,5 @@ class VaultAdmin:
         now = time.time()
         snapshot = await self.store.snapshot(provider, now)
         status = snapshot.keys[index] if index < len(snapshot.keys) else KeyStatus()
-        return {**key_entry(merged, index, status, now), **source_fields(vault, provider, index)}
+        entry = self.key_entry(merged, index, status, now)
+        return {**entry, **source_fields(vault, provider, index)}

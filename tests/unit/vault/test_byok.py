@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from app.config import ApiKey, ProviderConfig
-from app.keys.model import Ask, Outcome, RateLimitSignal
+from app.keys.model import Ask, Outcome, RateLimitSignal, Release
 from app.providers.transport import Transport, UpstreamResponse, UpstreamStream
 from app.vault.byok import ByokPools
 
@@ -55,7 +55,7 @@ class TestByokPools:
         grant = await pool.store.acquire("groq", 100.0, Ask())
         assert grant.index == 0
         await pool.store.release(
-            "groq", 0, Outcome.RATE_LIMITED, 100.0, RateLimitSignal(retry_after_s=30)
+            Release("groq", 0, Outcome.RATE_LIMITED, 100.0, RateLimitSignal(retry_after_s=30))
         )
         again = await pool.store.acquire("groq", 101.0, Ask())
         assert (again.index, again.refused) == (None, "rate_limited")
