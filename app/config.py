@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import logging
 import os
@@ -36,6 +38,7 @@ _N = TypeVar("_N", int, float)
 _KEYS_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEYS$")
 _KEY_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEY(?:_(\d+))?$")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+MASTER_KEY_BYTES = 32
 
 
 class ConfigError(Exception):
@@ -109,6 +112,13 @@ class Settings(BaseSettings):
     model_groups: str | None = None
     fair_queueing: bool = True
     tier_weights: str = DEFAULT_TIER_WEIGHTS
+    # Response cache and key vault (both optional; the vault is off without a master key).
+    keypool_master_key: SecretStr | None = None
+    vault_refresh_s: float = Field(default=10.0, gt=0)
+    cache_ttl_s: float = Field(default=300.0, gt=0)
+    cache_max_entries: int = Field(default=100, ge=1)
+    cache_mode: Literal["off", "deterministic", "all"] = "deterministic"
+    cache_scope: Literal["user", "global"] = "user"
 
     providers: list[ProviderConfig] = Field(default_factory=list, exclude=True)
     # MODEL_GROUPS parsed and checked against `providers` by load_settings.
@@ -133,12 +143,30 @@ class Settings(BaseSettings):
         """TIER_WEIGHTS as {tier: weight} (validated at start)."""
         return parse_tier_weights(self.tier_weights)
 
+    @field_validator("keypool_master_key")
+    @classmethod
+    def _master_key_shape(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            decode_master_key(key.get_secret_value())
+        return key
+
     @property
     def groups(self) -> int:
         """G: KEY_GROUPS, or the largest key count of any provider."""
         if self.key_groups:
             return self.key_groups
         return max((len(p.keys) for p in self.providers), default=1)
+
+
+def decode_master_key(text: str) -> bytes:
+    """KEYPOOL_MASTER_KEY's 32 bytes; the ValueError never quotes the value (it is a secret)."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64 (generate one with the command in the README)") from None
+    if len(raw) != MASTER_KEY_BYTES:
+        raise ValueError(f"must decode to exactly {MASTER_KEY_BYTES} bytes, got {len(raw)}")
+    return raw
 
 
 def read_environment(env_file: str | None = ".env") -> dict[str, str]:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     func,
@@ -102,3 +103,26 @@ STATS_CONFLICT_KEY = (
     func.coalesce(ApiKeyStats.key_group, literal_column("0")),
 )
 Index("uq_api_key_stats_provider_key_index_group", *STATS_CONFLICT_KEY, unique=True)
+
+
+class ProviderKey(Base):
+    """A provider key added at run time, AES-256-GCM sealed; no column holds key text.
+
+    `user_id` NULL: a key of the shared pool. Set: that user's own key (bring your own key),
+    which is never served to anyone else. `fingerprint` is the key's last 4 characters (a short
+    hash for short keys): position-free, so deleting an earlier key does not change it.
+    """
+
+    __tablename__ = "provider_keys"
+    # AUTOINCREMENT on SQLite too: a deleted key's id is never handed to a later key.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(16))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
+    )

@@ -3,7 +3,8 @@
     main, cli ──► runtime ──► api ──► chat ──► providers ──► keys (pure)
                                  │        ├──► state ─────► keys
                                  │        └──► usage, config, errors
-                                 └──► db ──► usage, errors, timefmt
+                                 ├──► db ──► usage, errors, timefmt
+                                 └──► vault ──► providers, state, db, keys   (cache ──► state)
 
 `app/keys` is pure (no I/O library, no clock, no other room), and aiohttp is imported only by
 `app/providers/transport.py` (and the demo's fake provider).
@@ -76,10 +77,12 @@ ALLOWED: dict[str, set[str]] = {
     "db": {"errors", "usage", "timefmt", "config"},
     "chat": {"keys", "providers", "state"} | BASE,
     "metrics": {"keys", "state"} | BASE,
-    "api": {"chat", "keys", "state", "db", "runtime", "schemas", "metrics"} | BASE,
+    "vault": {"keys", "providers", "state", "db"} | BASE,
+    "cache": {"state"} | BASE,
+    "api": {"chat", "keys", "state", "db", "runtime", "schemas", "metrics", "vault"} | BASE,
     "runtime": {"chat", "providers", "state", "db", "metrics"} | BASE,
     "main": {"api", "runtime"} | BASE,
-    "cli": {"db", "demo"} | BASE,
+    "cli": {"db", "demo", "vault"} | BASE,
     "demo": {"main"} | BASE,
 }
 

@@ -18,6 +18,7 @@ from app.db.models import Base
 from app.db.session import create_engine
 from tests.support.databases import run_in_thread
 
+TABLES = {"user_profiles", "api_key_stats", "provider_keys"}
 DIALECTS = pytest.mark.parametrize("empty_db_url", ["sqlite", "postgres"], indirect=True)
 
 
@@ -51,13 +52,13 @@ async def schema_diff(url: str) -> list[object]:
 class TestMigrations:
     async def test_upgrade_creates_tables_and_downgrade_removes_them(self, empty_db_url: str):
         await upgrade_async(empty_db_url)
-        assert await table_names(empty_db_url) == {"user_profiles", "api_key_stats"}
+        assert await table_names(empty_db_url) == TABLES
 
         run_in_thread(downgrade, empty_db_url)
         assert await table_names(empty_db_url) == set()
 
         await upgrade_async(empty_db_url)
-        assert await table_names(empty_db_url) == {"user_profiles", "api_key_stats"}
+        assert await table_names(empty_db_url) == TABLES
 
     async def test_models_match_the_migrated_schema(self, empty_db_url: str):
         await upgrade_async(empty_db_url)
@@ -68,7 +69,7 @@ class TestMigrations:
         await upgrade_async(empty_db_url)
         await upgrade_async(empty_db_url)
 
-        assert await table_names(empty_db_url) == {"user_profiles", "api_key_stats"}
+        assert await table_names(empty_db_url) == TABLES
 
 
 class TestMigrateEntryPoints:
