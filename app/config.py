@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     stats_flush_interval_s: float = Field(default=1.0, gt=0)
     web_concurrency: int = Field(default=1, ge=1)
     log_level: str = "INFO"
+    # Access control (who may spend the keys); parsed and checked by `check_access`.
+    auth_mode: Literal["none", "token", "trusted"] = "none"
+    service_token: SecretStr | None = None
+    tier_rpm: str = "free:5,pro:30,enterprise:100"
+    tier_daily_budget_usd: str = "free:1,pro:20,enterprise:0"
+    default_tier: str = "free"
+    model_prices: str | None = None
+    cors_origins: str | None = None
+    host: str = "127.0.0.1"
+    access_refresh_s: float = Field(default=10.0, gt=0)
 
     providers: list[ProviderConfig] = Field(default_factory=list, exclude=True)
 
@@ -136,6 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"invalid setting {str(first['loc'][0]).upper()}: {first['msg']}"
         ) from None
+    check_access(settings)
     settings.providers = parse_providers(env, settings.llm_providers)
     if not settings.providers:
         raise ConfigError(
@@ -143,6 +154,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "or run `keypool demo` for the built-in fake providers"
         )
     return settings
+
+
+def check_access(settings: Settings) -> None:
+    """Parse the access settings once so a typo stops start-up with one clear message."""
+    from app.access.prices import parse_prices
+    from app.access.tiers import parse_tiers
+
+    if settings.auth_mode == "trusted" and settings.service_token is None:
+        raise ConfigError(
+            "AUTH_MODE=trusted needs SERVICE_TOKEN (the shared secret of your backend)"
+        )
+    try:
+        parse_tiers(settings.tier_rpm, settings.tier_daily_budget_usd, settings.default_tier)
+        parse_prices(settings.model_prices)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_providers(env: Mapping[str, str], order: str | None = None) -> list[ProviderConfig]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.api.clients import DB_DOWN, access_of, user_extras
 from app.api.deps import AdminAuth, RuntimeDep
 from app.api.errors import json_response
 from app.chat.health import key_entry, pool_health
@@ -75,10 +76,11 @@ async def probe_keys(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/users/{user_id}")
-async def get_user(user_id: str, runtime: RuntimeDep) -> Response:
+async def get_user(user_id: str, runtime: RuntimeDep, request: Request) -> Response:
     try:
         profile = await runtime.groups.get_profile(user_id)
-    except DbDown:
+        extras = await user_extras(access_of(request), user_id) if profile else {}
+    except DB_DOWN:
         raise DatabaseUnavailable("database unavailable; try again shortly") from None
     if profile is None:
         raise UnknownUser(f"user {user_id!r} was never seen", details={"user_id": user_id})
@@ -88,6 +90,7 @@ async def get_user(user_id: str, runtime: RuntimeDep) -> Response:
             "api_key_group": profile.api_key_group,
             "tier": profile.tier,
             "created_at": isoformat_utc(profile.created_at),
+            **extras,
         }
     )
 
