@@ -50,10 +50,12 @@ def upgrade() -> None:
         sa.Column("cost_usd", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.PrimaryKeyConstraint("user_id", "day", name=op.f("pk_user_daily_usage")),
     )
-    with op.batch_alter_table("api_key_stats") as batch:
-        batch.add_column(
-            sa.Column("cost_usd", sa.Float(), server_default=sa.text("0"), nullable=False)
-        )
+    # A plain ADD COLUMN (both dialects have it): batch mode would reflect api_key_stats, whose
+    # coalesce() expression index SQLite reflection cannot read.
+    op.add_column(
+        "api_key_stats",
+        sa.Column("cost_usd", sa.Float(), server_default=sa.text("0"), nullable=False),
+    )
     with op.batch_alter_table("user_profiles") as batch:
         batch.add_column(sa.Column("rpm", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("daily_budget_usd", sa.Float(), nullable=True))
