@@ -22,6 +22,7 @@ from app.access.ratelimit import Decision, SlidingWindowLimiter
 from app.access.tiers import Tiers, parse_tiers
 from app.config import Settings
 from app.db.access import (
+    UNSET,
     ClientKeyRepository,
     DailyUsage,
     DailyUsageRepository,
@@ -33,7 +34,6 @@ from app.db.usage_writer import UsageWriter
 logger = logging.getLogger("keypool.access")
 
 AuthMode = Literal["none", "token", "trusted"]
-_UNSET: Any = object()
 
 
 class Limiter(Protocol):
@@ -227,11 +227,11 @@ class Access:
         self,
         user_id: str,
         *,
-        tier: str | None = _UNSET,
-        rpm: int | None = _UNSET,
-        daily_budget_usd: float | None = _UNSET,
+        tier: str | None = UNSET,
+        rpm: int | None = UNSET,
+        daily_budget_usd: float | None = UNSET,
     ) -> UserLimits | None:
-        self.check_tier(None if tier is _UNSET else tier)
+        self.check_tier(None if tier is UNSET else tier)
         async with self._sessionmaker() as session, session.begin():
             limits = await UserLimitsRepository(session).patch(
                 user_id, tier=tier, rpm=rpm, daily_budget_usd=daily_budget_usd

@@ -15,7 +15,7 @@ from app.access.principal import UserLimits
 from app.db.models import ClientKeyRow, UserDailyUsage, UserProfile
 from app.db.repositories import _dialect_insert
 
-_UNSET: Any = object()
+UNSET: Any = object()  # "not given", as opposed to None ("back to the tier's")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,18 +129,18 @@ class UserLimitsRepository:
         self,
         user_id: str,
         *,
-        tier: str | None = _UNSET,
-        rpm: int | None = _UNSET,
-        daily_budget_usd: float | None = _UNSET,
+        tier: str | None = UNSET,
+        rpm: int | None = UNSET,
+        daily_budget_usd: float | None = UNSET,
     ) -> UserLimits | None:
         row = await self.session.get(UserProfile, user_id)
         if row is None:
             return None
-        if tier is not _UNSET and tier is not None:
+        if tier is not UNSET and tier is not None:
             row.tier = tier
-        if rpm is not _UNSET:
+        if rpm is not UNSET:
             row.rpm = rpm
-        if daily_budget_usd is not _UNSET:
+        if daily_budget_usd is not UNSET:
             row.daily_budget_usd = daily_budget_usd
         await self.session.flush()
         return UserLimits(row.tier, row.rpm, row.daily_budget_usd)

@@ -36,12 +36,12 @@ async def column_names(url: str, table: str) -> set[str]:
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
-            columns: list[dict[str, object]] = await conn.run_sync(
-                lambda c: inspect(c).get_columns(table)
+            names: set[str] = await conn.run_sync(
+                lambda c: {str(col["name"]) for col in inspect(c).get_columns(table)}
             )
     finally:
         await engine.dispose()
-    return {str(c["name"]) for c in columns}
+    return names
 
 
 async def schema_diff(url: str) -> list[object]:

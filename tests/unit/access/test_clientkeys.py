@@ -37,7 +37,8 @@ def test_index_finds_live_keys_and_forgets_revoked_ones():
     index = ClientKeyIndex([entry(key, 1), entry(other, 2, "bob")])
 
     found = index.find(key)
-    assert found is not None and found.user_id == "alice"
+    assert found is not None
+    assert found.user_id == "alice"
     assert index.find(key + "x") is None
     assert index.find("not-a-key") is None
 

@@ -14,17 +14,17 @@ TIERS = parse_tiers("free:5,pro:30,enterprise:100", "free:1,pro:20,enterprise:0"
 
 
 def key(**changes: object) -> ClientKey:
-    base: dict[str, object] = dict(
-        id=1,
-        key_hash="h",
-        key_prefix="kp-abcde",
-        user_id="alice",
-        tier=None,
-        name=None,
-        rpm=None,
-        daily_budget_usd=None,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    base: dict[str, object] = {
+        "id": 1,
+        "key_hash": "h",
+        "key_prefix": "kp-abcde",
+        "user_id": "alice",
+        "tier": None,
+        "name": None,
+        "rpm": None,
+        "daily_budget_usd": None,
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
     return ClientKey(**{**base, **changes})  # type: ignore[arg-type]
 
 
