@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from app.access.cli import add_parser as add_clients_parser
 from app.config import ConfigError, load_settings
 
 
@@ -20,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Each worker learns N from here: its share of every key's budget without REDIS_URL, and
     # the 1/N it falls back to if Redis goes away.
     os.environ["WEB_CONCURRENCY"] = str(args.workers)
+    os.environ["HOST"] = args.host  # AUTH_MODE=none on a public host is warned about at start
     load_settings()  # fail here, with one clear message, rather than in every worker
     uvicorn.run(
         "app.main:app",
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "downgrade"])
     db.add_argument("revision", nargs="?")
     db.set_defaults(run=_db)
+    add_clients_parser(commands)
     return parser
 
 
