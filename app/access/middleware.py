@@ -23,7 +23,6 @@ from app.errors import KeypoolError
 
 PRINCIPAL = "keypool.principal"
 MAX_USER_ID_CHARS = 255
-_DROP_QUERY = {"token", "user_id"}
 
 
 def protected(path: str) -> bool:
@@ -101,8 +100,12 @@ class AccessMiddleware:
         self, access: Access, scope: Scope, receive: Receive
     ) -> tuple[Principal | None, Receive]:
         presented = _bearer(scope)
-        if presented is None and scope["type"] == "websocket":
-            presented = next((v for k, v in _query(scope) if k == "token"), None) or None
+        if scope["type"] == "websocket":
+            query = _query(scope)
+            if presented is None:
+                presented = next((v for k, v in query if k == "token"), None) or None
+            # The server logs the handshake path with its query: never with the key in it.
+            scope["query_string"] = urlencode([(k, v) for k, v in query if k != "token"]).encode()
         if access.mode == "token":
             principal = access.by_client_key(presented) if presented else None
             if principal is None:
@@ -143,7 +146,7 @@ class AccessMiddleware:
         headers.append((b"x-user-id", principal.user_id.encode()))
         scope["headers"] = headers
         if scope["type"] == "websocket" and scope.get("query_string"):
-            kept = [(k, v) for k, v in _query(scope) if k not in _DROP_QUERY]
+            kept = [(k, v) for k, v in _query(scope) if k != "user_id"]
             scope["query_string"] = urlencode(kept).encode()
         scope[PRINCIPAL] = principal
 
@@ -160,17 +163,9 @@ class AccessMiddleware:
         message = await receive()  # websocket.connect; refuse before accepting
         if message["type"] != "websocket.connect":
             return
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": exc.status_code,
-                    "headers": headers,
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close", "code": 1008})
+        # A close before accept is the handshake's refusal (HTTP 403): every ASGI server knows
+        # it, and uvicorn logs a denial *response* as an unfinished handshake.
+        await send({"type": "websocket.close", "code": 1008})
 
 
 async def _body_user(receive: Receive) -> tuple[str | None, Receive]:

@@ -192,8 +192,11 @@ class TestTokenMode:
         assert usage["cost_usd"] == pytest.approx(0.6)
 
     async def test_websocket_takes_the_key_from_the_header_or_the_query(
-        self, token_gateway: GatewayServer
+        self, token_gateway: GatewayServer, caplog: pytest.LogCaptureFixture
     ):
+        caplog.set_level(logging.INFO)
+        caplog.set_level(logging.INFO, logger="uvicorn.error")
+        logging.getLogger("uvicorn").addHandler(caplog.handler)  # uvicorn does not propagate
         key = new_key(token_gateway)["key"]
         base = f"ws://127.0.0.1:{token_gateway.port}/api/chat/ws"
         for url, headers in ((base, bearer(key)), (f"{base}?token={key}&user_id=mallory", {})):
@@ -208,7 +211,13 @@ class TestTokenMode:
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(url):
                     pass
-            assert refused.value.response.status_code in (401, 403)
+            assert refused.value.response.status_code == 403
+        with pytest.raises(InvalidStatus):
+            async with connect(f"{base}?token={key}x"):
+                pass
+        logging.getLogger("uvicorn").removeHandler(caplog.handler)
+        assert "WebSocket /api/chat/ws" in caplog.text  # the handshakes were logged...
+        assert key not in caplog.text  # ...without the key
 
 
 class TestTrustedMode:
@@ -340,3 +349,14 @@ def test_client_keys_and_the_service_token_never_reach_logs_or_answers(
         assert all(secret not in r.text and secret not in str(r.headers) for r in bodies)
         assert secret not in caplog.text
     assert created["key_prefix"] in caplog.text  # logged by prefix only
+
+
+def test_none_mode_on_a_public_host_warns_once_at_start(
+    make_fake: FakeFactory, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.WARNING, logger="keypool.access")
+    start(make_fake, make_gateway, HOST="0.0.0.0")
+    assert sum("AUTH_MODE=none on 0.0.0.0" in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    start(make_fake, make_gateway, AUTH_MODE="token", HOST="0.0.0.0")
+    assert "AUTH_MODE=none" not in caplog.text

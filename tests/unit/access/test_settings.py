@@ -42,3 +42,19 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str):
 def test_service_token_never_shows_in_the_settings_repr():
     settings = load_settings({**BASE, "AUTH_MODE": "trusted", "SERVICE_TOKEN": "s3cret-value"})
     assert "s3cret-value" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("10.0.0.5", False),
+    ],
+)
+def test_only_loopback_hosts_are_quiet_in_none_mode(host: str, loopback: bool):
+    from app.access.service import is_loopback
+
+    assert is_loopback(host) is loopback
