@@ -22,7 +22,9 @@ def test_create_prints_the_key_once_list_shows_only_its_prefix_and_revoke_marks_
 
     assert main(["clients", "list"]) == 0
     listed = capsys.readouterr().out
-    assert key[:8] in listed and key not in listed and "active" in listed
+    assert key[:8] in listed
+    assert key not in listed
+    assert "active" in listed
 
     assert main(["clients", "revoke", "1"]) == 0
     assert "revoked" in capsys.readouterr().out
