@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
+from app.access.budgets import utc_day
 from app.access.clientkeys import ClientKey
 from app.access.errors import UnknownClient
 from app.access.service import Access
@@ -128,9 +129,17 @@ async def revoke_client(client_id: str, request: Request) -> Response:
 
 
 async def user_extras(access: Access, user_id: str) -> dict[str, Any]:
-    """The access fields of a user entry: own limits (null = tier's) and today's usage."""
-    limits = await access.user_limits(user_id)
-    usage = await access.usage_today(user_id)
+    """The access fields of a user entry: own limits (null = tier's) and today's usage.
+
+    With the database down the entry is still served (as its group is): limits from the
+    in-memory copy, usage from what this instance has not written yet.
+    """
+    try:
+        limits = await access.user_limits(user_id)
+        usage = await access.usage_today(user_id)
+    except DB_DOWN:
+        limits = access.users.get(user_id)
+        usage = access.usage.pending_for(user_id, utc_day(access.clock()))
     return {
         "rpm": limits.rpm if limits else None,
         "daily_budget_usd": limits.daily_budget_usd if limits else None,
