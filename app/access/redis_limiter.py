@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -49,8 +50,11 @@ class RedisLimiter:
     Redis is tried again; `now` comes from the caller so tests can drive the clock.
     """
 
-    def __init__(self, client: Redis, prefix: str, local: SlidingWindowLimiter) -> None:
+    def __init__(
+        self, client: Redis, prefix: str, local: SlidingWindowLimiter, timeout_s: float = 0.5
+    ) -> None:
         self._client = client
+        self._timeout_s = timeout_s
         self._prefix = prefix + "user-rpm:"
         self._local = local
         self._script: Any = client.register_script(SLIDING_WINDOW_LUA)
@@ -64,9 +68,10 @@ class RedisLimiter:
             return self._local.acquire(user_id, limit, now)
         member = f"{now:.6f}:{self._instance}:{next(self._ids)}"
         try:
-            raw = await self._script(
-                keys=[self._prefix + user_id], args=[repr(now), limit, WINDOW_S, member]
-            )
+            async with asyncio.timeout(self._timeout_s):  # a hung Redis must not hold requests
+                raw = await self._script(
+                    keys=[self._prefix + user_id], args=[repr(now), limit, WINDOW_S, member]
+                )
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_until = now + RETRY_REDIS_AFTER_S
             if not self.degraded:

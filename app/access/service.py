@@ -277,7 +277,12 @@ async def build_access(
         from app.state.redis import connect
 
         redis_client = connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
-        limiter = RedisLimiter(redis_client, settings.keypool_redis_prefix, SlidingWindowLimiter())
+        limiter = RedisLimiter(
+            redis_client,
+            settings.keypool_redis_prefix,
+            SlidingWindowLimiter(),
+            timeout_s=settings.redis_timeout_s,
+        )
     access = Access(settings, sessionmaker, limiter=limiter, clock=clock)
     if redis_client is not None:
         access.on_close(redis_client.aclose)

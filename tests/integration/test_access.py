@@ -92,6 +92,13 @@ class TestTokenMode:
         assert answer.headers["x-ratelimit-limit-requests"] == "30"
         assert answer.headers["x-ratelimit-remaining-requests"] == "29"
         assert answer.headers["x-ratelimit-reset-requests"] == "1m0s"
+        v1 = httpx.post(
+            f"{token_gateway.base_url}/v1/chat/completions",
+            json={**V1, "user": "mallory"},
+            headers=bearer(created["key"]),
+        )
+        assert v1.status_code == 200, v1.text
+        assert v1.headers["x-ratelimit-remaining-requests"] == "28"
         assert user_entry(token_gateway, "alice").status_code == 200
         assert user_entry(token_gateway, "mallory").status_code == 404
 
