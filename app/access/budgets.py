@@ -53,13 +53,25 @@ class BudgetLedger:
             self._spent.clear()
             self._warned.clear()
 
-    def load(self, day: date, spent: Mapping[str, float]) -> None:
-        """Seed from the database (today's `user_daily_usage`); other days are ignored."""
+    def load(
+        self,
+        day: date,
+        spent: Mapping[str, float],
+        budget_of: Callable[[str], float] | None = None,
+    ) -> None:
+        """Seed from the database (today's `user_daily_usage`); other days are ignored.
+
+        A user already past the warning line there was warned by whoever recorded that spend
+        (this process before a restart, or another instance): it is not warned again.
+        """
         self._roll(self._clock())
         if day != self._day:
             return
         for user_id, usd in spent.items():
             self._spent[user_id] = max(self._spent.get(user_id, 0.0), usd)
+            budget = budget_of(user_id) if budget_of is not None else 0.0
+            if budget > 0 and usd >= WARN_FRACTION * budget:
+                self._warned.add(user_id)
 
     def spent(self, user_id: str) -> float:
         self._roll(self._clock())

@@ -90,7 +90,7 @@ class AccessMiddleware:
         extra = decision.headers()
 
         async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in ("http.response.start", "websocket.accept"):
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 

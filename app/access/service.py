@@ -119,7 +119,7 @@ class Access:
             return False
         self.index.replace_all(keys)
         self.users = users
-        self.ledger.load(day, spent)
+        self.ledger.load(day, spent, lambda user: self.for_user(user).daily_budget_usd)
         return True
 
     async def _refresh_loop(self) -> None:

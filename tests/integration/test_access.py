@@ -208,6 +208,8 @@ class TestTokenMode:
         base = f"ws://127.0.0.1:{token_gateway.port}/api/chat/ws"
         for url, headers in ((base, bearer(key)), (f"{base}?token={key}&user_id=mallory", {})):
             async with connect(url, additional_headers=headers) as ws:
+                assert ws.response is not None
+                assert ws.response.headers["x-ratelimit-limit-requests"] == "5"
                 await ws.send(orjson.dumps({**HI, "id": 1, "user_id": "mallory"}).decode())
                 events: list[dict[str, Any]] = []
                 while not events or events[-1]["type"] not in ("done", "error"):

@@ -77,3 +77,13 @@ def test_seconds_to_midnight():
         seconds_to_next_utc_midnight(datetime(2026, 12, 6, 23, 59, 30, tzinfo=UTC).timestamp())
         == 30
     )
+
+
+def test_a_user_loaded_past_the_warning_line_is_not_warned_again():
+    clock = noon()
+    warnings: list[tuple[str, float, float]] = []
+    ledger = BudgetLedger(clock, lambda *a: warnings.append(a))
+    ledger.load(utc_day(clock.now), {"u": 0.85, "v": 0.5}, lambda user: 1.0)
+    ledger.add("u", 0.01, 1.0)
+    ledger.add("v", 0.4, 1.0)
+    assert [w[0] for w in warnings] == ["v"]
