@@ -8,13 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from app.access.cli import add_parser as add_clients_parser
-from app.config import ConfigError, load_settings
+from app.config import WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S, ConfigError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
-
-    from app.api.websocket import WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S
 
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")

@@ -14,9 +14,14 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.providers.catalog import CATALOG
+from app.catalog import CATALOG
+
+# uvicorn's websocket keep-alive for `keypool serve` (idle /api/chat/ws sockets stay open).
+WS_PING_INTERVAL_S = 20.0
+WS_PING_TIMEOUT_S = 20.0
 
 logger = logging.getLogger("keypool.config")
+_access_logger = logging.getLogger("keypool.access")
 
 MAX_NUMBERED_KEY = 100
 _N = TypeVar("_N", int, float)
@@ -61,10 +66,6 @@ class ProviderConfig:
     tpm_per_key: int | None = None
     timeout_s: float = 60.0
     key_weights: tuple[float, ...] = field(default=())
-
-    @property
-    def env_prefix(self) -> str:
-        return self.name.upper()
 
     def serves(self, model: str) -> bool:
         return model == self.default_model or model in self.models
@@ -158,18 +159,78 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 def check_access(settings: Settings) -> None:
     """Parse the access settings once so a typo stops start-up with one clear message."""
-    from app.access.prices import parse_prices
-    from app.access.tiers import parse_tiers
-
     if settings.auth_mode == "trusted" and settings.service_token is None:
         raise ConfigError(
             "AUTH_MODE=trusted needs SERVICE_TOKEN (the shared secret of your backend)"
         )
     try:
-        parse_tiers(settings.tier_rpm, settings.tier_daily_budget_usd, settings.default_tier)
+        parse_tier_tables(settings.tier_rpm, settings.tier_daily_budget_usd, settings.default_tier)
         parse_prices(settings.model_prices)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def parse_table(name: str, raw: str, kind: type[int] | type[float]) -> dict[str, float]:
+    """`free:5,pro:30` → {"free": 5, "pro": 30}; ValueError names the variable and the bad item."""
+    table: dict[str, float] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        tier, sep, value = item.partition(":")
+        tier = tier.strip()
+        try:
+            number = kind(value.strip())
+        except ValueError:
+            number = -1
+        if not sep or not tier or number < 0:
+            raise ValueError(f"{name} must be `tier:number` pairs, comma-separated; got {item!r}")
+        table[tier] = number
+    if not table:
+        raise ValueError(f"{name} names no tier")
+    return table
+
+
+def parse_tier_tables(
+    rpm: str, budgets: str, default: str
+) -> tuple[dict[str, int], dict[str, float]]:
+    """TIER_RPM and TIER_DAILY_BUDGET_USD as dicts; budgets of tiers not in TIER_RPM are dropped."""
+    rpm_table = {tier: int(v) for tier, v in parse_table("TIER_RPM", rpm, int).items()}
+    for tier, value in rpm_table.items():
+        if value < 1:
+            raise ValueError(f"TIER_RPM: tier {tier!r} needs at least 1 request per minute")
+    budget_table = parse_table("TIER_DAILY_BUDGET_USD", budgets, float)
+    unknown = sorted(set(budget_table) - set(rpm_table))
+    if unknown:  # e.g. TIER_RPM narrowed while the default budget table still names `pro`
+        _access_logger.warning(
+            "TIER_DAILY_BUDGET_USD: ignoring tiers not in TIER_RPM: %s", ", ".join(unknown)
+        )
+        budget_table = {t: v for t, v in budget_table.items() if t in rpm_table}
+    if default not in rpm_table:
+        raise ValueError(f"DEFAULT_TIER {default!r} is not a tier of TIER_RPM")
+    return rpm_table, budget_table
+
+
+def parse_prices(raw: str | None) -> dict[str, tuple[float, float]]:
+    """`model=prompt/completion,...` → {model: (prompt, completion)}; ValueError on a bad item.
+
+    The separator is the last `=`, so model ids keep any `/` they contain.
+    """
+    prices: dict[str, tuple[float, float]] = {}
+    for item in (part.strip() for part in (raw or "").split(",")):
+        if not item:
+            continue
+        model, sep, pair = item.rpartition("=")
+        prompt, slash, completion = pair.partition("/")
+        try:
+            values = (float(prompt), float(completion))
+        except ValueError:
+            values = (-1.0, -1.0)
+        if not sep or not slash or not model.strip() or min(values) < 0:
+            raise ValueError(
+                f"MODEL_PRICES items are `model=prompt/completion` (USD per 1M tokens); got {item!r}"
+            )
+        prices[model.strip()] = values
+    return prices
 
 
 def parse_providers(env: Mapping[str, str], order: str | None = None) -> list[ProviderConfig]:

@@ -7,30 +7,25 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
-from app.access.cors import ChatCORSMiddleware, parse_origins
-from app.access.middleware import AccessMiddleware
-from app.access.service import build_access
 from app.api import admin, chat, clients, health, metrics, openai, websocket
+from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
+from app.api.cors import ChatCORSMiddleware, parse_origins
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
 from app.config import ConfigError, Settings, load_settings
-from app.db.session import create_sessionmaker
-from app.runtime import build_runtime
+from app.runtime import LifespanState, build_runtime
 
 logger = logging.getLogger("keypool")
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
+    """The runtime reaches handlers one way only: the lifespan state (`api.deps.runtime_of`)."""
     runtime = await build_runtime(app.state.settings)
-    app.state.runtime = runtime  # for in-process callers (threads using the blocking chat API)
-    access = await build_access(app.state.settings, create_sessionmaker(runtime.engine))
-    app.state.access = access
     # Everything built so far lives as long as the process: move it out of the collector's
     # reach, or each full collection walks it again (measured ~40 us per request at 2k req/s).
     gc.freeze()
@@ -38,10 +33,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     # every 700 allocations ran several times per request.
     gc.set_threshold(20_000, 20, 20)
     try:
-        yield {"runtime": runtime, "access": access}
+        yield LifespanState(runtime=runtime, access=runtime.access)
     finally:
-        runtime.service.bind_loop(None)
-        await access.aclose()
         await runtime.aclose()
 
 

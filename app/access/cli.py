@@ -6,10 +6,10 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 
-from app.access.clientkeys import ClientKey, generate_key, hash_key, key_prefix
+from app.access.clientkeys import generate_key, hash_key, key_prefix
 from app.access.tiers import parse_tiers
 from app.config import ConfigError, Settings, read_environment
-from app.db.access import ClientKeyRepository
+from app.db.access import ClientKey, ClientKeyRepository
 from app.db.migrate import upgrade_async
 from app.db.session import create_engine, create_sessionmaker
 

@@ -6,31 +6,11 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from datetime import datetime
+
+from app.db.access import ClientKey
 
 PREFIX = "kp-"
 PREFIX_CHARS = 8  # key_prefix: enough to tell keys apart in a list, far too little to guess
-
-
-@dataclass(frozen=True, slots=True)
-class ClientKey:
-    """A stored client key (never the key itself). `tier` None follows the user's tier."""
-
-    id: int
-    key_hash: str
-    key_prefix: str
-    user_id: str
-    tier: str | None
-    name: str | None
-    rpm: int | None
-    daily_budget_usd: float | None
-    created_at: datetime
-    revoked_at: datetime | None = None
-    last_used_at: datetime | None = None
-
-    def revoked(self, at: datetime) -> ClientKey:
-        return replace(self, revoked_at=at)
 
 
 def generate_key() -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from app.config import parse_prices
+
 logger = logging.getLogger("keypool.access")
 
 # Published list prices (USD per 1M prompt / completion tokens) of the catalog's default
@@ -20,29 +22,6 @@ BUILTIN_PRICES: dict[str, tuple[float, float]] = {
     "deepseek/deepseek-chat": (0.27, 1.10),
     "gemini/gemini-2.0-flash": (0.10, 0.40),
 }
-
-
-def parse_prices(raw: str | None) -> dict[str, tuple[float, float]]:
-    """`model=prompt/completion,...` → {model: (prompt, completion)}; ValueError on a bad item.
-
-    The separator is the last `=`, so model ids keep any `/` they contain.
-    """
-    prices: dict[str, tuple[float, float]] = {}
-    for item in (part.strip() for part in (raw or "").split(",")):
-        if not item:
-            continue
-        model, sep, pair = item.rpartition("=")
-        prompt, slash, completion = pair.partition("/")
-        try:
-            values = (float(prompt), float(completion))
-        except ValueError:
-            values = (-1.0, -1.0)
-        if not sep or not slash or not model.strip() or min(values) < 0:
-            raise ValueError(
-                f"MODEL_PRICES items are `model=prompt/completion` (USD per 1M tokens); got {item!r}"
-            )
-        prices[model.strip()] = values
-    return prices
 
 
 @dataclass(slots=True)

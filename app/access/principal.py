@@ -5,19 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from app.access.clientkeys import ClientKey
 from app.access.tiers import Tiers
+from app.db.access import ClientKey, UserLimits
 
 Source = Literal["client_key", "service"]
-
-
-@dataclass(frozen=True, slots=True)
-class UserLimits:
-    """An admin's per-user settings (`PATCH /api/admin/users/{id}`); None = the tier's value."""
-
-    tier: str | None = None
-    rpm: int | None = None
-    daily_budget_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

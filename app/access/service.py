@@ -15,17 +15,19 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.access.budgets import BudgetLedger, WarningSink, log_budget_warning, utc_day
-from app.access.clientkeys import ClientKey, ClientKeyIndex, generate_key, hash_key, key_prefix
+from app.access.clientkeys import ClientKeyIndex, generate_key, hash_key, key_prefix
 from app.access.prices import PriceBook
-from app.access.principal import Principal, UserLimits, resolve
+from app.access.principal import Principal, resolve
 from app.access.ratelimit import Decision, SlidingWindowLimiter
 from app.access.tiers import Tiers, parse_tiers
 from app.config import Settings
 from app.db.access import (
     UNSET,
+    ClientKey,
     ClientKeyRepository,
     DailyUsage,
     DailyUsageRepository,
+    UserLimits,
     UserLimitsRepository,
 )
 from app.db.session import DB_ERRORS

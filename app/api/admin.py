@@ -9,13 +9,12 @@ from starlette.responses import Response
 
 from app.api.clients import DB_DOWN, access_of, user_extras
 from app.api.deps import AdminAuth, RuntimeDep
-from app.api.errors import json_response
-from app.chat.health import key_entry, pool_health
+from app.api.pool_health import key_entry, pool_health
+from app.api.responses import json_response
 from app.config import ProviderConfig
-from app.db.session import DatabaseUnavailable as DbDown
-from app.db.user_groups import isoformat_utc
 from app.errors import DatabaseUnavailable, UnknownKey, UnknownUser
 from app.runtime import Runtime
+from app.timefmt import iso_utc
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[AdminAuth])
 
@@ -44,7 +43,7 @@ async def keys_health(runtime: RuntimeDep) -> Response:
             }
             for g in await runtime.groups.group_stats()
         ]
-    except DbDown:
+    except DatabaseUnavailable:
         groups = []
     return json_response(
         {"ok": True, "health": health, "keyGroupStats": groups, "providers": providers}
@@ -89,7 +88,7 @@ async def get_user(user_id: str, runtime: RuntimeDep, request: Request) -> Respo
             "user_id": profile.user_id,
             "api_key_group": profile.api_key_group,
             "tier": profile.tier,
-            "created_at": isoformat_utc(profile.created_at),
+            "created_at": iso_utc(profile.created_at),
             **extras,
         }
     )
@@ -99,6 +98,6 @@ async def get_user(user_id: str, runtime: RuntimeDep, request: Request) -> Respo
 async def rebalance_users(runtime: RuntimeDep) -> Response:
     try:
         result = await runtime.groups.rebalance()
-    except DbDown:
+    except DatabaseUnavailable:
         raise DatabaseUnavailable("database unavailable; rebalance not done") from None
     return json_response({"users": result.users, "groups": result.groups, "moved": result.moved})

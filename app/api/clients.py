@@ -9,18 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from app.access.budgets import utc_day
-from app.access.clientkeys import ClientKey
 from app.access.errors import UnknownClient
 from app.access.service import Access
 from app.api.body import read_json
 from app.api.deps import AdminAuth, RuntimeDep
-from app.api.errors import invalid_request, json_response
+from app.api.errors import invalid_request
+from app.api.responses import json_response
+from app.db.access import ClientKey
 from app.db.session import DB_ERRORS
-from app.db.session import DatabaseUnavailable as DbDown
-from app.db.user_groups import isoformat_utc
 from app.errors import DatabaseUnavailable, InvalidRequest, UnknownUser
+from app.timefmt import iso_utc
 
-DB_DOWN: tuple[type[BaseException], ...] = (*DB_ERRORS, DbDown)
+DB_DOWN: tuple[type[BaseException], ...] = (*DB_ERRORS, DatabaseUnavailable)
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[AdminAuth])
 
@@ -73,11 +73,11 @@ def client_entry(access: Access, key: ClientKey, *, listed: bool = True) -> dict
         "name": key.name,
         "rpm": key.rpm,
         "daily_budget_usd": key.daily_budget_usd,
-        "created_at": isoformat_utc(key.created_at),
+        "created_at": iso_utc(key.created_at),
     }
     if listed:
-        entry["revoked_at"] = isoformat_utc(key.revoked_at)
-        entry["last_used_at"] = isoformat_utc(key.last_used_at)
+        entry["revoked_at"] = iso_utc(key.revoked_at)
+        entry["last_used_at"] = iso_utc(key.last_used_at)
     return entry
 
 
@@ -178,7 +178,7 @@ async def patch_user(user_id: str, request: Request, runtime: RuntimeDep) -> Res
             "user_id": user_id,
             "api_key_group": group,
             "tier": limits.tier,
-            "created_at": isoformat_utc(profile.created_at),
+            "created_at": iso_utc(profile.created_at),
             **extras,
         }
     )

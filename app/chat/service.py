@@ -14,13 +14,15 @@ from app.chat.clients import ClientCache
 from app.chat.failures import Attempt
 from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
 from app.chat.routing import Route, resolve_route
+from app.chat.settlement import Settlement
 from app.chat.streams import ChatStream, OpenedStream, open_committable
-from app.chat.usage import GroupResolver, NullSink, UsageSink, estimate_usage
+from app.chat.usage import GroupResolver, estimate_usage
 from app.config import ProviderConfig
+from app.keys.backoff import WaitPolicy
 from app.keys.model import Outcome
 from app.providers.client import Completion, ProviderClient, Usage
-from app.providers.transport import Transport
 from app.state.base import KeyStateStore
+from app.usage import UsageSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,31 +63,38 @@ class ChatResult:
 
 
 class ChatService:
-    """Path A / Path B chat over the key pool; built once in the lifespan."""
+    """Path A / Path B chat over the key pool; built once (see `app.chat.assembly.build_chat`).
+
+    Everything it needs comes through the constructor: nothing reaches inside it afterwards.
+    """
 
     def __init__(
         self,
         providers: Sequence[ProviderConfig],
-        transport: Transport,
+        clients: ClientCache,
         store: KeyStateStore,
         *,
         sink: UsageSink | None = None,
         groups: GroupResolver | None = None,
         group_count: int = 1,
         rotate_providers: bool = True,
+        policy: WaitPolicy | None = None,
+        on_key_failure: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.providers = tuple(providers)
         self.store = store
-        self.clients = ClientCache(providers, transport)
+        self.clients = clients
         self.groups = groups
+        self.settlement = Settlement(store, sink, clock, on_key_failure=on_key_failure)
         self.runner = FallbackRunner(
             store,
-            self.clients,
-            sink or NullSink(),
+            clients,
+            self.settlement,
             clock,
             rotate_providers=rotate_providers,
             groups=group_count,
+            policy=policy,
         )
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,6 +127,7 @@ class ChatService:
             group=await self._group(call.user_id),
             tokens=_token_cost(route, call.params),
             spread=spread,
+            user_id=call.user_id,
         )
         completion = success.value
         usage = completion.usage or estimate_usage(call.params, completion.content)
@@ -146,6 +156,7 @@ class ChatService:
             fallback=call.fallback,
             group=await self._group(call.user_id),
             tokens=_token_cost(route, call.params),
+            user_id=call.user_id,
         )
         return ChatStream(success.value, success.lease, success.attempts, call.params, route.path)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.chat.failures import Attempt
-from app.chat.fallback import Lease
+from app.chat.settlement import Lease
 from app.chat.usage import estimate_usage
 from app.keys.model import Outcome
 from app.providers.client import ProviderClient, StreamChunk, UpstreamChatStream, Usage

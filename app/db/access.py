@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.access.clientkeys import ClientKey
-from app.access.principal import UserLimits
 from app.db.models import ClientKeyRow, UserDailyUsage, UserProfile
 from app.db.repositories import _dialect_insert
 
 UNSET: Any = object()  # "not given", as opposed to None ("back to the tier's")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A stored client key (never the key itself). `tier` None follows the user's tier."""
+
+    id: int
+    key_hash: str
+    key_prefix: str
+    user_id: str
+    tier: str | None
+    name: str | None
+    rpm: int | None
+    daily_budget_usd: float | None
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    def revoked(self, at: datetime) -> ClientKey:
+        return replace(self, revoked_at=at)
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimits:
+    """An admin's per-user settings (`PATCH /api/admin/users/{id}`); None = the tier's value."""
+
+    tier: str | None = None
+    rpm: int | None = None
+    daily_budget_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

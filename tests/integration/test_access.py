@@ -177,7 +177,7 @@ class TestTokenMode:
         url = gateway.base_url
         assert httpx.post(f"{url}/api/chat", json=HI, headers=bearer(key)).status_code == 200
         # Cost recording is wired into the chat path separately; spend as it will.
-        access = gateway.app.state.access
+        access = gateway.server.lifespan.state["access"]
         assert gateway.loop is not None
         gateway.loop.call_soon_threadsafe(access.record, "alice", "alpha", "fake-small", 300, 300)
 

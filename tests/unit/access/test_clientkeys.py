@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 
-from app.access.clientkeys import ClientKey, ClientKeyIndex, generate_key, hash_key, key_prefix
+from app.access.clientkeys import ClientKeyIndex, generate_key, hash_key, key_prefix
+from app.db.access import ClientKey
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
 

@@ -6,8 +6,9 @@ import logging
 
 import pytest
 
-from app.access.prices import BUILTIN_PRICES, PriceBook, parse_prices
-from app.providers.catalog import CATALOG
+from app.access.prices import BUILTIN_PRICES, PriceBook
+from app.catalog import CATALOG
+from app.config import parse_prices
 
 
 def test_every_catalog_default_model_has_a_builtin_price():

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.access.clientkeys import ClientKey
-from app.access.principal import UserLimits, resolve
+from app.access.principal import resolve
 from app.access.tiers import parse_tiers
+from app.db.access import ClientKey, UserLimits
 
 TIERS = parse_tiers("free:5,pro:30,enterprise:100", "free:1,pro:20,enterprise:0", "free")
 

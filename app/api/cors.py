@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.access.middleware import protected
+from app.api.access import protected
 
 ALLOW_HEADERS = ["authorization", "content-type", "x-user-id", "x-request-id"]
 EXPOSE_HEADERS = [
