@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from app.access.cli import add_parser as add_clients_parser
 from app.config import (
     WS_PING_INTERVAL_S,
     WS_PING_TIMEOUT_S,
@@ -24,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Each worker learns N from here: its share of every key's budget without REDIS_URL, and
     # the 1/N it falls back to if Redis goes away.
     os.environ["WEB_CONCURRENCY"] = str(args.workers)
+    os.environ["HOST"] = args.host  # AUTH_MODE=none on a public host is warned about at start
     settings = load_settings()  # fail here, with one clear message, rather than in every worker
     _check_master_key(settings)
     uvicorn.run(
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding the new master key (default: read it from stdin)",
     )
     vault.set_defaults(run=_vault)
+    add_clients_parser(commands)
     return parser
 
 

@@ -32,6 +32,7 @@ WS_PING_INTERVAL_S = 20.0
 WS_PING_TIMEOUT_S = 20.0
 
 logger = logging.getLogger("keypool.config")
+_access_logger = logging.getLogger("keypool.access")
 
 MAX_NUMBERED_KEY = 100
 _N = TypeVar("_N", int, float)
@@ -119,6 +120,16 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(default=100, ge=1)
     cache_mode: Literal["off", "deterministic", "all"] = "deterministic"
     cache_scope: Literal["user", "global"] = "user"
+    # Access control (who may spend the keys); parsed and checked by `check_access`.
+    auth_mode: Literal["none", "token", "trusted"] = "none"
+    service_token: SecretStr | None = None
+    tier_rpm: str = "free:5,pro:30,enterprise:100"
+    tier_daily_budget_usd: str = "free:1,pro:20,enterprise:0"
+    default_tier: str = "free"
+    model_prices: str | None = None
+    cors_origins: str | None = None
+    host: str = "127.0.0.1"
+    access_refresh_s: float = Field(default=10.0, gt=0)
 
     providers: list[ProviderConfig] = Field(default_factory=list, exclude=True)
     # MODEL_GROUPS parsed and checked against `providers` by load_settings.
@@ -191,6 +202,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"invalid setting {str(first['loc'][0]).upper()}: {first['msg']}"
         ) from None
+    check_access(settings)
     settings.providers = parse_providers(env, settings.llm_providers)
     if not settings.providers:
         raise ConfigError(
@@ -203,6 +215,82 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except GroupConfigError as exc:
         raise ConfigError(str(exc)) from None
     return settings
+
+
+def check_access(settings: Settings) -> None:
+    """Parse the access settings once so a typo stops start-up with one clear message."""
+    if settings.auth_mode == "trusted" and settings.service_token is None:
+        raise ConfigError(
+            "AUTH_MODE=trusted needs SERVICE_TOKEN (the shared secret of your backend)"
+        )
+    try:
+        parse_tier_tables(settings.tier_rpm, settings.tier_daily_budget_usd, settings.default_tier)
+        parse_prices(settings.model_prices)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def parse_table(name: str, raw: str, kind: type[int] | type[float]) -> dict[str, float]:
+    """`free:5,pro:30` → {"free": 5, "pro": 30}; ValueError names the variable and the bad item."""
+    table: dict[str, float] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        tier, sep, value = item.partition(":")
+        tier = tier.strip()
+        try:
+            number = kind(value.strip())
+        except ValueError:
+            number = -1
+        if not sep or not tier or number < 0:
+            raise ValueError(f"{name} must be `tier:number` pairs, comma-separated; got {item!r}")
+        table[tier] = number
+    if not table:
+        raise ValueError(f"{name} names no tier")
+    return table
+
+
+def parse_tier_tables(
+    rpm: str, budgets: str, default: str
+) -> tuple[dict[str, int], dict[str, float]]:
+    """TIER_RPM and TIER_DAILY_BUDGET_USD as dicts; budgets of tiers not in TIER_RPM are dropped."""
+    rpm_table = {tier: int(v) for tier, v in parse_table("TIER_RPM", rpm, int).items()}
+    for tier, value in rpm_table.items():
+        if value < 1:
+            raise ValueError(f"TIER_RPM: tier {tier!r} needs at least 1 request per minute")
+    budget_table = parse_table("TIER_DAILY_BUDGET_USD", budgets, float)
+    unknown = sorted(set(budget_table) - set(rpm_table))
+    if unknown:  # e.g. TIER_RPM narrowed while the default budget table still names `pro`
+        _access_logger.warning(
+            "TIER_DAILY_BUDGET_USD: ignoring tiers not in TIER_RPM: %s", ", ".join(unknown)
+        )
+        budget_table = {t: v for t, v in budget_table.items() if t in rpm_table}
+    if default not in rpm_table:
+        raise ValueError(f"DEFAULT_TIER {default!r} is not a tier of TIER_RPM")
+    return rpm_table, budget_table
+
+
+def parse_prices(raw: str | None) -> dict[str, tuple[float, float]]:
+    """`model=prompt/completion,...` → {model: (prompt, completion)}; ValueError on a bad item.
+
+    The separator is the last `=`, so model ids keep any `/` they contain.
+    """
+    prices: dict[str, tuple[float, float]] = {}
+    for item in (part.strip() for part in (raw or "").split(",")):
+        if not item:
+            continue
+        model, sep, pair = item.rpartition("=")
+        prompt, slash, completion = pair.partition("/")
+        try:
+            values = (float(prompt), float(completion))
+        except ValueError:
+            values = (-1.0, -1.0)
+        if not sep or not slash or not model.strip() or min(values) < 0:
+            raise ValueError(
+                f"MODEL_PRICES items are `model=prompt/completion` (USD per 1M tokens); got {item!r}"
+            )
+        prices[model.strip()] = values
+    return prices
 
 
 def parse_providers(env: Mapping[str, str], order: str | None = None) -> list[ProviderConfig]:

@@ -10,8 +10,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, health, metrics, openai, websocket
+from app.api import admin, chat, clients, health, metrics, openai, websocket
+from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
+from app.api.cors import ChatCORSMiddleware, parse_origins
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
 from app.config import ConfigError, Settings, load_settings
@@ -31,7 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
     # every 700 allocations ran several times per request.
     gc.set_threshold(20_000, 20, 20)
     try:
-        yield LifespanState(runtime=runtime)
+        yield LifespanState(runtime=runtime, access=runtime.access)
     finally:
         await runtime.aclose()
 
@@ -42,8 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(AccessMiddleware)  # inside the body limit: it may read a /v1 body
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (chat, websocket, openai, admin, health, metrics):
+    if settings.cors_origins:
+        app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
+    for module in (chat, websocket, openai, admin, clients, health, metrics):
         app.include_router(module.router)
     install_fast_routes(app)
     return app

@@ -9,6 +9,7 @@ from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.access.service import Access, build_access
 from app.chat.assembly import build_chat
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
@@ -36,6 +37,7 @@ class Runtime:
     stats: StatsWriter
     groups: UserGroupService
     prober: KeyProber
+    access: Access
     metrics: Metrics = field(default_factory=Metrics)
     ready: bool = False
     draining: bool = False
@@ -48,12 +50,13 @@ class Runtime:
         return "off"
 
     async def aclose(self) -> None:
-        """Drain: stop background work, flush stats and user groups, close pools."""
+        """Drain: stop background work, flush access usage, stats and user groups, close pools."""
         self.draining = True
         self.service.bind_loop(None)
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        await self.access.aclose()
         await self.groups.aclose()
         await self.stats.aclose()
         await self.store.aclose()
@@ -65,6 +68,7 @@ class LifespanState(TypedDict):
     """What the lifespan yields: Starlette copies it into every request's `state`."""
 
     runtime: Runtime
+    access: Access  # client keys, per-user limits and spend: read by api/access and api/clients
 
 
 async def migrate(settings: Settings) -> None:
@@ -94,8 +98,18 @@ async def build_runtime(settings: Settings) -> Runtime:
     if isinstance(store, DegradingStore):
         await store.start()
     chat = build_chat(settings, store, sink=MeteredSink(stats, metrics), groups=groups)
+    access = await build_access(settings, sessions)
     runtime = Runtime(
-        settings, chat.service, store, chat.transport, engine, stats, groups, chat.prober, metrics
+        settings,
+        chat.service,
+        store,
+        chat.transport,
+        engine,
+        stats,
+        groups,
+        chat.prober,
+        access,
+        metrics,
     )
     runtime.background.append(asyncio.create_task(chat.prober.run(), name="keypool-prober"))
     runtime.ready = True

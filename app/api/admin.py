@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.api.clients import DB_DOWN, access_of, user_extras
 from app.api.deps import AdminAuth, RuntimeDep
 from app.api.pool_health import key_entry, pool_health
 from app.api.responses import json_response
@@ -74,10 +75,11 @@ async def probe_keys(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/users/{user_id}")
-async def get_user(user_id: str, runtime: RuntimeDep) -> Response:
+async def get_user(user_id: str, runtime: RuntimeDep, request: Request) -> Response:
     try:
         profile = await runtime.groups.get_profile(user_id)
-    except DatabaseUnavailable:
+        extras = await user_extras(access_of(request), user_id) if profile else {}
+    except DB_DOWN:
         raise DatabaseUnavailable("database unavailable; try again shortly") from None
     if profile is None:
         raise UnknownUser(f"user {user_id!r} was never seen", details={"user_id": user_id})
@@ -87,6 +89,7 @@ async def get_user(user_id: str, runtime: RuntimeDep) -> Response:
             "api_key_group": profile.api_key_group,
             "tier": profile.tier,
             "created_at": iso_utc(profile.created_at),
+            **extras,
         }
     )
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -73,6 +75,8 @@ class UserProfile(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
     )
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiKeyStats(Base):
@@ -92,6 +96,7 @@ class ApiKeyStats(Base):
     errors: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     rate_limited: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     last_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
 
 
 # coalesce() makes the NULL group collide with itself, which a plain unique constraint
@@ -126,3 +131,36 @@ class ProviderKey(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
     )
+
+
+class ClientKeyRow(Base):
+    """A client key (stored as its SHA-256 only) and the user it speaks for."""
+
+    __tablename__ = "client_keys"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    tier: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class UserDailyUsage(Base):
+    """Requests, tokens and cost of one user on one UTC day; upserted in batches."""
+
+    __tablename__ = "user_daily_usage"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))

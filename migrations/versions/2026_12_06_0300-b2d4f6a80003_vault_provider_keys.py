@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b2d4f6a80003"
-down_revision: str | Sequence[str] | None = "9325c88d3bfb"
+down_revision: str | Sequence[str] | None = "a1c3e5f70002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

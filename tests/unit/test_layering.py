@@ -3,6 +3,7 @@
     main, cli ──► runtime ──► api ──► chat ──► providers ──► keys (pure)
                                  │        ├──► state ─────► keys
                                  │        └──► usage, config, errors
+                                 ├──► access ──► db, state, config, errors
                                  ├──► db ──► usage, errors, timefmt
                                  └──► vault ──► providers, state, db, keys   (cache ──► state)
 
@@ -79,10 +80,12 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": {"keys", "state"} | BASE,
     "vault": {"keys", "providers", "state", "db"} | BASE,
     "cache": {"state"} | BASE,
-    "api": {"chat", "keys", "state", "db", "runtime", "schemas", "metrics", "vault"} | BASE,
-    "runtime": {"chat", "providers", "state", "db", "metrics"} | BASE,
+    "access": {"db", "state"} | BASE,
+    "api": {"access", "chat", "keys", "state", "db", "runtime", "schemas", "metrics", "vault"}
+    | BASE,
+    "runtime": {"access", "chat", "providers", "state", "db", "metrics"} | BASE,
     "main": {"api", "runtime"} | BASE,
-    "cli": {"db", "demo", "vault"} | BASE,
+    "cli": {"access", "db", "demo", "vault"} | BASE,
     "demo": {"main"} | BASE,
 }
 
