@@ -6,6 +6,7 @@ from typing import Any
 
 from app.config import ProviderConfig
 from app.keys.health import estimate_capacity, pool_status, status_message
+from app.keys.learned import effective_limits, learned_of
 from app.keys.model import KeyStatus
 from app.state.base import KeyStateStore, ProviderSnapshot
 from app.timefmt import iso_utc
@@ -25,6 +26,9 @@ def key_entry(
         "requests": status.requests,
         "errors": status.errors,
         "in_flight": status.in_flight,
+        "limits": effective_limits(
+            provider.rpm_per_key, provider.tpm_per_key, learned_of(status)
+        ).as_dict(),
     }
 
 
@@ -33,6 +37,7 @@ def provider_entry(provider: ProviderConfig, snap: ProviderSnapshot, now: float)
         "name": provider.name,
         "default_model": provider.default_model,
         "circuit": snap.circuit.value,
+        "shared_limit_until": iso_utc(snap.shared_limit_until),
         "keys": [key_entry(provider, i, s, now) for i, s in enumerate(snap.keys)],
     }
 

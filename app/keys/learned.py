@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from app.keys.model import RateLimitSignal
+from app.keys.model import KeyStatus, RateLimitSignal
 from app.keys.pacing import Pace
 
 USUAL_WINDOWS_S = (1.0, 60.0, 3600.0, 86400.0)
@@ -143,3 +143,50 @@ def pace_with(configured: Pace, learned: LearnedLimits) -> Pace:
     if (limits.rpm, limits.tpm) == (configured.rpm, configured.tpm):
         return configured
     return Pace(limits.rpm, limits.tpm, configured.share)
+
+
+def learned_of(status: KeyStatus) -> LearnedLimits:
+    """A key's learned limits as its record keeps them (flat fields, so Redis stores them too)."""
+    return LearnedLimits(
+        _limit(status.learned_requests, status.learned_requests_window),
+        _limit(status.learned_tokens, status.learned_tokens_window),
+    )
+
+
+def _limit(limit: int | None, window: float | None) -> LearnedLimit | None:
+    return LearnedLimit(limit, window) if limit is not None and window is not None else None
+
+
+def learn_into(status: KeyStatus, signal: RateLimitSignal) -> None:
+    """Fold one successful answer's announced limits into the key's record."""
+    if signal.limit_requests is None and signal.limit_tokens is None:
+        return  # most answers of most providers: nothing to learn
+    learned = learn(learned_of(status), signal)
+    if learned.requests is not None:
+        status.learned_requests = learned.requests.limit
+        status.learned_requests_window = learned.requests.window_s
+    if learned.tokens is not None:
+        status.learned_tokens = learned.tokens.limit
+        status.learned_tokens_window = learned.tokens.window_s
+
+
+def pace_of(configured: Pace, status: KeyStatus) -> Pace:
+    """The Pace of one key: `configured`, gaps filled by what the key learned (fast when none)."""
+    if status.learned_requests is None and status.learned_tokens is None:
+        return configured
+    return pace_with(configured, learned_of(status))
+
+
+def announced_windows(signal: RateLimitSignal) -> dict[str, list[float | int | None]]:
+    """What one successful answer teaches, for the Redis script: per dimension [limit, window]
+    (window None: keep the known one), as `learn_one` reads it. Empty when nothing is announced."""
+    out: dict[str, list[float | int | None]] = {}
+    for name, limit, remaining, reset in (
+        ("requests", signal.limit_requests, signal.remaining_requests, signal.reset_requests_s),
+        ("tokens", signal.limit_tokens, signal.remaining_tokens, signal.reset_tokens_s),
+    ):
+        if limit is None or limit <= 0:
+            continue
+        window = infer_window(limit, remaining, reset) if reset is not None else None
+        out[name] = [limit, window]
+    return out

@@ -75,7 +75,8 @@ class KeyStatus:
     `announced` marks a cooldown end the provider gave. `trial_until` holds a key that just left
     a cooldown for the one request that goes first (others wait for its answer, at most until
     then). `budget_left` is the learned estimate of requests left (x-ratelimit-remaining minus
-    what is in flight since). `tat_*` are the pacing buckets' theoretical arrival times (GCRA).
+    what is in flight since). `learned_*` are the announced limits and their inferred windows
+    (they pace the key when nothing is configured). `tat_*` are the pacing buckets' theoretical arrival times (GCRA).
     `quiet_since` is when the key last answered, or went from idle to busy (hang detection).
     """
 
@@ -95,6 +96,11 @@ class KeyStatus:
     tat_tokens: float = 0.0
     quiet_since: float | None = None
     latency_ewma: float | None = None
+    # Learned limits (x-ratelimit-limit-* on successes): L per window seconds, None: not announced.
+    learned_requests: int | None = None
+    learned_requests_window: float | None = None
+    learned_tokens: int | None = None
+    learned_tokens_window: float | None = None
 
     def effective_state(self, now: float) -> KeyState:
         until = self.cooldown_until

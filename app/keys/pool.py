@@ -10,7 +10,9 @@ from enum import Enum
 
 from app.keys.breaker import CircuitBreaker
 from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSignal
+from app.keys.learned import pace_of
 from app.keys.pacing import Pace, slot_at, take
+from app.keys.shared_limit import SharedLimitDetector, SharedMode, announced_reset, cool_all
 from app.keys.stall import is_stalled
 from app.keys.strategies import Strategy
 from app.keys.transitions import blend_latency, record_outcome, record_start
@@ -45,11 +47,13 @@ class KeyPool:
         *,
         pace: Pace | None = None,
         breaker: CircuitBreaker | None = None,
+        shared_limit: SharedMode = "auto",
     ) -> None:
         self.statuses = [KeyStatus() for _ in range(size)]
         self.strategy = strategy
         self.pace = pace or Pace()
         self.breaker = breaker or CircuitBreaker()
+        self.shared = SharedLimitDetector(shared_limit)  # <P>_SHARED_LIMIT
         self.cursor = 0
         self.latency_ewma: float | None = None
 
@@ -78,6 +82,11 @@ class KeyPool:
         if outcome is Outcome.OK and latency_s is not None:
             self.latency_ewma = blend_latency(self.latency_ewma, latency_s)
         self.breaker.record(outcome, now)
+        if outcome is Outcome.RATE_LIMITED:
+            # An account-wide limit cools every key until its reset (shared_limit.py).
+            until = self.shared.observe(index, now, announced_reset(signal, now))
+            if until is not None:
+                cool_all(self.statuses, until, now)
 
     def choose(self, now: float, rng: random.Random, ask: Ask) -> Grant:
         """A key free now; else, if `ask.reserve`, the earliest turn within the ask's bounds."""
@@ -121,8 +130,9 @@ class KeyPool:
                 return None
             if until > now:
                 at, wait = until, Wait.COOLDOWN
-        if self.pace.paced:
-            slot = slot_at(status, self.pace, tokens, now)
+        pace = pace_of(self.pace, status)
+        if pace.paced:
+            slot = slot_at(status, pace, tokens, now)
             if slot > at:
                 at, wait = slot, Wait.BUDGET
         return Ready(at, wait)
@@ -140,10 +150,11 @@ class KeyPool:
         cooling = status.state is KeyState.RATE_LIMITED and status.announced
         if not cooling or until is None or until <= now:
             return 0.0
-        if not self.pace.paced:
+        pace = pace_of(self.pace, status)
+        if not pace.paced:
             return until - now
-        at = max(until, slot_at(status, self.pace, tokens, now))
-        take(status, self.pace, tokens, at)
+        at = max(until, slot_at(status, pace, tokens, now))
+        take(status, pace, tokens, at)
         return at - now
 
     def mirror_grant(self, index: int, tokens: int, at: float, budget: Pace) -> None:
@@ -151,7 +162,7 @@ class KeyPool:
         from this process's own picture of its requests: in flight, and the budget they took."""
         status = self.statuses[index]
         status.in_flight += 1
-        take(status, budget, tokens, at)
+        take(status, pace_of(budget, status), tokens, at)
 
     def mirror_release(self, index: int) -> None:
         """The mirrored grant ended in the other store."""
@@ -199,9 +210,10 @@ class KeyPool:
 
     def _start(self, index: int, at: float, now: float, tokens: int) -> None:
         status = self.statuses[index]
-        record_start(status, at, now, paced=self.pace.paced)
-        if self.pace.paced:
-            take(status, self.pace, tokens, at)
+        pace = pace_of(self.pace, status)
+        record_start(status, at, now, paced=pace.paced)
+        if pace.paced:
+            take(status, pace, tokens, at)
 
     def _stalled(self, index: int, now: float) -> bool:
         return is_stalled(self.statuses[index], now, self.latency_ewma)

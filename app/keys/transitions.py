@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.keys.learned import learn_into
 from app.keys.model import KeyState, KeyStatus, Outcome, RateLimitSignal
 
 DEFAULT_COOLDOWN_S = 1.0
@@ -55,6 +56,8 @@ def record_outcome(
         return
     _apply(status, outcome, now, signal)
     learn_budget(status, signal, now)
+    if outcome is Outcome.OK:
+        learn_into(status, signal)  # announced limits pace the key (learned.py)
     exhausted = signal.exhausted_for_s
     if outcome is Outcome.OK and exhausted is not None and exhausted > 0:
         cool_down(status, now, exhausted)

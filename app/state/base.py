@@ -15,6 +15,7 @@ class ProviderSnapshot:
 
     keys: list[KeyStatus]
     circuit: CircuitState
+    shared_limit_until: float | None = None  # an account-wide limit's end, while it lasts
 
 
 class KeyStateStore(Protocol):

@@ -39,7 +39,11 @@ class MemoryStateStore:
 
     async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
         pool = self.pools[provider]
-        return ProviderSnapshot(keys=copy.deepcopy(pool.statuses), circuit=pool.breaker.state(now))
+        return ProviderSnapshot(
+            keys=copy.deepcopy(pool.statuses),
+            circuit=pool.breaker.state(now),
+            shared_limit_until=pool.shared.until(now),
+        )
 
     async def set_disabled(self, provider: str, index: int, disabled: bool) -> KeyStatus:
         status = self.pools[provider].statuses[index]

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from app.keys.breaker import CircuitBreaker, CircuitState
+from app.keys.learned import announced_windows
 from app.keys.model import Ask, Grant, KeyState, KeyStatus, Release
 from app.keys.pool import KeyPool
 from app.keys.strategies import Weighted
@@ -19,6 +20,7 @@ _STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(KeyStatus))
 _FLOAT_FIELDS = frozenset(
     {"health_factor", "tat_requests", "tat_tokens", "cooldown_until", "trial_until"}
     | {"budget_reset_at", "quiet_since", "latency_ewma"}
+    | {"learned_requests_window", "learned_tokens_window"}
 )
 
 
@@ -46,6 +48,13 @@ def provider_spec(pool: KeyPool) -> bytes:
             "token_interval": pace.token_interval,
             "threshold": pool.breaker.threshold,
             "reset": pool.breaker.reset_s,
+            # What a key's learned limits are merged with (learned.pace_of), and the detector's
+            # mode (shared_limit.py); the configured budgets are absent when unset.
+            **({"rpm_value": pace.rpm} if pace.rpm is not None else {}),
+            **({"tpm_value": pace.tpm} if pace.tpm is not None else {}),
+            "share": pace.share,
+            "shared": pool.shared.mode,
+            "shared_window": pool.shared.window_s,
         }
     )
 
@@ -98,6 +107,10 @@ def release_args(done: Release) -> bytes:
     }
     if done.latency_s is not None:
         args["latency"] = done.latency_s
+    if outcome.value == "ok":
+        learned = announced_windows(signal)
+        if learned:
+            args["learn"] = learned
     return orjson.dumps(args)
 
 
@@ -117,6 +130,7 @@ class SharedPool:
     breaker: CircuitBreaker
     cursor: int
     latency_ewma: float | None
+    shared_limit_until: float | None = None
 
     def circuit(self, now: float) -> CircuitState:
         return self.breaker.state(now)
@@ -137,6 +151,7 @@ def shared_pool_from(raw: bytes, pool: KeyPool) -> SharedPool:
         breaker,
         int(answer.get("cursor", 0)),
         answer.get("latency_ewma"),
+        answer.get("shared_until"),
     )
 
 

@@ -141,7 +141,11 @@ class RedisStateStore:
 
     async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
         shared = await self.shared_pool(provider, now)
-        return ProviderSnapshot(keys=shared.keys, circuit=shared.circuit(now))
+        return ProviderSnapshot(
+            keys=shared.keys,
+            circuit=shared.circuit(now),
+            shared_limit_until=shared.shared_limit_until,
+        )
 
     async def set_disabled(self, provider: str, index: int, disabled: bool) -> KeyStatus:
         args = orjson.dumps({"index": index, "disabled": disabled})

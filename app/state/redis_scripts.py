@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
-from app.keys import stall, transitions
+from app.keys import pacing, shared_limit, stall, transitions
 
 LUA_DIR = Path(__file__).with_name("lua")
 PARTS = ("state.lua", "keys.lua", "pool.lua")
@@ -43,6 +43,8 @@ def constants() -> dict[str, float]:
         "INSTANCE_TTL_S": INSTANCE_TTL_S,
         "TRIAL_LEASE_S": TRIAL_LEASE_S,
         "RECORD_TTL_MS": RECORD_TTL_S * 1000,
+        "REQUEST_HEADROOM": pacing.REQUEST_HEADROOM,
+        "UNANNOUNCED_COOLDOWN_S": shared_limit.UNANNOUNCED_COOLDOWN_S,
     }
 
 

@@ -1,20 +1,61 @@
 -- Part 2 of the shared key state script: what one attempt does to one key (and to the breaker).
 
+-- learned.py: a key's own pace, the configured budgets with gaps filled by learned limits.
+local pace_cache = {}
+local function pace_of(rec)
+  if rec.learned_requests == nil and rec.learned_tokens == nil then return spec end
+  local cached = pace_cache[rec]
+  if cached ~= nil then return cached end
+  local rpm, tpm = spec.rpm_value, spec.tpm_value
+  if rpm == nil and rec.learned_requests ~= nil and rec.learned_requests_window ~= nil then
+    rpm = rec.learned_requests * 60.0 / rec.learned_requests_window
+  end
+  if tpm == nil and rec.learned_tokens ~= nil and rec.learned_tokens_window ~= nil then
+    tpm = rec.learned_tokens * 60.0 / rec.learned_tokens_window
+  end
+  local p = spec
+  if rpm ~= spec.rpm_value or tpm ~= spec.tpm_value then
+    p = {paced = true, rpm = rpm ~= nil and rpm ~= 0, tpm = tpm ~= nil and tpm ~= 0,
+         request_interval = 0.0, token_burst = 0.0, token_interval = 0.0}
+    if p.rpm then p.request_interval = 60.0 / rpm * (1 + REQUEST_HEADROOM) * spec.share end
+    if p.tpm then
+      p.token_burst = tpm / spec.share / 60.0
+      p.token_interval = 60.0 / (tpm / spec.share - p.token_burst)
+    end
+  end
+  pace_cache[rec] = p
+  return p
+end
+
+local function learn_one(rec, field, announced)
+  if announced == nil then return end
+  local limit, window = announced[1], announced[2]
+  if window == nil or window == cjson.null then window = rec[field .. '_window'] end
+  if window == nil then return end
+  rec[field], rec[field .. '_window'] = limit, window
+end
+
+local function learn_into(rec, learned)
+  learn_one(rec, 'learned_requests', learned.requests)
+  learn_one(rec, 'learned_tokens', learned.tokens)
+  pace_cache[rec] = nil
+end
+
 -- pacing.py ---------------------------------------------------------------------------------
 
-local function slot_at(rec, tokens)
+local function slot_at(rec, tokens, p)
   local at = now
-  if spec.rpm then at = math.max(at, rec.tat_requests) end
-  if spec.tpm then
-    local room = spec.token_burst - math.min(tokens, spec.token_burst)
-    at = math.max(at, rec.tat_tokens - room * spec.token_interval)
+  if p.rpm then at = math.max(at, rec.tat_requests) end
+  if p.tpm then
+    local room = p.token_burst - math.min(tokens, p.token_burst)
+    at = math.max(at, rec.tat_tokens - room * p.token_interval)
   end
   return at
 end
 
-local function take(rec, tokens, at)
-  if spec.rpm then rec.tat_requests = math.max(rec.tat_requests, at) + spec.request_interval end
-  if spec.tpm then rec.tat_tokens = math.max(rec.tat_tokens, at) + tokens * spec.token_interval end
+local function take(rec, tokens, at, p)
+  if p.rpm then rec.tat_requests = math.max(rec.tat_requests, at) + p.request_interval end
+  if p.tpm then rec.tat_tokens = math.max(rec.tat_tokens, at) + tokens * p.token_interval end
 end
 
 -- transitions.py ----------------------------------------------------------------------------
@@ -50,7 +91,7 @@ local function record_start(rec, at)
   rec.in_flight = rec.in_flight + 1
   rec.flights[me] = (rec.flights[me] or 0) + 1
   rec.requests = rec.requests + 1
-  if spec.paced then return end
+  if pace_of(rec).paced then return end
   if rec.state == RATE_LIMITED then rec.trial_until = at + TRIAL_HOLD_S end
   spend_budget(rec)
 end
@@ -114,6 +155,7 @@ local function record_outcome(rec, o)
   local signal = o.signal
   apply(rec, o, signal)
   learn_budget(rec, signal)
+  if o.outcome == 'ok' and o.learn ~= nil then learn_into(rec, o.learn) end
   if o.outcome == 'ok' and signal.exhausted ~= nil and signal.exhausted > 0 then
     cool_down(rec, signal.exhausted)
   end

@@ -12,8 +12,9 @@ local function ready_at(rec, tokens)
     if till == nil then return nil end
     if till > now then at, wait = till, W_COOLDOWN end
   end
-  if spec.paced then
-    local slot = slot_at(rec, tokens)
+  local p = pace_of(rec)
+  if p.paced then
+    local slot = slot_at(rec, tokens, p)
     if slot > at then at, wait = slot, W_BUDGET end
   end
   return at, wait
@@ -40,7 +41,8 @@ end
 local function start(index, at, tokens)
   local rec = record(index)
   record_start(rec, at)
-  if spec.paced then take(rec, tokens, at) end
+  local p = pace_of(rec)
+  if p.paced then take(rec, tokens, at, p) end
   dirty[index] = true
 end
 
@@ -120,6 +122,36 @@ local function choose(ask)
   }
 end
 
+-- shared_limit.py: the provider-wide limit detector (its memory lives in `meta`) -------------
+
+local function shared_extend(till)
+  if meta.shared_until == nil or till > meta.shared_until then meta.shared_until = till end
+  return meta.shared_until
+end
+
+local function shared_observe(index, signal)
+  local wait = signal.retry_after
+  if wait == nil then wait = signal.exhausted end
+  local reset = nil
+  if wait ~= nil then reset = now + wait end
+  local prev = meta.last429
+  meta.last429, meta_dirty = {index = index, at = now, reset = reset}, true
+  if spec.shared == 'false' then return nil end
+  if spec.shared == 'true' then
+    if reset == nil then reset = now + UNANNOUNCED_COOLDOWN_S end
+    return shared_extend(reset)
+  end
+  if meta.shared_until ~= nil and now < meta.shared_until and reset ~= nil then
+    return shared_extend(reset)
+  end
+  if prev == nil then return nil end
+  local a, b = prev.reset, reset
+  if prev.index == index or a == nil or b == nil then return nil end
+  if math.abs(now - prev.at) > spec.shared_window then return nil end
+  if now < a and prev.at < b then return shared_extend(math.max(a, b)) end
+  return nil
+end
+
 -- Operations --------------------------------------------------------------------------------
 
 local ops = {}
@@ -139,13 +171,29 @@ function ops.acquire()
 end
 
 function ops.release()
-  local rec = load_one(args.index)
+  local limited = args.outcome == 'rate_limited'
+  local rec
+  if limited then  -- an account-wide limit may cool every key: read them all (429s only)
+    load_all()
+    rec = record(args.index)
+  else
+    rec = load_one(args.index)
+  end
   record_outcome(rec, args)
   if args.outcome == 'ok' and args.latency ~= nil then
     meta.latency_ewma = blend(meta.latency_ewma, args.latency)
   end
   breaker_record(args)
   dirty[args.index] = true
+  if limited then
+    local till = shared_observe(args.index, args.signal)
+    if till ~= nil then
+      for i = 0, spec.n - 1 do
+        cool_down(record(i), till - now)
+        dirty[i] = true
+      end
+    end
+  end
   save()
   return '{}'
 end
@@ -155,9 +203,10 @@ function ops.recheck()
   local till = rec.cooldown_until
   local cooling = rec.state == RATE_LIMITED and rec.announced
   if not cooling or till == nil or till <= now then return '0' end
-  if not spec.paced then return tostring(till - now) end
-  local at = math.max(till, slot_at(rec, args.tokens))
-  take(rec, args.tokens, at)
+  local p = pace_of(rec)
+  if not p.paced then return tostring(till - now) end
+  local at = math.max(till, slot_at(rec, args.tokens, p))
+  take(rec, args.tokens, at, p)
   dirty[args.index] = true
   save()
   return tostring(at - now)
@@ -198,8 +247,11 @@ function ops.snapshot()
   save()
   local out = {}
   for i = 0, spec.n - 1 do out[i + 1] = public(record(i)) end
+  local shared_until = meta.shared_until
+  if shared_until ~= nil and now >= shared_until then shared_until = nil end
   return cjson.encode({keys = out, failures = meta.failures, opened_at = meta.opened_at,
-                       trial = trial_held(), cursor = meta.cursor, latency_ewma = meta.latency_ewma})
+                       trial = trial_held(), cursor = meta.cursor, latency_ewma = meta.latency_ewma,
+                       shared_until = shared_until})
 end
 
 -- After an outage: the budgets each instance spent alone, and the cooldowns it learned, join

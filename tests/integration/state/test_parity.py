@@ -17,6 +17,7 @@ from app.keys.breaker import CircuitBreaker
 from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal, Release
 from app.keys.pacing import Pace
 from app.keys.pool import KeyPool
+from app.keys.shared_limit import SharedMode
 from app.keys.strategies import make_strategy
 from app.state.base import ProviderSnapshot
 from app.state.memory import MemoryStateStore
@@ -42,9 +43,10 @@ def redis_is_required() -> None:
     require_service(REDIS_HOST, REDIS_PORT, "Redis (the Python/Lua parity test)", always=True)
 
 
-def pools(strategy: str, pace: Pace) -> dict[str, KeyPool]:
+def pools(strategy: str, pace: Pace, shared: SharedMode = "auto") -> dict[str, KeyPool]:
     breaker = CircuitBreaker(threshold=3, reset_s=5.0)
-    return {"p": KeyPool(SIZE, make_strategy(strategy), pace=pace, breaker=breaker)}
+    pool = KeyPool(SIZE, make_strategy(strategy), pace=pace, breaker=breaker, shared_limit=shared)
+    return {"p": pool}
 
 
 def random_ask(rng: random.Random) -> Ask:
@@ -70,6 +72,19 @@ def random_signal(rng: random.Random) -> RateLimitSignal:
             RateLimitSignal(remaining_requests=rng.randint(0, 3), reset_requests_s=2.5),
             RateLimitSignal(remaining_requests=rng.randint(1, 3), reset_requests_s=30.0),
             RateLimitSignal(remaining_requests=0, reset_requests_s=1.5, retry_after_s=4.0),
+            # Learned limits: announced limits, with or without a usable reset.
+            RateLimitSignal(
+                limit_requests=rng.choice([10, 100]),
+                remaining_requests=rng.randint(1, 9),
+                reset_requests_s=rng.choice([0.5, 6.0, 3_000.0]),
+            ),
+            RateLimitSignal(
+                limit_requests=rng.choice([30, 60]),
+                limit_tokens=rng.choice([10_000, 90_000]),
+                remaining_tokens=rng.randint(0, 9_000),
+                reset_tokens_s=rng.choice([None, 1.0, 20.0]),
+            ),
+            RateLimitSignal(limit_requests=50, remaining_requests=50, reset_requests_s=0.0),
         ]
     )
 
@@ -94,6 +109,8 @@ def assert_same_status(memory: KeyStatus, shared: KeyStatus, where: str) -> None
 
 def assert_same_snapshot(memory: ProviderSnapshot, shared: ProviderSnapshot, step: int) -> None:
     assert memory.circuit == shared.circuit, f"step {step}: circuit"
+    a, b = memory.shared_limit_until, shared.shared_limit_until
+    assert (a is None) == (b is None) and (a is None or same_number(a, b)), f"step {step}: {a} {b}"
     for index, (a, b) in enumerate(zip(memory.keys, shared.keys, strict=True)):
         assert_same_status(a, b, f"step {step}, key {index}")
 
@@ -101,12 +118,15 @@ def assert_same_snapshot(memory: ProviderSnapshot, shared: ProviderSnapshot, ste
 class Twins:
     """The two stores, driven in lockstep."""
 
-    def __init__(self, ns: Namespace, strategy: str, pace: Pace, seed: int) -> None:
-        self.memory = MemoryStateStore(pools(strategy, pace), rng=random.Random(0))
-        self.shared = ns.store(pools(strategy, pace))
+    def __init__(
+        self, ns: Namespace, strategy: str, pace: Pace, seed: int, shared: SharedMode = "auto"
+    ) -> None:
+        self.memory = MemoryStateStore(pools(strategy, pace, shared), rng=random.Random(0))
+        self.shared = ns.store(pools(strategy, pace, shared))
         self.rng = random.Random(seed)
         self.now = 1_000.0
         self.held: list[int] = []
+        self.seen: set[str] = set()  # which new rules the run exercised
 
     async def step(self, n: int) -> None:
         operation = self.rng.choices(OPERATIONS, WEIGHTS)[0]
@@ -114,6 +134,10 @@ class Twins:
         a = await self.memory.snapshot("p", self.now)
         b = await self.shared.snapshot("p", self.now)
         assert_same_snapshot(a, b, n)
+        if any(k.learned_requests is not None for k in a.keys):
+            self.seen.add("learned")
+        if a.shared_limit_until is not None:
+            self.seen.add("shared")
 
     async def acquire(self, n: int) -> None:
         ask = random_ask(self.rng)
@@ -167,3 +191,14 @@ async def test_the_script_decides_exactly_as_the_pure_pool(
     twins = Twins(redis_ns, strategy, PACES[pace], seed)
     for n in range(STEPS):
         await twins.step(n)
+    assert "learned" in twins.seen
+
+
+@pytest.mark.parametrize("shared", ["true", "false"])
+async def test_forced_and_disabled_account_limits_decide_alike(
+    redis_ns: Namespace, shared: SharedMode
+) -> None:
+    twins = Twins(redis_ns, "round_robin", PACES["unpaced"], 3, shared)
+    for n in range(STEPS):
+        await twins.step(n)
+    assert ("shared" in twins.seen) == (shared == "true")

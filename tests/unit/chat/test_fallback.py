@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable
 from typing import Any, cast
@@ -75,7 +76,11 @@ class Harness:
         self.sleep = Naps(self.clock, advance=advance)
         pools = {
             p.name: KeyPool(
-                len(p.keys), RoundRobin(), pace=pace, breaker=CircuitBreaker(threshold, 60)
+                len(p.keys),
+                RoundRobin(),
+                pace=pace,
+                breaker=CircuitBreaker(threshold, 60),
+                shared_limit=p.shared_limit,
             )
             for p in providers
         }
@@ -180,11 +185,24 @@ class TestWaitingForCooldowns:
         assert h.calls == []
 
     async def test_keys_this_request_saw_rate_limited_are_not_waited_for(self):
-        h = Harness([provider("alpha", 2)])
+        h = Harness([dataclasses.replace(provider("alpha", 2), shared_limit="false")])
         with pytest.raises(RateLimited) as caught:
             await h.run({("alpha", 0): limited(2.5), ("alpha", 1): limited(4.0)})
         assert caught.value.headers["Retry-After"] == "3"
         assert h.sleep.naps == []
+
+    async def test_two_keys_limited_together_answer_the_account_reset(self):
+        """Auto-detected account limit: Retry-After is the later reset, for this request and the
+        next one, which makes no attempt at all (the reset is beyond the deadline)."""
+        h = Harness([provider("alpha", 3)], policy=WaitPolicy(deadline_s=3))
+        with pytest.raises(RateLimited) as caught:
+            await h.run({("alpha", 0): limited(2.5), ("alpha", 1): limited(4.0)})
+        assert caught.value.headers["Retry-After"] == "4"
+        assert len(h.calls) == 2
+        with pytest.raises(RateLimited) as again:
+            await h.run()
+        assert again.value.headers["Retry-After"] == "4"
+        assert len(h.calls) == 2
 
     async def test_only_one_request_waits_per_cooling_key(self):
         h = Harness([provider("alpha", 2)], advance=False)

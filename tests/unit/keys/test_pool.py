@@ -20,6 +20,8 @@ GAP = 0.1 * (1 + REQUEST_HEADROOM)  # 600 RPM
 
 
 def pool(size: int = 2, **kwargs: object) -> KeyPool:
+    """Per-key rules: account-wide detection off unless a test turns it on."""
+    kwargs.setdefault("shared_limit", "false")
     return KeyPool(size, RoundRobin(), **kwargs)  # type: ignore[arg-type]
 
 
