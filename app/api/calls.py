@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from app.api.access import PRINCIPAL
 from app.chat.service import ChatCall
 from app.errors import InvalidRequest
 from app.schemas import MAX_USER_ID_CHARS, ChatRequest, OpenAIChatRequest
@@ -25,7 +26,14 @@ def user_id_of(connection: HTTPConnection, from_body: str | None) -> str | None:
     return header or from_body
 
 
-def chat_call(body: ChatRequest, user_id: str | None) -> ChatCall:
+def tier_of(connection: HTTPConnection) -> str | None:
+    """The authenticated caller's tier (access layer), for fair waiting; None when anonymous."""
+    principal = connection.scope.get(PRINCIPAL)
+    tier = getattr(principal, "tier", None)
+    return tier if isinstance(tier, str) else None
+
+
+def chat_call(body: ChatRequest, user_id: str | None, tier: str | None = None) -> ChatCall:
     """A keypool-native request (HTTP or websocket frame); `user_id` as the transport found it."""
     return ChatCall(
         params=body.upstream_params(),
@@ -33,15 +41,19 @@ def chat_call(body: ChatRequest, user_id: str | None) -> ChatCall:
         provider=body.provider,
         fallback=body.fallback,
         user_id=user_id,
+        tier=tier,
     )
 
 
-def openai_call(body: OpenAIChatRequest, raw: dict[str, Any], user_id: str | None) -> ChatCall:
+def openai_call(
+    body: OpenAIChatRequest, raw: dict[str, Any], user_id: str | None, tier: str | None = None
+) -> ChatCall:
     """An OpenAI-shaped request: `model: "auto"` takes Path A, any other model Path B."""
     return ChatCall(
         params=body.upstream_params(raw),
         model=None if body.model == AUTO_MODEL else body.model,
         user_id=user_id,
+        tier=tier,
     )
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import body_doc, read_model, validate
-from app.api.calls import chat_call, user_id_of
+from app.api.calls import chat_call, tier_of, user_id_of
 from app.api.deps import runtime_of
 from app.api.responses import json_response, keypool_headers, stream_headers
 from app.api.sse import keypool_sse, stream_answer
@@ -26,7 +26,7 @@ async def chat(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    result = await service.complete(chat_call(body, user_id_of(request, body.user_id)))
+    result = await service.complete(chat_call(body, user_id_of(request, body.user_id), tier_of(request)))
     return json_response(
         result.as_dict(), headers=keypool_headers(result.provider, result.key_index)
     )
@@ -38,7 +38,7 @@ async def chat_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    opening = service.open_stream(chat_call(body, user_id_of(request, body.user_id)))
+    opening = service.open_stream(chat_call(body, user_id_of(request, body.user_id), tier_of(request)))
     return await stream_answer(request, opening, keypool_sse, stream_headers)
 
 
@@ -56,6 +56,6 @@ def batch_item(item: object, request: Request, max_chars: int) -> ChatCall | Inv
     """An invalid item becomes that item's own `invalid_request` error, not the batch's."""
     try:
         body = validate(ChatRequest, item, max_chars)
-        return chat_call(body, user_id_of(request, body.user_id))
+        return chat_call(body, user_id_of(request, body.user_id), tier_of(request))
     except InvalidRequest as exc:
         return exc

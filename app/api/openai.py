@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import body_doc, read_json, validate
-from app.api.calls import AUTO_MODEL, group_key, openai_call, user_id_of
+from app.api.calls import AUTO_MODEL, group_key, openai_call, tier_of, user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
 from app.api.responses import json_response, keypool_headers, stream_headers
 from app.api.sse import DONE, sse, stream_answer
@@ -31,7 +31,7 @@ async def chat_completions(request: Request) -> Response:
     service, settings = runtime.service, runtime.settings
     raw = await read_json(request)
     body = validate(OpenAIChatRequest, raw, settings.max_message_chars)
-    call = openai_call(body, raw, user_id_of(request, group_key(body.user)))
+    call = openai_call(body, raw, user_id_of(request, group_key(body.user)), tier_of(request))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 

@@ -59,6 +59,8 @@ def build_chat(
         ),
         on_key_failure=prober.nudge,
         model_groups=settings.groups_by_name,
+        tier_weights=settings.tier_weight_map,
+        fair_queueing=settings.fair_queueing,
     )
     service.bind_loop(asyncio.get_running_loop())
     return ChatParts(transport, service, prober)

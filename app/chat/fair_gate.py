@@ -31,6 +31,9 @@ class FairGate:
         self.standing = standing  # sheds the excess early once a queue stands (None: never)
         self._futures: dict[int, asyncio.Future[None]] = {}
         self._entered: dict[int, float] = {}
+        # One waiter at a time holds the turn (it books the next key turn, then hands the turn
+        # on with `done`); the others sleep on their futures, so the store is not polled by many.
+        self.driving = False
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -87,11 +90,23 @@ class FairGate:
             woken += 1
         return woken
 
+    def start(self) -> None:
+        """After `enter`: when nobody holds the turn, give it to the first waiter in fair order."""
+        if not self.driving:
+            self.driving = True
+            if not self.turn_available():
+                self.driving = False
+
+    def done(self) -> None:
+        """The holder of the turn (a `wait` that returned True) is through: hand it on."""
+        if not self.turn_available():
+            self.driving = False
+
     def _leave(self, ticket: Ticket, future: asyncio.Future[None]) -> None:
         """Leave the queue; a turn already handed to this waiter goes to the next one."""
-        chosen = future.done()
+        chosen = future.done() and not future.cancelled()
         self.queue.cancel(ticket)  # a no-op once chosen
         future.cancel()
         if chosen:
             self._futures.pop(ticket.seq, None)
-            self.turn_available()
+            self.done()

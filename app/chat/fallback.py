@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from app.chat.clients import ClientCache
+from app.chat.fair_gate import FairGate
 from app.chat.failures import Attempt, exhausted_error, final_error
 from app.chat.routing import Route
 from app.chat.settlement import Lease, Settlement
@@ -23,14 +24,20 @@ from app.chat.usage import prompt_text
 from app.config import ProviderConfig
 from app.errors import KeypoolError
 from app.keys.backoff import WaitPolicy
+from app.keys.codel import StandingQueue
+from app.keys.fairness import FairQueue, Refusal
 from app.keys.model import Ask, Grant, KeyState, Outcome
-from app.keys.pacing import estimate_tokens
+from app.keys.pacing import REQUEST_HEADROOM, estimate_tokens
 from app.providers.client import ProviderClient
 from app.providers.errors import UpstreamError
 from app.state.base import KeyStateStore
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+# How often the waiter holding a provider's turn asks the store again when it cannot tell when
+# a key frees up (a held first turn after a cooldown): at least, and at most.
+MIN_POLL_S = 0.005
+MAX_POLL_S = 0.25
 
 
 @dataclass(slots=True)
@@ -67,6 +74,7 @@ class _Job(Generic[T]):
     spread: KeySpread | None
     deadline: float
     user_id: str | None = None
+    weight: float = 1.0  # the user's tier weight in fair waiting
     attempts: list[Attempt] = field(default_factory=list)
     tried: dict[str, set[int]] = field(default_factory=dict)
     entered: set[str] = field(default_factory=set)  # providers that granted this request a key
@@ -99,6 +107,7 @@ class FallbackRunner:
         policy: WaitPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        fair_queueing: bool = True,
     ) -> None:
         self.store = store
         self.clients = clients
@@ -109,6 +118,8 @@ class FallbackRunner:
         self.policy = policy or WaitPolicy()
         self.sleep = sleep
         self.rng = rng or random.Random()
+        self.fair_queueing = fair_queueing  # FAIR_QUEUEING: false waits first come, first served
+        self.gates: dict[str, FairGate] = {}  # per provider, made at its first waiter
 
     async def run(
         self,
@@ -120,24 +131,37 @@ class FallbackRunner:
         tokens: int | None = None,
         spread: KeySpread | None = None,
         user_id: str | None = None,
+        weight: float = 1.0,
     ) -> Success[T]:
-        """`tokens` is the request's estimated cost for token pacing (see `request_tokens`)."""
+        """`tokens` is the request's estimated cost for token pacing (see `request_tokens`);
+        `weight` the user's tier weight when it has to wait in line (fair waiting)."""
         cost = tokens if tokens is not None else estimate_tokens(0, None)
         deadline = self.clock() + self.policy.deadline_s
-        job = _Job(route, attempt, fallback, group, cost, spread, deadline, user_id)
+        job = _Job(route, attempt, fallback, group, cost, spread, deadline, user_id, weight)
         providers = await self._provider_order(route)
         # With one provider the first ask may already reserve; with several, every provider
         # is asked for a free key before any request waits for one.
         single = len(providers) == 1
         while True:
             for provider in providers:
-                success = await self._drain(job, provider, reserve=single)
+                # While others wait in line, a newcomer takes only a key free now: reserving
+                # would book a turn ahead of them. (A length check, no lock: the fast path.)
+                reserve = single and not self._waiters(provider.name)
+                success = await self._drain(job, provider, reserve=reserve)
                 if success is not None:
                     return success
                 if job.spent:
                     raise await self._exhausted(job)
             if single:
-                raise await self._exhausted(job)
+                grant = await self._wait_in_line(job, providers[0])
+                if grant is None:
+                    raise await self._exhausted(job)
+                success = await self._try(job, providers[0], grant)
+                if success is not None:
+                    return success
+                if job.spent:
+                    raise await self._exhausted(job)
+                continue
             success, attempted = await self._wait_for_turn(job, providers)
             if success is not None:
                 return success
@@ -176,6 +200,59 @@ class FallbackRunner:
                 continue
             return await self._try(job, provider, grant), True
         return None, False
+
+    def _waiters(self, name: str) -> int:
+        gate = self.gates.get(name)
+        return len(gate) + gate.driving if gate is not None else 0
+
+    def _gate(self, name: str) -> FairGate:
+        gate = self.gates.get(name)
+        if gate is None:
+            queue = FairQueue(fair=self.fair_queueing)
+            gate = self.gates[name] = FairGate(queue, self.clock, StandingQueue())
+        return gate
+
+    async def _wait_in_line(self, job: _Job[T], provider: ProviderConfig) -> Grant | None:
+        """Wait for a key turn in weighted fair order across users (fair_gate.py), or None.
+
+        Only a request the pool refused for rate limits, whose wait fits its deadline, and with
+        an untried key left, joins the line; the line itself refuses at once what it cannot
+        serve in time (or sheds while a queue stands). The waiter holding the turn books the
+        next key turn within the short pacing bound, then hands the turn on.
+        """
+        name = provider.name
+        refusal = job.refusals.get(name)
+        left = job.deadline - self.clock()
+        if (
+            refusal is None
+            or refusal.refused != "rate_limited"
+            or refusal.wait_s is None
+            or refusal.wait_s >= left
+            or len(job.tried.get(name, ())) >= len(provider.keys)
+        ):
+            return None
+        gate = self._gate(name)
+        entry = gate.enter(job.user_id, job.weight, job.deadline, turn_rate(provider))
+        if isinstance(entry, Refusal):
+            wait = max(refusal.wait_s, entry.retry_after_s)
+            job.refusals[name] = Grant(None, wait_s=wait, refused="rate_limited")
+            return None
+        gate.start()
+        if not await gate.wait(entry):
+            return None
+        try:
+            while True:
+                grant = await self._acquire(job, provider, reserve=True)
+                if grant.index is not None:
+                    return grant
+                self._refused(job, name, grant)
+                left = job.deadline - self.clock()
+                if grant.refused != "rate_limited" or grant.wait_s is None or grant.wait_s >= left:
+                    return None
+                nap = min(max(grant.wait_s - self.policy.queue_s, MIN_POLL_S), MAX_POLL_S, left)
+                await self.sleep(nap)
+        finally:
+            gate.done()
 
     async def _acquire(self, job: _Job[T], provider: ProviderConfig, *, reserve: bool) -> Grant:
         name = provider.name
@@ -223,7 +300,13 @@ class FallbackRunner:
         model = job.route.model_for(provider)
         lease = Lease(provider, index, model, job.group, self.settlement, job.user_id)
         try:
-            await self._sleep_until_turn(job, grant, name)
+            late = await self._sleep_until_turn(job, grant, name)
+            if late is not None:
+                # The key announced a reset past this request's deadline: going would be a
+                # certain upstream 429, so the turn is given back and the request answered 429.
+                await lease.finish(Outcome.CANCELLED)
+                job.refusals[name] = Grant(None, wait_s=late, refused="rate_limited")
+                return None
             lease.started_at = self.clock()
             value = await job.attempt(self.clients.get(name, index, lease.model))
         except UpstreamError as exc:
@@ -240,11 +323,12 @@ class FallbackRunner:
             raise
         return Success(value, lease, job.attempts)
 
-    async def _sleep_until_turn(self, job: _Job[T], grant: Grant, provider: str) -> None:
+    async def _sleep_until_turn(self, job: _Job[T], grant: Grant, provider: str) -> float | None:
         """Sleep until a reserved turn (after a cooldown, plus growing full jitter), then make
-        sure the key did not announce a reset meanwhile."""
+        sure the key did not announce a reset meanwhile; returns that reset's wait when it is
+        past the deadline (None: go)."""
         if grant.delay_s <= 0 or grant.index is None:
-            return
+            return None
         delay = grant.delay_s
         if grant.after_cooldown:
             jitter = self.policy.jitter(job.cooldown_waits, self.rng)
@@ -252,8 +336,11 @@ class FallbackRunner:
             delay = max(delay, min(delay + jitter, job.deadline - self.clock()))
         await self.sleep(delay)
         extra = await self.store.recheck(provider, grant.index, self.clock(), job.tokens)
-        if 0 < extra <= job.deadline - self.clock():
+        if extra > job.deadline - self.clock():
+            return extra
+        if extra > 0:
             await self.sleep(extra)
+        return None
 
     async def _exhausted(self, job: _Job[T]) -> KeypoolError:
         attempted = {a.provider for a in job.attempts}
@@ -297,6 +384,13 @@ def request_tokens(params: dict[str, Any]) -> int:
     chars = sum(len(text) for text in prompt_text(params))
     cap = params.get("max_tokens") or params.get("max_completion_tokens")
     return estimate_tokens(chars, cap if isinstance(cap, int) else None)
+
+
+def turn_rate(provider: ProviderConfig) -> float | None:
+    """Key turns per second a paced provider hands out (None: not configured, unknown)."""
+    if not provider.rpm_per_key:
+        return None
+    return len(provider.keys) * provider.rpm_per_key / 60.0 / (1 + REQUEST_HEADROOM)
 
 
 def preferred_key(group: int | None, key_count: int, groups: int) -> int | None:

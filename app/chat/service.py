@@ -35,6 +35,7 @@ class ChatCall:
     provider: str | None = None
     fallback: bool = True
     user_id: str | None = None
+    tier: str | None = None  # the caller's tier (access layer): its weight in fair waiting
 
 
 @dataclass(slots=True)
@@ -87,6 +88,8 @@ class ChatService:
         on_key_failure: Callable[[], None] | None = None,
         model_groups: Mapping[str, ModelGroup] | None = None,
         clock: Callable[[], float] = time.time,
+        tier_weights: Mapping[str, float] | None = None,
+        fair_queueing: bool = True,
     ) -> None:
         self.providers = tuple(providers)
         self.store = store
@@ -102,7 +105,9 @@ class ChatService:
             rotate_providers=rotate_providers,
             groups=group_count,
             policy=policy,
+            fair_queueing=fair_queueing,
         )
+        self.tier_weights: Mapping[str, float] = tier_weights or {}  # TIER_WEIGHTS
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -113,6 +118,10 @@ class ChatService:
 
     def route(self, call: ChatCall) -> Route:
         return resolve_route(self.providers, call.model, call.provider, self.model_groups)
+
+    def weight_of(self, tier: str | None) -> float:
+        """A tier's weight in fair waiting; 1 for anonymous callers and unknown tiers."""
+        return self.tier_weights.get(tier, 1.0) if tier is not None else 1.0
 
     async def _group(self, user_id: str | None) -> int | None:
         if user_id is None or self.groups is None:
@@ -135,6 +144,7 @@ class ChatService:
             tokens=_token_cost(route, call.params),
             spread=spread,
             user_id=call.user_id,
+            weight=self.weight_of(call.tier),
         )
         completion = success.value
         usage = completion.usage or estimate_usage(call.params, completion.content)
@@ -165,6 +175,7 @@ class ChatService:
             group=await self._group(call.user_id),
             tokens=_token_cost(route, call.params),
             user_id=call.user_id,
+            weight=self.weight_of(call.tier),
         )
         return ChatStream(
             success.value,

@@ -195,7 +195,9 @@ class TestHealthView:
             ("beta", "fake-small", "closed"),
         ]
         fields = {"key_index", "fingerprint", "state", "cooldown_until", "requests", "errors"}
+        fields.add("limits")  # scheduling: configured or learned per-key limits
         for provider in providers:
+            assert provider["shared_limit_until"] is None
             counters = list(fakes[provider["name"]].stats()["keys"].values())
             for index, key in enumerate(provider["keys"]):
                 assert set(key) - {"in_flight"} == fields  # in_flight: an additive extra

@@ -58,7 +58,8 @@ class TestPacing:
     ):
         fake = make_fake({"k0": {"rps": 5}, "k1": {"rps": 5}})
         env = provider_env("alpha", fake, ["k0", "k1"], rpm_per_key="300")
-        gateway = make_gateway({**env, "PACING_MAX_WAIT_S": "1"})
+        # A one-second deadline: the excess cannot be served in time, so it is refused.
+        gateway = make_gateway({**env, "PACING_MAX_WAIT_S": "1", "REQUEST_DEADLINE_S": "1"})
         async with httpx.AsyncClient(timeout=10) as client:
             answers = await asyncio.gather(
                 *(client.post(f"{gateway.base_url}/api/chat", json=HI) for _ in range(16))
