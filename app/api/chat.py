@@ -26,7 +26,9 @@ async def chat(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    result = await service.complete(chat_call(body, user_id_of(request, body.user_id), tier_of(request)))
+    result = await service.complete(
+        chat_call(body, user_id_of(request, body.user_id), tier_of(request))
+    )
     return json_response(
         result.as_dict(), headers=keypool_headers(result.provider, result.key_index)
     )
@@ -38,7 +40,9 @@ async def chat_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    opening = service.open_stream(chat_call(body, user_id_of(request, body.user_id), tier_of(request)))
+    opening = service.open_stream(
+        chat_call(body, user_id_of(request, body.user_id), tier_of(request))
+    )
     return await stream_answer(request, opening, keypool_sse, stream_headers)
 
 

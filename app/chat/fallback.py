@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from app.chat.clients import ClientCache
-from app.chat.fair_gate import FairGate
 from app.chat.failures import Attempt, exhausted_error, final_error
+from app.chat.fair_gate import FairGate
 from app.chat.routing import Route
 from app.chat.settlement import Lease, Settlement
 from app.chat.usage import prompt_text

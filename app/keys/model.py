@@ -76,7 +76,8 @@ class KeyStatus:
     a cooldown for the one request that goes first (others wait for its answer, at most until
     then). `budget_left` is the learned estimate of requests left (x-ratelimit-remaining minus
     what is in flight since). `learned_*` are the announced limits and their inferred windows
-    (they pace the key when nothing is configured). `tat_*` are the pacing buckets' theoretical arrival times (GCRA).
+    (they pace the key when nothing is configured). `tat_*` are the pacing buckets'
+    theoretical arrival times (GCRA).
     `quiet_since` is when the key last answered, or went from idle to busy (hang detection).
     """
 

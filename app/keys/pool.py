@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from app.keys.breaker import CircuitBreaker
-from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSignal
 from app.keys.learned import pace_of
+from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSignal
 from app.keys.pacing import Pace, slot_at, take
 from app.keys.shared_limit import SharedLimitDetector, SharedMode, announced_reset, cool_all
 from app.keys.stall import is_stalled

@@ -109,8 +109,9 @@ def assert_same_status(memory: KeyStatus, shared: KeyStatus, where: str) -> None
 
 def assert_same_snapshot(memory: ProviderSnapshot, shared: ProviderSnapshot, step: int) -> None:
     assert memory.circuit == shared.circuit, f"step {step}: circuit"
-    a, b = memory.shared_limit_until, shared.shared_limit_until
-    assert (a is None) == (b is None) and (a is None or same_number(a, b)), f"step {step}: {a} {b}"
+    until_a, until_b = memory.shared_limit_until, shared.shared_limit_until
+    assert (until_a is None) == (until_b is None), f"step {step}: {until_a} {until_b}"
+    assert until_a is None or same_number(until_a, until_b), f"step {step}: shared_limit_until"
     for index, (a, b) in enumerate(zip(memory.keys, shared.keys, strict=True)):
         assert_same_status(a, b, f"step {step}, key {index}")
 
