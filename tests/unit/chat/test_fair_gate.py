@@ -103,3 +103,47 @@ class TestFairGate:
         gate.turn_available(len(tickets))
         assert all(await asyncio.gather(*waits))
         assert isinstance(gate.enter("later", 1.0, clock.now + 60, 1.0), Ticket)  # drained
+
+
+class TestHoldingTheTurn:
+    async def test_one_waiter_holds_the_turn_and_hands_it_on_in_weighted_order(self):
+        gate = FairGate(FairQueue(), Clock())
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def waiter(user: str, weight: float) -> None:
+            ticket = ticket_of(gate.enter(user, weight, 2_000.0, None))
+            gate.start()
+            assert await gate.wait(ticket)
+            assert gate.driving
+            order.append(user)
+            await release.wait()
+            gate.done()
+
+        tasks = [asyncio.create_task(waiter("free", 1.0)) for _ in range(3)]
+        await settle()
+        tasks += [asyncio.create_task(waiter("enterprise", 4.0)) for _ in range(2)]
+        await settle()
+        assert order == ["free"]  # the first holds the turn; nobody else runs meanwhile
+        release.set()
+        await asyncio.gather(*tasks)
+        assert order == ["free", "enterprise", "enterprise", "free", "free"]
+        assert not gate.driving  # the last one let go: the next arrival starts at once
+
+    async def test_a_chosen_waiter_that_is_cancelled_passes_the_turn_on(self):
+        gate = FairGate(FairQueue(), Clock())
+        first = ticket_of(gate.enter("a", 1.0, 2_000.0, None))
+        gate.start()
+        assert await gate.wait(first)
+        second = ticket_of(gate.enter("b", 1.0, 2_000.0, None))
+        gate.start()  # a no-op: "a" holds the turn
+        waiting = asyncio.create_task(gate.wait(second))
+        await settle()
+        gate.done()  # "b" is chosen...
+        waiting.cancel()  # ...and goes away before it could run
+        try:
+            if await waiting:  # Python 3.11's wait_for may hand the turn over anyway
+                gate.done()
+        except asyncio.CancelledError:
+            pass
+        assert not gate.driving  # either way the turn is not lost
