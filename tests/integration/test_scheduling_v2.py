@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,12 +12,23 @@ import pytest
 
 from app.demo.fake_provider import FakeProviderThread
 from tests.conftest import FakeFactory, GatewayFactory
+from tests.support.redis_server import SHARED_URL, shared_prefix
 from tests.support.servers import GatewayServer, provider_env
 
 ADMIN = "admin-token-for-scheduling-v2"
 SERVICE = "service-token-for-scheduling-v2"
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def state_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The same rule with in-process state and with the shared Redis state (the Lua port)."""
+    if request.param == "memory":
+        yield {}
+        return
+    with shared_prefix() as prefix:
+        yield {"REDIS_URL": SHARED_URL, "KEYPOOL_REDIS_PREFIX": prefix}
 
 
 def upstream_statuses(fake: FakeProviderThread) -> dict[str, int]:
@@ -45,10 +57,11 @@ async def burst(gateway: GatewayServer, n: int, **kwargs: Any) -> list[httpx.Res
 
 class TestLearnedLimits:
     async def test_announced_limits_pace_the_key_with_no_upstream_429(
-        self, make_fake: FakeFactory, make_gateway: GatewayFactory
+        self, make_fake: FakeFactory, make_gateway: GatewayFactory, state_env: dict[str, str]
     ):
         fake = make_fake({"k0": {"rps": 5}})
-        gateway = make_gateway({**provider_env("alpha", fake, ["k0"]), "ADMIN_TOKEN": ADMIN})
+        env = {**provider_env("alpha", fake, ["k0"]), "ADMIN_TOKEN": ADMIN, **state_env}
+        gateway = make_gateway(env)
         assert provider_health(gateway)["keys"][0]["limits"] == {
             "rpm": None,
             "tpm": None,
@@ -78,19 +91,24 @@ class TestLearnedLimits:
 
 class TestSharedLimits:
     def shared_gateway(
-        self, make_fake: FakeFactory, make_gateway: GatewayFactory, **extra: str
+        self,
+        make_fake: FakeFactory,
+        make_gateway: GatewayFactory,
+        state: dict[str, str] | None = None,
+        **extra: str,
     ) -> tuple[FakeProviderThread, GatewayServer]:
         fake = make_fake({"k0": {}, "k1": {}, "k2": {}}, shared_rpm=2)
         # A generous configured budget wins over the announced (account) limit, which would
         # otherwise pace every key at 2 a minute and hide the account limit from the test.
         env = provider_env("alpha", fake, ["k0", "k1", "k2"], rpm_per_key="6000", **extra)
         # a short deadline: the account's reset (about a minute) is not worth waiting for
-        return fake, make_gateway({**env, "ADMIN_TOKEN": ADMIN, "REQUEST_DEADLINE_S": "5"})
+        env.update({"ADMIN_TOKEN": ADMIN, "REQUEST_DEADLINE_S": "5", **(state or {})})
+        return fake, make_gateway(env)
 
     def test_an_account_limit_is_detected_and_later_requests_make_no_attempt(
-        self, make_fake: FakeFactory, make_gateway: GatewayFactory
+        self, make_fake: FakeFactory, make_gateway: GatewayFactory, state_env: dict[str, str]
     ):
-        fake, gateway = self.shared_gateway(make_fake, make_gateway)
+        fake, gateway = self.shared_gateway(make_fake, make_gateway, state_env)
         url = f"{gateway.base_url}/api/chat"
         body = {**HI, "provider": "alpha", "model": "fake-small"}
         assert [httpx.post(url, json=body).status_code for _ in range(2)] == [200, 200]
