@@ -228,7 +228,7 @@ class FallbackRunner:
             or refusal.refused != "rate_limited"
             or refusal.wait_s is None
             or refusal.wait_s >= left
-            or len(job.tried.get(name, ())) >= len(provider.keys)
+            or not await self._untried_key_left(job, name, left)
         ):
             return None
         gate = self._gate(name)
@@ -253,6 +253,25 @@ class FallbackRunner:
                 await self.sleep(nap)
         finally:
             gate.done()
+
+    async def _untried_key_left(self, job: _Job[T], name: str, left: float) -> bool:
+        """Whether a key this request has not tried may serve it before its deadline (read only
+        when it tried some: a refusal's wait counts tried keys too)."""
+        tried = job.tried.get(name)
+        if not tried:
+            return True
+        now = self.clock()
+        snap = await self.store.snapshot(name, now)
+        for index, status in enumerate(snap.keys):
+            if index in tried:
+                continue
+            state = status.effective_state(now)
+            if state is KeyState.ACTIVE:
+                return True
+            until = status.cooldown_until
+            if state is KeyState.RATE_LIMITED and until is not None and until - now < left:
+                return True
+        return False
 
     async def _acquire(self, job: _Job[T], provider: ProviderConfig, *, reserve: bool) -> Grant:
         name = provider.name
