@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from app.config import ProviderConfig
 from app.keys.model import KeyState
 from app.keys.transitions import needs_probe
 from app.providers.errors import UpstreamError
-from app.state.base import KeyStateStore
+from app.state.base import KeyStateStore, ProbeClaims
 
 logger = logging.getLogger("keypool.recovery")
 
@@ -107,15 +107,22 @@ class KeyProber:
     async def probe_round(self) -> tuple[list[ProbeResult], bool]:
         """Probe the keys that need it; also say whether any provider is short of usable keys."""
         now = self.clock()
-        jobs, eager = [], False
+        jobs: list[Coroutine[Any, Any, ProbeResult]] = []
+        eager = False
         for name, provider in self.providers.items():
             snap = await self.store.snapshot(name, now)
             usable = sum(1 for s in snap.keys if s.usable(now))
             eager = eager or usable < min(self.min_active_keys, len(provider.keys))
-            jobs += [
-                self.probe_key(name, i) for i, s in enumerate(snap.keys) if needs_probe(s, now)
-            ]
+            for i, status in enumerate(snap.keys):
+                if needs_probe(status, now) and await self._claim(name, i):
+                    jobs.append(self.probe_key(name, i))
         return list(await asyncio.gather(*jobs)), eager
+
+    async def _claim(self, provider: str, index: int) -> bool:
+        """With shared state, one instance probes a key per eager period (a Redis lock)."""
+        if not isinstance(self.store, ProbeClaims):
+            return True
+        return await self.store.claim_probe(provider, index, max(1.0, self.interval_s / 5))
 
     async def run(self) -> None:
         """Rounds every `interval_s`, every `interval_s / 5` while a provider is short of keys.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from app.keys.breaker import CircuitState
 from app.keys.model import Ask, Grant, KeyStatus, Release
@@ -58,3 +58,12 @@ class KeyStateStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ProbeClaims(Protocol):
+    """A store shared by several instances lets one of them at a time probe a key."""
+
+    async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
+        """True when this instance may probe the key now; the claim lapses after `ttl_s`."""
+        ...

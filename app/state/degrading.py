@@ -127,6 +127,13 @@ class DegradingStore:
                 return await self._call(lambda s: s.recheck(provider, index, now, tokens))
         return await self.local.recheck(provider, index, now, tokens)
 
+    async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
+        """Through Redis while it is up; cut off, every instance probes for itself."""
+        try:
+            return await self._call(lambda s: s.claim_probe(provider, index, ttl_s))
+        except _Unavailable:
+            return True
+
     async def next_provider_offset(self, count: int) -> int:
         with contextlib.suppress(_Unavailable):
             return await self._call(lambda s: s.next_provider_offset(count))

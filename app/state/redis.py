@@ -124,6 +124,13 @@ class RedisStateStore:
             turn = int(await self.client.incr(self._provider_cursor))
         return (turn - 1) % count
 
+    async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
+        """A short lock per key (SET NX PX): one instance probes it; the claim simply lapses."""
+        key = f"{self.prefix}probe:{provider}:{index}"
+        async with asyncio.timeout(self.timeout_s):
+            taken = await self.client.set(key, self.instance, nx=True, px=max(1, int(ttl_s * 1000)))
+        return bool(taken)
+
     async def shared_pool(
         self, provider: str, now: float, mine: Mapping[int, int] | None = None
     ) -> SharedPool:

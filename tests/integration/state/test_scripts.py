@@ -197,3 +197,17 @@ class TestStoredState:
         assert (await b.acquire("p", T0, Ask())).index == 0  # the last one: cools the key
         assert (await b.acquire("p", T0, Ask())).refused == "rate_limited"
         await a.release(Release("p", 0, Outcome.OK, T0, NO_SIGNAL))
+
+
+async def test_one_instance_at_a_time_claims_a_key_probe(redis_ns: Namespace) -> None:
+    """Recovery probes across instances: a short per-key Redis lock, lapsing by itself."""
+    pools = {"p": KeyPool(2, make_strategy("round_robin"))}
+    first, second = redis_ns.store(pools), redis_ns.store(pools)
+    assert await first.claim_probe("p", 0, 0.2)
+    assert not await second.claim_probe("p", 0, 0.2)
+    assert await second.claim_probe("p", 1, 0.2)  # another key: its own lock
+    # the claim lapses by itself (no release on the probe's path): Redis's own TTL, read back
+    ttl_ms = await redis_ns.client.pttl(f"{redis_ns.prefix}probe:p:0")
+    assert 0 < ttl_ms <= 200
+    await redis_ns.client.delete(f"{redis_ns.prefix}probe:p:0")  # as if it had expired
+    assert await second.claim_probe("p", 0, 0.2)

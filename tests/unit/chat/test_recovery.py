@@ -58,6 +58,24 @@ class TestProbe:
         assert [r.key_index for r in results] == [1]
         assert [key for _, _, key in transport.requests] == ["k1"]
 
+    async def test_a_key_another_instance_claimed_is_not_probed(self):
+        prober, store, transport = prober_over({"k0": 200, "k1": 200})
+        claims: list[tuple[str, int, float]] = []
+
+        class ClaimingStore(MemoryStateStore):
+            async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
+                claims.append((provider, index, ttl_s))
+                return index != 1  # key 1's probe belongs to another instance
+
+        shared = ClaimingStore(store.pools)
+        prober.store = shared
+        for status in store.pools["alpha"].statuses:
+            status.state = KeyState.FAILED
+        results, _ = await prober.probe_round()
+        assert [r.key_index for r in results] == [0]
+        assert [key for _, _, key in transport.requests] == ["k0"]
+        assert [(p, i) for p, i, _ in claims] == [("alpha", 0), ("alpha", 1)]
+
     @pytest.mark.parametrize("min_active", [1, 2])
     async def test_a_round_turns_eager_when_a_provider_is_short_of_keys(self, min_active: int):
         prober, store, _ = prober_over({"k0": 200, "k1": 200})
