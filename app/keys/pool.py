@@ -78,7 +78,13 @@ class KeyPool:
         signal: RateLimitSignal,
         latency_s: float | None = None,
     ) -> None:
-        record_outcome(self.statuses[index], outcome, now, signal, latency_s)
+        status = self.statuses[index]
+        unknown = status.learned_requests is None and status.learned_tokens is None
+        record_outcome(status, outcome, now, signal, latency_s)
+        if unknown and outcome is Outcome.OK:
+            pace = pace_of(self.pace, status)
+            if pace is not self.pace and pace.paced:
+                take(status, pace, 0, now)  # the answer that taught the limit was a start too
         if outcome is Outcome.OK and latency_s is not None:
             self.latency_ewma = blend_latency(self.latency_ewma, latency_s)
         self.breaker.record(outcome, now)

@@ -108,6 +108,11 @@ class DegradingStore:
         granted = (done.provider, done.index)
         if self._granted[granted] > 0:
             self._granted[granted] -= 1
+            if self._up and done.outcome.is_key_failure:
+                # The request's next acquire (its fallback) must see this key's failure, and a
+                # 429 may cool the whole provider: recorded before the request moves on.
+                await self._release_shared(done)
+                return
             if self._up:
                 self._spawn(self._release_shared(done))
                 return

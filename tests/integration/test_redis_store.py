@@ -110,7 +110,9 @@ class TestWithoutRedis:
         caplog.set_level(logging.INFO, logger="keypool")
         fake = make_fake({"k0": {}})
         env = provider_env("alpha", fake, ["k0"], rpm_per_key="600")
-        gateway = make_gateway({**env, "WEB_CONCURRENCY": "2", "PACING_MAX_WAIT_S": "0.5"})
+        # a deadline as short as the queue bound: the excess is refused, not left to wait in line
+        short = {"PACING_MAX_WAIT_S": "0.5", "REQUEST_DEADLINE_S": "0.5"}
+        gateway = make_gateway({**env, "WEB_CONCURRENCY": "2", **short})
         answers = asyncio.run(post_all(gateway.base_url, "/api/chat", [({}, HI)] * 10, 10))
         served = sum(1 for status, _ in answers if status == 200)
         # 600 RPM shared by two workers: one start every ~0.2 s, so the 0.5 s queue holds three

@@ -179,7 +179,12 @@ function ops.release()
   else
     rec = load_one(args.index)
   end
+  local unknown = rec.learned_requests == nil and rec.learned_tokens == nil
   record_outcome(rec, args)
+  if unknown and args.outcome == 'ok' then
+    local p = pace_of(rec)
+    if p ~= spec and p.paced then take(rec, 0, now, p) end
+  end
   if args.outcome == 'ok' and args.latency ~= nil then
     meta.latency_ewma = blend(meta.latency_ewma, args.latency)
   end

@@ -38,19 +38,20 @@ class TestLearnedLimits:
         pool = learned_pool(60, 60.0)
         status = pool.statuses[0]
         assert (status.learned_requests, status.learned_requests_window) == (60, 60.0)
-        first = pool.acquire(T0, RNG, Ask())
-        assert first.index == 0
-        second = pool.acquire(T0, RNG, Ask())
-        assert second.index is None  # the next start is a second later
-        assert second.wait_s is not None
-        assert abs(second.wait_s - (1 + REQUEST_HEADROOM)) < 1e-9
+        gap = 1 + REQUEST_HEADROOM  # 60 a minute: one start a second (plus the headroom)
+        refused = pool.acquire(T0, RNG, Ask())
+        assert refused.index is None  # the answer that taught the limit was a start too
+        assert refused.wait_s is not None
+        assert abs(refused.wait_s - gap) < 1e-9
+        assert pool.acquire(T0 + gap, RNG, Ask()).index == 0
+        assert pool.acquire(T0 + gap, RNG, Ask()).index is None
 
     def test_a_per_day_limit_is_paced_over_the_day(self):
         pool = learned_pool(14_400, 86_400.0)
-        assert pool.acquire(T0, RNG, Ask()).index == 0
-        refused = pool.acquire(T0 + 5, RNG, Ask())
-        assert refused.index is None  # one every 6 s, not 240 a minute
         assert pool.acquire(T0 + 6.1, RNG, Ask()).index == 0
+        refused = pool.acquire(T0 + 11, RNG, Ask())
+        assert refused.index is None  # one every 6 s, not 240 a minute
+        assert pool.acquire(T0 + 12.2, RNG, Ask()).index == 0
 
     def test_a_configured_budget_wins(self):
         pool = learned_pool(60, 60.0, pace=Pace(rpm=600))
