@@ -38,6 +38,9 @@ Sleep = Callable[[float], Awaitable[None]]
 # a key frees up (a held first turn after a cooldown): at least, and at most.
 MIN_POLL_S = 0.005
 MAX_POLL_S = 0.25
+# How far ahead the waiter holding the turn books a paced key's slot: turns are booked in fair
+# order only if they are booked late, just before they start.
+LINE_HORIZON_S = 0.05
 
 
 @dataclass(slots=True)
@@ -218,7 +221,7 @@ class FallbackRunner:
         Only a request the pool refused for rate limits, whose wait fits its deadline, and with
         an untried key left, joins the line; the line itself refuses at once what it cannot
         serve in time (or sheds while a queue stands). The waiter holding the turn books the
-        next key turn within the short pacing bound, then hands the turn on.
+        next key turn just before it starts (LINE_HORIZON_S), then hands the turn on.
         """
         name = provider.name
         refusal = job.refusals.get(name)
@@ -242,14 +245,14 @@ class FallbackRunner:
             return None
         try:
             while True:
-                grant = await self._acquire(job, provider, reserve=True)
+                grant = await self._acquire(job, provider, reserve=True, horizon=LINE_HORIZON_S)
                 if grant.index is not None:
                     return grant
                 self._refused(job, name, grant)
                 left = job.deadline - self.clock()
                 if grant.refused != "rate_limited" or grant.wait_s is None or grant.wait_s >= left:
                     return None
-                nap = min(max(grant.wait_s - self.policy.queue_s, MIN_POLL_S), MAX_POLL_S, left)
+                nap = min(max(grant.wait_s - LINE_HORIZON_S, MIN_POLL_S), MAX_POLL_S, left)
                 await self.sleep(nap)
         finally:
             gate.done()
@@ -273,12 +276,21 @@ class FallbackRunner:
                 return True
         return False
 
-    async def _acquire(self, job: _Job[T], provider: ProviderConfig, *, reserve: bool) -> Grant:
+    async def _acquire(
+        self,
+        job: _Job[T],
+        provider: ProviderConfig,
+        *,
+        reserve: bool,
+        horizon: float | None = None,
+    ) -> Grant:
+        """`horizon` caps how far ahead a pacing slot may be reserved (the fair line's)."""
         name = provider.name
         if job.spread is None:
-            return await self.store.acquire(name, self.clock(), self._ask(job, provider, reserve))
+            ask = self._ask(job, provider, reserve, horizon=horizon)
+            return await self.store.acquire(name, self.clock(), ask)
         async with job.spread.lock:
-            ask = self._ask(job, provider, reserve, job.spread.avoid(name))
+            ask = self._ask(job, provider, reserve, job.spread.avoid(name), horizon)
             grant = await self.store.acquire(name, self.clock(), ask)
             if grant.index is not None:
                 job.spread.add(name, grant.index)
@@ -290,8 +302,11 @@ class FallbackRunner:
         provider: ProviderConfig,
         reserve: bool,
         avoid: Mapping[int, int] | None = None,
+        horizon: float | None = None,
     ) -> Ask:
         max_wait, max_queue = self.policy.bounds(job.deadline - self.clock())
+        if horizon is not None:
+            max_queue = min(max_queue, horizon)
         return Ask(
             exclude=frozenset(job.tried.get(provider.name, ())),
             preferred=preferred_key(job.group, len(provider.keys), self.groups),
