@@ -170,11 +170,24 @@ def learn_into(status: KeyStatus, signal: RateLimitSignal) -> None:
         status.learned_tokens_window = learned.tokens.window_s
 
 
-def pace_of(configured: Pace, status: KeyStatus) -> Pace:
-    """The Pace of one key: `configured`, gaps filled by what the key learned (fast when none)."""
+def pace_of(configured: Pace, status: KeyStatus, split: int = 1) -> Pace:
+    """The Pace of one key: `configured`, gaps filled by what the key learned (fast when none).
+
+    `split` > 1 when the provider's limit is account-wide: what a key announces is then the
+    account's budget, shared by `split` keys, so each learned dimension is divided by it.
+    """
     if status.learned_requests is None and status.learned_tokens is None:
         return configured
-    return pace_with(configured, learned_of(status))
+    limits = effective_limits(configured.rpm, configured.tpm, learned_of(status))
+    rpm, tpm = limits.rpm, limits.tpm
+    if split > 1:
+        if configured.rpm is None and rpm is not None:
+            rpm = rpm / split
+        if configured.tpm is None and tpm is not None:
+            tpm = tpm / split
+    if (rpm, tpm) == (configured.rpm, configured.tpm):
+        return configured
+    return Pace(rpm, tpm, configured.share)
 
 
 def announced_windows(signal: RateLimitSignal) -> dict[str, list[float | int | None]]:

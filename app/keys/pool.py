@@ -82,7 +82,7 @@ class KeyPool:
         unknown = status.learned_requests is None and status.learned_tokens is None
         record_outcome(status, outcome, now, signal, latency_s)
         if unknown and outcome is Outcome.OK:
-            pace = pace_of(self.pace, status)
+            pace = self._pace(status)
             if pace is not self.pace and pace.paced:
                 take(status, pace, 0, now)  # the answer that taught the limit was a start too
         if outcome is Outcome.OK and latency_s is not None:
@@ -136,7 +136,7 @@ class KeyPool:
                 return None
             if until > now:
                 at, wait = until, Wait.COOLDOWN
-        pace = pace_of(self.pace, status)
+        pace = self._pace(status)
         if pace.paced:
             slot = slot_at(status, pace, tokens, now)
             if slot > at:
@@ -156,7 +156,7 @@ class KeyPool:
         cooling = status.state is KeyState.RATE_LIMITED and status.announced
         if not cooling or until is None or until <= now:
             return 0.0
-        pace = pace_of(self.pace, status)
+        pace = self._pace(status)
         if not pace.paced:
             return until - now
         at = max(until, slot_at(status, pace, tokens, now))
@@ -216,10 +216,14 @@ class KeyPool:
 
     def _start(self, index: int, at: float, now: float, tokens: int) -> None:
         status = self.statuses[index]
-        pace = pace_of(self.pace, status)
+        pace = self._pace(status)
         record_start(status, at, now, paced=pace.paced)
         if pace.paced:
             take(status, pace, tokens, at)
+
+    def _pace(self, status: KeyStatus) -> Pace:
+        """A key's pace; learned limits of an account-wide limited provider are split by key."""
+        return pace_of(self.pace, status, len(self.statuses) if self.shared.seen else 1)
 
     def _stalled(self, index: int, now: float) -> bool:
         return is_stalled(self.statuses[index], now, self.latency_ewma)

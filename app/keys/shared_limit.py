@@ -37,13 +37,16 @@ class LimitEvent:
 class SharedLimitDetector:
     """Decides, from a provider's 429s, whether and until when the provider as a whole is limited."""
 
-    __slots__ = ("_last", "_until", "mode", "window_s")
+    __slots__ = ("_last", "_until", "mode", "seen", "window_s")
 
     def __init__(self, mode: SharedMode = "auto", window_s: float = DETECTION_WINDOW_S) -> None:
         self.mode = mode
         self.window_s = window_s
         self._last: LimitEvent | None = None
         self._until: float | None = None
+        # Whether the provider's limit is known to be account-wide (always with `true`): its
+        # keys' announced limits are then the account's, shared by all keys.
+        self.seen = mode == "true"
 
     def observe(self, key_index: int, at: float, reset_until: float | None) -> float | None:
         """Record a 429; returns the provider-wide cooldown end when this 429 starts or extends
@@ -71,8 +74,10 @@ class SharedLimitDetector:
     def clear(self) -> None:
         """Forget everything (an admin reset, or a test)."""
         self._last = self._until = None
+        self.seen = self.mode == "true"
 
     def _extend(self, until: float) -> float:
+        self.seen = True
         self._until = until if self._until is None else max(self._until, until)
         return self._until
 

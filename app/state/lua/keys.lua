@@ -7,11 +7,16 @@ local function pace_of(rec)
   local cached = pace_cache[rec]
   if cached ~= nil then return cached end
   local rpm, tpm = spec.rpm_value, spec.tpm_value
+  -- an account-wide limit: what a key announced is the account's, shared by every key
+  local split = 1
+  if spec.shared == 'true' or meta.shared_seen then split = spec.n end
   if rpm == nil and rec.learned_requests ~= nil and rec.learned_requests_window ~= nil then
     rpm = rec.learned_requests * 60.0 / rec.learned_requests_window
+    if split > 1 then rpm = rpm / split end
   end
   if tpm == nil and rec.learned_tokens ~= nil and rec.learned_tokens_window ~= nil then
     tpm = rec.learned_tokens * 60.0 / rec.learned_tokens_window
+    if split > 1 then tpm = tpm / split end
   end
   local p = spec
   if rpm ~= spec.rpm_value or tpm ~= spec.tpm_value then

@@ -125,6 +125,10 @@ end
 -- shared_limit.py: the provider-wide limit detector (its memory lives in `meta`) -------------
 
 local function shared_extend(till)
+  if not meta.shared_seen then
+    meta.shared_seen = true
+    pace_cache = {}  -- learned limits are now split between the keys
+  end
   if meta.shared_until == nil or till > meta.shared_until then meta.shared_until = till end
   return meta.shared_until
 end

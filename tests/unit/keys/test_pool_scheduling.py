@@ -157,3 +157,16 @@ class TestSharedLimits:
             if until is not None:
                 assert pool.acquire(now, RNG, Ask()).index is None
                 assert pool.acquire(until, RNG, Ask()).index is not None
+
+    def test_learned_limits_of_an_account_limited_provider_are_shared_by_its_keys(self):
+        """With an account-wide limit, each key announces the account's budget: 60 a minute
+        over three keys paces each at 20 a minute, so the account never sees more than 60."""
+        pool = shared_pool("true")
+        for index in range(3):
+            assert pool.acquire(T0, RNG, Ask(preferred=index)).index == index
+            pool.release(index, Outcome.OK, T0, announced(60, 57, 3.0))
+        gap = 3 * (1 + REQUEST_HEADROOM)
+        refused = pool.acquire(T0, RNG, Ask())
+        assert refused.wait_s is not None
+        assert abs(refused.wait_s - gap) < 1e-9
+        assert [pool.acquire(T0 + gap, RNG, Ask()).index for _ in range(4)] == [0, 1, 2, None]
