@@ -43,7 +43,9 @@ class FairGate:
     ) -> Ticket | Refusal:
         """Join the queue, or a Refusal (answer 429 with its `retry_after_s`) right away."""
         now = self.clock()
-        if self.standing is not None and turn_rate is not None:
+        # Only a user with requests already waiting is the excess: one with none is served at
+        # its fair share whatever the others send.
+        if self.standing is not None and turn_rate is not None and self.queue.waiting(user):
             shed = self.standing.admit(self.queue.expected_wait(user, weight, turn_rate))
             if shed is not None:
                 return Refusal("standing_queue", float(shed.retry_after_s))

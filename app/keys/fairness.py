@@ -73,6 +73,10 @@ class FairQueue:
     def __len__(self) -> int:
         return self._count
 
+    def waiting(self, user: str | None) -> int:
+        """How many requests of this user's queue wait now."""
+        return self._waiting.get(self._queue_of(user), 0)
+
     def expected_wait(self, user: str | None, weight: float, turn_rate: float) -> float:
         """Seconds until a request enqueued now would get its turn (fluid estimate)."""
         if turn_rate <= 0:

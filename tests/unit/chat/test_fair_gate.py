@@ -90,16 +90,21 @@ class TestFairGate:
     async def test_a_standing_queue_sheds_the_excess_early(self):
         clock = Clock()
         gate = FairGate(FairQueue(), clock, StandingQueue(target_s=0.5, interval_s=5.0))
-        tickets = [ticket_of(gate.enter(f"u{i}", 1.0, clock.now + 60, 1.0)) for i in range(20)]
+        tickets = [ticket_of(gate.enter("bulk", 1.0, clock.now + 60, 1.0)) for i in range(20)]
         waits = [asyncio.create_task(gate.wait(t)) for t in tickets]
         await settle()
         for _ in range(7):  # one turn a second, each after a wait of seconds
             clock.now += 1.0
             gate.turn_available()
-        refusal = gate.enter("late", 1.0, clock.now + 60, 1.0)
+        refusal = gate.enter("bulk", 1.0, clock.now + 60, 1.0)
         assert isinstance(refusal, Refusal)
         assert refusal.reason == "standing_queue"
         assert refusal.retry_after_s >= 1
+        # A user with nothing waiting is not the excess: it gets its fair share, not a 429.
+        other = ticket_of(gate.enter("newcomer", 1.0, clock.now + 60, 1.0))
+        tickets.append(other)
+        waits.append(asyncio.create_task(gate.wait(other)))
+        await settle()
         gate.turn_available(len(tickets))
         assert all(await asyncio.gather(*waits))
         assert isinstance(gate.enter("later", 1.0, clock.now + 60, 1.0), Ticket)  # drained
