@@ -10,14 +10,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, clients, health, metrics, openai, websocket
+from app.api import admin, chat, clients, health, metrics, openai, vault, websocket
 from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import ChatCORSMiddleware, parse_origins
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
 from app.config import ConfigError, Settings, load_settings
-from app.runtime import LifespanState, build_runtime
+from app.runtime import LifespanState, build_runtime, check_master_key
 
 logger = logging.getLogger("keypool")
 
@@ -33,7 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
     # every 700 allocations ran several times per request.
     gc.set_threshold(20_000, 20, 20)
     try:
-        yield LifespanState(runtime=runtime, access=runtime.access)
+        yield LifespanState(runtime=runtime, access=runtime.access, vault=runtime.vault)
     finally:
         await runtime.aclose()
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
-    for module in (chat, websocket, openai, admin, clients, health, metrics):
+    for module in (chat, websocket, openai, admin, clients, health, metrics, vault):
         app.include_router(module.router)
     install_fast_routes(app)
     return app
@@ -63,7 +63,9 @@ def configure_logging(level: str) -> None:
 
 def _app_from_environment() -> FastAPI:
     try:
-        return create_app()
+        settings = load_settings()
+        check_master_key(settings)
+        return create_app(settings)
     except ConfigError as exc:
         print(f"keypool: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         raise SystemExit(2) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.access.service import Access, build_access
 from app.chat.assembly import build_chat
+from app.chat.live import LiveKeys
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
 from app.config import Settings
@@ -19,10 +21,15 @@ from app.db.session import create_engine, create_sessionmaker, mask_url
 from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
 from app.metrics import MeteredSink, Metrics
-from app.providers.transport import AiohttpTransport
+from app.providers.transport import AiohttpTransport, Transport
 from app.state.base import KeyStateStore
 from app.state.build import build_store
 from app.state.degrading import DegradingStore
+from app.vault.byok import ByokPools
+from app.vault.keys import VaultKeys
+from app.vault.rotation import verify_master_key_sync
+from app.vault.serving import VaultServing
+from app.vault.wiring import open_vault
 
 logger = logging.getLogger("keypool")
 
@@ -42,6 +49,7 @@ class Runtime:
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    vault: VaultKeys | None = None  # None: KEYPOOL_MASTER_KEY unset, the vault is off
 
     def redis_status(self) -> str:
         """ "off" without REDIS_URL; else whether the shared state is in use right now."""
@@ -69,6 +77,7 @@ class LifespanState(TypedDict):
 
     runtime: Runtime
     access: Access  # client keys, per-user limits and spend: read by api/access and api/clients
+    vault: VaultKeys | None  # run-time and users' own keys: read by api/vault (None: off)
 
 
 async def migrate(settings: Settings) -> None:
@@ -94,10 +103,31 @@ async def build_runtime(settings: Settings) -> Runtime:
     groups = UserGroupService(sessions, settings.groups)
     await stats.start()
     await groups.start()
-    store = build_store(settings)
+    # Raises WrongMasterKey (one line, exit 2) when the master key does not open the rows.
+    vault = await open_vault(settings, engine)
+    serving = settings
+    if vault is not None:
+        # Environment keys, then vault keys; key groups stay as the environment sets them.
+        merged = [vault.with_vault_keys(p) for p in settings.providers]
+        serving = settings.model_copy(update={"providers": merged, "key_groups": settings.groups})
+    store = build_store(serving)
     if isinstance(store, DegradingStore):
         await store.start()
-    chat = build_chat(settings, store, sink=MeteredSink(stats, metrics), groups=groups)
+    byok: ByokPools | None = None
+
+    def own_keys(transport: Transport) -> ByokPools:
+        nonlocal byok
+        assert vault is not None
+        byok = ByokPools({p.name: p for p in settings.providers}, vault.byok, transport)
+        return byok
+
+    chat = build_chat(
+        serving,
+        store,
+        sink=MeteredSink(stats, metrics),
+        groups=groups,
+        own_keys=own_keys if vault is not None else None,
+    )
     access = await build_access(settings, sessions)
     runtime = Runtime(
         settings,
@@ -110,7 +140,44 @@ async def build_runtime(settings: Settings) -> Runtime:
         chat.prober,
         access,
         metrics,
+        vault=vault,
     )
     runtime.background.append(asyncio.create_task(chat.prober.run(), name="keypool-prober"))
+    if vault is not None:
+        live = LiveKeys(chat.directory, chat.clients, store)
+        forget = byok.forget if byok is not None else None
+        VaultServing(vault, live.apply, forget).start()
+        runtime.background.append(asyncio.create_task(vault.run(), name="keypool-vault"))
     runtime.ready = True
     return runtime
+
+
+def check_master_key(settings: Settings) -> None:
+    """Before serving: a KEYPOOL_MASTER_KEY that does not open the stored keys raises
+    WrongMasterKey (a ConfigError: one line, non-zero exit), never a traceback at start-up.
+
+    `uvicorn app.main:app` builds the app inside its running loop, so the check then runs on a
+    thread of its own.
+    """
+    key = settings.keypool_master_key
+    if key is None:
+        return
+    secret = key.get_secret_value()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        verify_master_key_sync(settings.database_url, secret)
+        return
+    failure: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            verify_master_key_sync(settings.database_url, secret)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=check, name="keypool-master-key-check")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

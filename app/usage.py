@@ -30,6 +30,14 @@ class UsageEvent:
     at: float = 0.0
     model: str | None = None
     user_id: str | None = None
+    # A user's own key (bring your own key): not a shared pool key, so no per-key stats row;
+    # `key_index` is its index in the user's private pool and means nothing to the shared one.
+    byok: bool = False
+
+    @property
+    def key_label(self) -> str:
+        """The key as metrics label it: its index, or "byok"."""
+        return "byok" if self.byok else str(self.key_index)
 
 
 class UsageSink(Protocol):

@@ -33,7 +33,12 @@ def provider_entry(provider: ProviderConfig, snap: ProviderSnapshot, now: float)
         "name": provider.name,
         "default_model": provider.default_model,
         "circuit": snap.circuit.value,
-        "keys": [key_entry(provider, i, s, now) for i, s in enumerate(snap.keys)],
+        # A key list that changed during the snapshot's round trip shows what both agree on.
+        "keys": [
+            key_entry(provider, i, s, now)
+            for i, s in enumerate(snap.keys)
+            if i < len(provider.keys)
+        ],
     }
 
 

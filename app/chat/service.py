@@ -11,8 +11,10 @@ from typing import Any
 
 from app.chat import blocking
 from app.chat.clients import ClientCache
+from app.chat.directory import ProviderDirectory
 from app.chat.failures import Attempt
 from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
+from app.chat.pools import PoolResolver
 from app.chat.routing import Route, resolve_route
 from app.chat.settlement import Settlement
 from app.chat.streams import ChatStream, OpenedStream, open_committable
@@ -43,7 +45,7 @@ class ChatResult:
     provider: str
     model: str
     path: str
-    key_index: int
+    key_index: int | str  # "byok": the user's own key answered
     usage: Usage
     attempts: list[Attempt] = field(default_factory=list)
     latency_ms: float = 0.0
@@ -75,7 +77,7 @@ class ChatService:
 
     def __init__(
         self,
-        providers: Sequence[ProviderConfig],
+        providers: Sequence[ProviderConfig] | ProviderDirectory,
         clients: ClientCache,
         store: KeyStateStore,
         *,
@@ -87,13 +89,18 @@ class ChatService:
         on_key_failure: Callable[[], None] | None = None,
         model_groups: Mapping[str, ModelGroup] | None = None,
         clock: Callable[[], float] = time.time,
+        pools: PoolResolver | None = None,
     ) -> None:
-        self.providers = tuple(providers)
+        # The live key lists (the vault changes them while serving); `providers` reads them.
+        self.directory = (
+            providers if isinstance(providers, ProviderDirectory) else ProviderDirectory(providers)
+        )
+        self.pools = pools
         self.store = store
         self.clients = clients
         self.groups = groups
         self.model_groups: Mapping[str, ModelGroup] = model_groups or {}  # MODEL_GROUPS
-        self.settlement = Settlement(store, sink, clock, on_key_failure=on_key_failure)
+        self.settlement = Settlement(store, sink, clock, on_key_failure=on_key_failure, pools=pools)
         self.runner = FallbackRunner(
             store,
             clients,
@@ -102,9 +109,19 @@ class ChatService:
             rotate_providers=rotate_providers,
             groups=group_count,
             policy=policy,
+            pools=pools,
         )
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def providers(self) -> tuple[ProviderConfig, ...]:
+        """Every provider with its current keys (environment keys, then vault keys)."""
+        return self.directory.all()
+
+    def uses_own_key(self, user_id: str | None, provider: str) -> bool:
+        """Whether this user's requests to this provider go to their own key (BYOK)."""
+        return self.pools is not None and self.pools.resolve(provider, user_id).byok
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """The loop the blocking entry points submit to (the server's, or a private one);
@@ -144,7 +161,7 @@ class ChatService:
             provider=success.lease.provider.name,
             model=success.lease.model,
             path=route.path,
-            key_index=success.lease.key_index,
+            key_index=success.lease.label,
             usage=usage,
             attempts=success.attempts,
             latency_ms=(time.perf_counter() - started) * 1000,

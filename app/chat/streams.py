@@ -77,7 +77,7 @@ class ChatStream:
         self.group = group  # the model group that served the stream, if any
         self.provider = lease.provider.name
         self.model = lease.model
-        self.key_index = lease.key_index
+        self.key_index = lease.label  # "byok": the user's own key
         self.id: str | None = None
         self.usage: Usage | None = None
         self.finish_reason: str | None = None

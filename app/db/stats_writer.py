@@ -112,6 +112,8 @@ class StatsWriter:
 
     def record(self, event: UsageEvent) -> None:
         """Count ``event``: O(1), no I/O."""
+        if event.byok:
+            return  # a user's own key is no shared key: no api_key_stats row under its index
         key = (event.provider, event.key_index, event.key_group)
         tally = self._pending.get(key)
         if tally is None:

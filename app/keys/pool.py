@@ -12,7 +12,7 @@ from app.keys.breaker import CircuitBreaker
 from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSignal
 from app.keys.pacing import Pace, slot_at, take
 from app.keys.stall import is_stalled
-from app.keys.strategies import Strategy
+from app.keys.strategies import Strategy, Weighted
 from app.keys.transitions import blend_latency, record_outcome, record_start
 
 
@@ -176,6 +176,22 @@ class KeyPool:
         self.breaker.opened_at = breaker.opened_at
         self.cursor = cursor % max(1, len(self))
         self.latency_ewma = latency_ewma
+
+    def resize(
+        self, moved_from: Sequence[int | None], weights: Sequence[float] | None = None
+    ) -> None:
+        """A new key list (a vault key added or deleted): `moved_from[i]` is the old index of the
+        key now at i (None: a new key). State follows its key, not its position; a new key
+        starts fresh; the cursor stays on the same key when it is still there. The weighted
+        strategy takes `weights` (one per key now) when given."""
+        old = self.statuses
+        self.statuses = [
+            old[i] if i is not None and 0 <= i < len(old) else KeyStatus() for i in moved_from
+        ]
+        same = [new for new, was in enumerate(moved_from) if was == self.cursor]
+        self.cursor = same[0] if same else self.cursor % max(1, len(self.statuses))
+        if weights is not None and isinstance(self.strategy, Weighted):
+            self.strategy = Weighted(weights)
 
     def _readiness(self, now: float, tokens: int) -> dict[int, Ready]:
         ready = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -22,32 +23,34 @@ _FLOAT_FIELDS = frozenset(
 )
 
 
-def provider_spec(pool: KeyPool) -> bytes:
+def provider_spec(pool: KeyPool, fields: Sequence[str] | None = None) -> bytes:
     """Everything the script must know about a provider's pool, sent with every call.
 
     Sending it each time (a few hundred bytes) rather than storing it means instances never act
     on another instance's configuration, and the pacing arithmetic stays in `pacing.Pace`.
+    `fields` names each key's record when it is not its index (vault keys, see `KeyLayout`).
     """
     strategy = pool.strategy.name
     if strategy not in _SCRIPT_STRATEGIES:
         raise ValueError(f"the Redis state backend has no {strategy!r} strategy")
     pace = pool.pace
     weights = list(pool.strategy.weights) if isinstance(pool.strategy, Weighted) else []
-    return orjson.dumps(
-        {
-            "n": len(pool),
-            "strategy": strategy,
-            "weights": weights,
-            "paced": pace.paced,
-            "rpm": bool(pace.rpm),
-            "tpm": bool(pace.tpm),
-            "request_interval": pace.request_interval,
-            "token_burst": pace.token_burst,
-            "token_interval": pace.token_interval,
-            "threshold": pool.breaker.threshold,
-            "reset": pool.breaker.reset_s,
-        }
-    )
+    spec: dict[str, Any] = {
+        "n": len(pool),
+        "strategy": strategy,
+        "weights": weights,
+        "paced": pace.paced,
+        "rpm": bool(pace.rpm),
+        "tpm": bool(pace.tpm),
+        "request_interval": pace.request_interval,
+        "token_burst": pace.token_burst,
+        "token_interval": pace.token_interval,
+        "threshold": pool.breaker.threshold,
+        "reset": pool.breaker.reset_s,
+    }
+    if fields is not None:
+        spec["fields"] = list(fields)
+    return orjson.dumps(spec)
 
 
 def ask_args(ask: Ask, draw: float) -> bytes:

@@ -83,7 +83,7 @@ ALLOWED: dict[str, set[str]] = {
     "access": {"db", "state"} | BASE,
     "api": {"access", "chat", "keys", "state", "db", "runtime", "schemas", "metrics", "vault"}
     | BASE,
-    "runtime": {"access", "chat", "providers", "state", "db", "metrics"} | BASE,
+    "runtime": {"access", "chat", "providers", "state", "db", "metrics", "vault"} | BASE,
     "main": {"api", "runtime"} | BASE,
     "cli": {"access", "db", "demo", "vault"} | BASE,
     "demo": {"main"} | BASE,

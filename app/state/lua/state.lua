@@ -35,6 +35,14 @@ local args = cjson.decode(ARGV[5])
 -- that finds its key early never pays for unpacking the rest of a large pool.
 local keys, packed, dirty, meta, meta_dirty = {}, {}, {}, nil, false
 
+-- Record names (key vault) --------------------------------------------------------------------
+-- A key's record is named by its index, or by the stable name the provider spec gives it
+-- (`fields`: vault keys are "v<id>"), so a record follows its key when positions shift.
+local function field(index)
+  if spec.fields ~= nil then return spec.fields[index + 1] end
+  return tostring(index)
+end
+
 -- Loading and saving ------------------------------------------------------------------------
 
 local alive_cache = {}
@@ -78,11 +86,11 @@ local function load_all()
 end
 
 local function record(index)
-  return keys[index] or adopt(index, packed[tostring(index)])
+  return keys[index] or adopt(index, packed[field(index)])
 end
 
 local function load_one(index)
-  local raw = redis.call('HMGET', KEYS[1], 'meta', tostring(index))
+  local raw = redis.call('HMGET', KEYS[1], 'meta', field(index))
   adopt_meta(raw[1] or nil)
   return adopt(index, raw[2] or nil)
 end
@@ -93,7 +101,7 @@ local function save()
     local rec = keys[index]
     local in_flight = rec.in_flight
     rec.in_flight = nil
-    out[#out + 1] = tostring(index)
+    out[#out + 1] = field(index)
     out[#out + 1] = cmsgpack.pack(rec)
     rec.in_flight = in_flight
   end
