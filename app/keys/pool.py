@@ -182,14 +182,13 @@ class KeyPool:
     ) -> None:
         """A new key list (a vault key added or deleted): `moved_from[i]` is the old index of the
         key now at i (None: a new key). State follows its key, not its position; a new key
-        starts fresh; the cursor stays on the same key when it is still there. The weighted
-        strategy takes `weights` (one per key now) when given."""
+        starts fresh; the breaker, pool latency and rotation point stay. The weighted strategy
+        takes `weights` (one per key now) when given."""
         old = self.statuses
         self.statuses = [
             old[i] if i is not None and 0 <= i < len(old) else KeyStatus() for i in moved_from
         ]
-        same = [new for new, was in enumerate(moved_from) if was == self.cursor]
-        self.cursor = same[0] if same else self.cursor % max(1, len(self.statuses))
+        self.cursor %= max(1, len(self.statuses))  # as the shared store reads its cursor
         if weights is not None and isinstance(self.strategy, Weighted):
             self.strategy = Weighted(weights)
 

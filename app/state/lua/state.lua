@@ -77,6 +77,9 @@ end
 
 local function adopt_meta(blob)
   meta = blob and cmsgpack.unpack(blob) or {cursor = 0, failures = 0}
+  -- Key vault: a list that shrank (or another instance's longer one) leaves the cursor past
+  -- the end; read it as KeyPool.resize leaves it.
+  meta.cursor = meta.cursor % spec.n
 end
 
 local function load_all()
