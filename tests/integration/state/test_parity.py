@@ -17,8 +17,8 @@ from app.keys.breaker import CircuitBreaker
 from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal, Release
 from app.keys.pacing import Pace
 from app.keys.pool import KeyPool
-from app.keys.strategies import make_strategy
 from app.keys.renumber import follow
+from app.keys.strategies import make_strategy
 from app.state.base import KeyLayout, ProviderSnapshot
 from app.state.memory import MemoryStateStore
 from tests.integration.state.conftest import REDIS_HOST, REDIS_PORT, Namespace
