@@ -343,3 +343,50 @@ class TestBringYourOwnKey:
             assert [k["state"] for k in health_keys(client, gateway)] == ["active"]
         finally:
             gateway.stop()
+
+
+class TestInFlight:
+    def test_a_stream_in_flight_when_an_earlier_key_is_deleted_settles_on_its_own_key(
+        self,
+        client: httpx.Client,
+        fake: FakeProviderThread,
+        state_env: dict[str, str],
+        tmp_path: Path,
+    ):
+        database = f"sqlite+aiosqlite:///{tmp_path / 'inflight.db'}"
+        env = {**base_env(fake, database, new_master_key()), **state_env}
+        gateway = vault_gateway(env, tmp_path / "gw")
+        keys_url = f"{gateway.base_url}/api/admin/api-keys/alpha"
+        try:
+            first, second = add(client, gateway, VAULT[0]), add(client, gateway, VAULT[1])
+            for index in (0, 1):
+                assert client.post(f"{keys_url}/{index}/disable", headers=AUTH).is_success
+            fake.set_key(VAULT[1], chunk_interval_ms=150, chunks=4)
+            stream_url = f"{gateway.base_url}/api/chat/stream"
+            with (
+                httpx.Client(timeout=10) as streaming,
+                streaming.stream("POST", stream_url, json=HELLO) as answer,
+            ):
+                lines = answer.iter_lines()
+                start = next(line for line in lines if line.startswith("data:"))
+                assert '"key_index":2' in start.replace(" ", "")
+                # Meanwhile the first vault key goes: the streaming key moves from 2 to 1.
+                assert client.post(f"{keys_url}/0/enable", headers=AUTH).is_success
+                removed = client.delete(f"{keys_url}/1", headers=AUTH)
+                assert (removed.status_code, removed.json()["id"]) == (200, first["id"])
+                assert any('"type":"done"' in line.replace(" ", "") for line in lines)
+            settled = wait_for(
+                lambda: (
+                    [k for k in health_keys(client, gateway) if k["in_flight"] == 0]
+                    if all(k["in_flight"] == 0 for k in health_keys(client, gateway))
+                    else None
+                ),
+                what="the stream settled",
+            )
+            assert [(k["key_index"], k.get("id"), k["requests"]) for k in settled] == [
+                (0, None, 0),
+                (1, second["id"], 1),
+            ]
+            assert [k["state"] for k in settled] == ["active", "active"]
+        finally:
+            gateway.stop()
