@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
     for module in (chat, websocket, openai, admin, clients, health, metrics, vault):
         app.include_router(module.router)
+    app.include_router(vault.me_router)
     install_fast_routes(app)
     return app
 

@@ -390,3 +390,46 @@ class TestInFlight:
             assert [k["state"] for k in settled] == ["active", "active"]
         finally:
             gateway.stop()
+
+
+class TestOwnKeyInTokenMode:
+    def test_a_user_sets_their_own_key_with_their_client_key_and_only_they_use_it(
+        self, client: httpx.Client, fake: FakeProviderThread, tmp_path: Path
+    ):
+        database = f"sqlite+aiosqlite:///{tmp_path / 'token.db'}"
+        env = {**base_env(fake, database, new_master_key()), "AUTH_MODE": "token"}
+        gateway = vault_gateway(env, tmp_path / "gw")
+        try:
+            keys = {}
+            for user in ("alice", "bob"):
+                made = client.post(
+                    f"{gateway.base_url}/api/admin/clients", json={"user_id": user}, headers=AUTH
+                )
+                assert made.status_code == 201, made.text
+                keys[user] = {"Authorization": f"Bearer {made.json()['key']}"}
+            mine = f"{gateway.base_url}/api/me/provider-keys/alpha"
+            anonymous = client.put(mine, json={"key": OWN})
+            assert (anonymous.status_code, anonymous.json()["error"]["type"]) == (
+                401,
+                "unauthorized",
+            )
+            put = client.put(mine, json={"key": OWN}, headers=keys["alice"])
+            assert put.status_code == 200, put.text
+            assert (put.json()["user_id"], put.json()["fingerprint"]) == (
+                "alice",
+                "alpha:byok:0031",
+            )
+
+            chat_url = f"{gateway.base_url}/api/chat"
+            # A forged X-User-Id does not borrow alice's key: the client key decides the user.
+            forged = {**keys["bob"], "X-User-Id": "alice"}
+            assert client.post(chat_url, json=HELLO, headers=forged).json()["key_index"] == 0
+            assert requests_of(fake, OWN) == 0
+            own = client.post(chat_url, json=HELLO, headers=keys["alice"])
+            assert own.json()["key_index"] == "byok"
+            assert requests_of(fake, OWN) == 1
+
+            assert client.delete(mine, headers=keys["alice"]).status_code == 200
+            assert client.post(chat_url, json=HELLO, headers=keys["alice"]).json()["key_index"] == 0
+        finally:
+            gateway.stop()
