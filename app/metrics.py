@@ -22,8 +22,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.attempts = Counter(
             "keypool_upstream_attempts",
-            "Upstream attempts by provider and result (ok, error, rate_limited).",
-            ["provider", "result"],
+            "Upstream attempts by provider, key (its index, or byok: a user's own key) and result "
+            "(ok, error, rate_limited).",
+            ["provider", "key", "result"],
             registry=self.registry,
         )
         self.tokens = Counter(
@@ -53,7 +54,7 @@ class Metrics:
 
     def observe(self, event: UsageEvent) -> None:
         result = "rate_limited" if event.rate_limited else "error" if event.error else "ok"
-        self.attempts.labels(event.provider, result).inc()
+        self.attempts.labels(event.provider, event.key_label, result).inc()
         if event.prompt_tokens:
             self.tokens.labels(event.provider, "prompt").inc(event.prompt_tokens)
         if event.completion_tokens:

@@ -288,6 +288,10 @@ class TestBringYourOwnKey:
                 (0, health_keys(client, gateway)[0]["fingerprint"])
             }
             assert len(health_keys(client, gateway)) == 1  # the shared pool never saw it
+            metrics = client.get(f"{gateway.base_url}/metrics").text
+            line = 'keypool_upstream_attempts_total{key="byok",provider="alpha",result="ok"} 3.0'
+            assert line in metrics
+            assert OWN not in metrics
 
             url = f"{gateway.base_url}/api/admin/users/alice/provider-keys/alpha"
             assert client.delete(url, headers=AUTH).status_code == 200
