@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     stats_flush_interval_s: float = Field(default=1.0, gt=0)
     web_concurrency: int = Field(default=1, ge=1)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    log_prompts: bool = False
+    alert_webhook_url: str | None = None
+    alert_cooldown_s: float = Field(default=300.0, ge=0)
 
     providers: list[ProviderConfig] = Field(default_factory=list, exclude=True)
 

@@ -11,11 +11,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, health, metrics, openai, websocket
+from app.api import admin, chat, health, metrics, observability, openai, websocket
 from app.api.body import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
 from app.config import ConfigError, Settings, load_settings
+from app.dashboard import routes as dashboard
+from app.observability import logs
+from app.observability.middleware import RequestObserver
 from app.runtime import build_runtime
 
 logger = logging.getLogger("keypool")
@@ -40,22 +43,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (chat, websocket, openai, admin, health, metrics):
+    app.add_middleware(RequestObserver)  # outermost: ids and timing cover the body limit too
+    for module in (chat, websocket, openai, admin, health, metrics, observability, dashboard):
         app.include_router(module.router)
     install_fast_routes(app)
     return app
 
 
-def configure_logging(level: str) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    logs.configure(level, log_format)
 
 
 def _app_from_environment() -> FastAPI:

@@ -21,6 +21,8 @@ from app.keys.pacing import Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.metrics import MeteredSink, Metrics
+from app.observability.hub import Observability
+from app.observability.watch import StateWatcher
 from app.providers.transport import AiohttpTransport
 from app.state.base import KeyStateStore
 from app.state.degrading import DegradingStore
@@ -41,6 +43,7 @@ class Runtime:
     groups: UserGroupService
     prober: KeyProber
     metrics: Metrics = field(default_factory=Metrics)
+    observability: Observability | None = None
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -57,6 +60,8 @@ class Runtime:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.observability is not None:
+            await self.observability.aclose()
         await self.groups.aclose()
         await self.stats.aclose()
         await self.store.aclose()
@@ -128,6 +133,14 @@ async def build_runtime(settings: Settings) -> Runtime:
     sessions = create_sessionmaker(engine)
     stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s)
     metrics = Metrics()
+    observability = Observability(
+        settings.providers,
+        metrics,
+        webhook_url=settings.alert_webhook_url,
+        alert_cooldown_s=settings.alert_cooldown_s,
+        log_prompts=settings.log_prompts,
+    )
+    observability.start()
     groups = UserGroupService(sessions, settings.groups)
     await stats.start()
     await groups.start()
@@ -138,7 +151,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         settings.providers,
         transport,
         store,
-        sink=MeteredSink(stats, metrics),
+        sink=MeteredSink(stats, metrics, observability.summary),
         groups=groups,
         group_count=settings.groups,
         rotate_providers=settings.provider_rotation == "round_robin",
@@ -156,6 +169,9 @@ async def build_runtime(settings: Settings) -> Runtime:
         deadline_s=settings.request_deadline_s, queue_s=settings.pacing_max_wait_s
     )
     runtime = Runtime(settings, service, store, transport, engine, stats, groups, prober, metrics)
+    runtime.observability = observability
     runtime.background.append(asyncio.create_task(prober.run(), name="keypool-prober"))
+    watcher = StateWatcher(settings.providers, store, observability)
+    runtime.background.append(asyncio.create_task(watcher.run(), name="keypool-watcher"))
     runtime.ready = True
     return runtime
