@@ -34,6 +34,7 @@ class Observability:
         self.transitions = TransitionLog()
         self.health = HealthWatcher(self.alerts)
         self.log_prompts = log_prompts
+        self.watch_ticks = 0  # looks the StateWatcher has taken (tests wait on it)
         self._fingerprints = {
             (p.name, str(i)): key.fingerprint for p in providers for i, key in enumerate(p.keys)
         }

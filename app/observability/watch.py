@@ -27,7 +27,7 @@ class StateWatcher:
         store: KeyStateStore,
         hub: Observability,
         *,
-        interval_s: float = 2.0,
+        interval_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.providers = tuple(providers)
@@ -66,6 +66,7 @@ class StateWatcher:
             usable_total += usable
         health = pool_status(usable_total, total)
         self.hub.health.observe(health, status_message(health, usable_total, total))
+        self.hub.watch_ticks += 1
 
     async def run(self) -> None:
         while True:

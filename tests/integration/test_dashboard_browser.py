@@ -35,7 +35,9 @@ def _binaries() -> tuple[str, str]:
     driver = shutil.which("chromedriver")
     if browser and driver:
         return browser, driver
-    message = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+    message = (
+        "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI=true: a missing browser is a failure")
     pytest.skip(message)
@@ -96,7 +98,9 @@ def test_dashboard_login_keys_disable_and_charts(
 
     _wait(browser, lambda d: all(_state_of(d, f"alpha:{i}") == "active" for i in range(3)))
     assert browser.execute_script("return sessionStorage.getItem('keypool.adminToken')") == TOKEN
-    fingerprints = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "tr[data-key] td:nth-child(2)")]
+    fingerprints = [
+        e.text for e in browser.find_elements(By.CSS_SELECTOR, "tr[data-key] td:nth-child(2)")
+    ]
     assert fingerprints == ["alpha:0:0000", "alpha:1:1111", "alpha:2:2222"]
     assert all(key not in browser.page_source for key in KEYS)
 
@@ -106,7 +110,9 @@ def test_dashboard_login_keys_disable_and_charts(
     _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-fact="requests"]').text == "9")
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#latency-svg path"))
 
-    browser.find_element(By.CSS_SELECTOR, 'tr[data-key="alpha:1"] button[data-action="disable"]').click()
+    browser.find_element(
+        By.CSS_SELECTOR, 'tr[data-key="alpha:1"] button[data-action="disable"]'
+    ).click()
     _wait(browser, lambda d: _state_of(d, "alpha:1") == "disabled")
     health = httpx.get(
         f"{gateway.base_url}/api/admin/api-keys/health",

@@ -24,7 +24,9 @@ def test_metrics_count_attempts_and_show_key_states(
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     good, dead = "alpha:0:0000", "alpha:1:0000"
-    assert f'keypool_upstream_attempts_total{{key="{good}",provider="alpha",result="ok"}} 4.0' in text
+    assert (
+        f'keypool_upstream_attempts_total{{key="{good}",provider="alpha",result="ok"}} 4.0' in text
+    )
     assert (
         f'keypool_upstream_attempts_total{{key="{dead}",provider="alpha",result="error"}} 1.0'
         in text
