@@ -8,8 +8,8 @@ they may add to `RequestInfo`, so the chat code needs no logging or metrics call
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +66,8 @@ def accepted_request_id(value: bytes) -> str | None:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == _HEADER:
-            return accepted_request_id(value) or uuid.uuid4().hex
-    return uuid.uuid4().hex
+            return accepted_request_id(value) or os.urandom(16).hex()
+    return os.urandom(16).hex()
 
 
 @dataclass(slots=True)

@@ -27,15 +27,17 @@ class LatencyHistogram:
     __slots__ = ("counts", "total")
 
     def __init__(self) -> None:
-        self.counts: Counter[int] = Counter()
+        self.counts: dict[int, int] = {}
         self.total = 0
 
     def add(self, value_ms: float) -> None:
-        self.counts[bisect.bisect_left(BOUNDS, value_ms)] += 1
+        index = bisect.bisect_left(BOUNDS, value_ms)
+        self.counts[index] = self.counts.get(index, 0) + 1
         self.total += 1
 
     def merge(self, other: LatencyHistogram) -> None:
-        self.counts.update(other.counts)
+        for index, count in other.counts.items():
+            self.counts[index] = self.counts.get(index, 0) + count
         self.total += other.total
 
     def percentile(self, q: float) -> float | None:
@@ -113,7 +115,9 @@ class _Minute:
             self.errors += 1
             self.errors_by_type[record.error_type or f"http_{record.status}"] += 1
         if record.provider:
-            tally = self.providers.setdefault(record.provider, _ProviderTally())
+            tally = self.providers.get(record.provider)
+            if tally is None:
+                tally = self.providers[record.provider] = _ProviderTally()
             tally.requests += 1
             tally.errors += record.failed
             tally.latency.add(record.latency_ms)

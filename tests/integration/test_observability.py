@@ -277,3 +277,26 @@ class TestAlerts:
                 elapsed = time.monotonic() - started
         assert statuses == [200] * 30
         assert elapsed < 5.0
+
+
+def test_a_client_that_leaves_is_logged_at_info_as_499(
+    make_fake: FakeFactory, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+):
+    fake = make_fake({key: {"ttft_ms": 3000.0} for key in KEYS})
+    gateway = make_gateway({**provider_env("alpha", fake, KEYS), "ADMIN_TOKEN": TOKEN})
+    with caplog.at_level(logging.INFO, "keypool.request"):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{gateway.base_url}/api/chat/stream",
+                json=HELLO,
+                headers={"X-Request-Id": "gone-1"},
+                timeout=httpx.Timeout(5.0, read=0.3),
+            )
+        record = wait_for(
+            lambda: [r for r in caplog.records if getattr(r, "request_id", None) == "gone-1"],
+            10,
+            "the request's log line",
+        )[0]
+    assert record.status == 499  # type: ignore[attr-defined]
+    assert record.levelno == logging.INFO
+    assert not [r for r in caplog.records if r.exc_info]
