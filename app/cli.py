@@ -43,6 +43,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if args.action == "check":
+        from app.observability.cli import run_keys_check
+
+        return run_keys_check(settings)
     for provider in settings.providers:
         print(
             f"{provider.name}  base_url={provider.base_url}  default_model={provider.default_model}"
@@ -62,6 +66,13 @@ def _db(args: argparse.Namespace) -> int:
         downgrade(url, args.revision or "base")
     print(f"database {args.action} done")
     return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from app.observability.cli import run_stats
+
+    token = os.environ.get("ADMIN_TOKEN")
+    return run_stats(args.url, token, args.window, load_settings_url())
 
 
 def load_settings_url() -> str:
@@ -89,8 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     demo.set_defaults(run=_demo)
-    keys = commands.add_parser("keys", help="list configured keys by fingerprint")
+    keys = commands.add_parser("keys", help="list keys by fingerprint; `keys check` probes them")
+    keys.add_argument("action", nargs="?", choices=["list", "check"], default="list")
     keys.set_defaults(run=_keys)
+    stats = commands.add_parser("stats", help="metrics summary of a running gateway + DB totals")
+    port = os.environ.get("PORT", "8000")
+    stats.add_argument("--url", default=os.environ.get("KEYPOOL_URL", f"http://127.0.0.1:{port}"))
+    stats.add_argument("--window", choices=["5m", "1h", "24h"], default="1h")
+    stats.set_defaults(run=_stats)
     db = commands.add_parser("db", help="database migrations (Alembic)")
     db.add_argument("action", choices=["upgrade", "downgrade"])
     db.add_argument("revision", nargs="?")
