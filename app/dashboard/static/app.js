@@ -203,7 +203,7 @@ function renderLatency() {
   if (points.length === 0) {
     chart.append(svg("text", { x: width / 2 - 60, y: height / 2 }, "no requests yet"));
   }
-  const x = (i) => pad + (i / Math.max(1, HISTORY - 1)) * (width - pad);
+  const x = (i) => pad + (i / Math.max(1, points.length - 1)) * (width - pad - 4);
   const y = (v) => height - pad - (v / max) * (height - 2 * pad);
   for (const [field, colour] of [["p95", "#d97706"], ["p50", "#2563eb"]]) {
     const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p[field] || 0).toFixed(1)}`).join(" ");
