@@ -20,6 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
     # Each worker learns N from here: its share of every key's budget without REDIS_URL, and
     # the 1/N it falls back to if Redis goes away.
     os.environ["WEB_CONCURRENCY"] = str(args.workers)
+    from app.metrics import prepare_multiprocess
+
+    prepare_multiprocess(args.workers)  # one /metrics for all workers
     load_settings()  # fail here, with one clear message, rather than in every worker
     uvicorn.run(
         "app.main:app",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from typing import Any, Protocol
 
@@ -51,6 +52,7 @@ class Metrics:
             "Requests in flight per key.",
             ["provider", "key_index"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.circuit = Gauge(
             "keypool_circuit_state",
@@ -180,6 +182,18 @@ class Metrics:
             for state in _CIRCUITS:
                 self.circuit.labels(provider.name, state).set(state == snap.circuit.value)
         return generate_latest(self.registry if not multiprocess_dir() else _merged_registry())
+
+
+def prepare_multiprocess(workers: int) -> str | None:
+    """Before starting several workers: give them one fresh directory for their samples.
+
+    prometheus-client's multiprocess mode: every worker writes its counters and histograms to
+    memory-mapped files there, and whichever worker answers /metrics sums them all. A directory
+    the operator set is used as is (it must be emptied between runs, as prometheus-client says).
+    """
+    if workers > 1 and not multiprocess_dir():
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="keypool-metrics-")
+    return multiprocess_dir()
 
 
 def multiprocess_dir() -> str | None:
