@@ -43,6 +43,44 @@ class Observability:
         """A key's fingerprint from the answer's headers (vault keys added later: provider:index)."""
         return self._fingerprints.get((provider, key_index)) or f"{provider}:{key_index}"
 
+    def attempt_settled(
+        self,
+        provider: str,
+        fingerprint: str,
+        *,
+        seconds: float | None = None,
+        key_state: str | None = None,
+        circuit: str | None = None,
+        quota_exceeded: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        """What the settlement hook reports after each upstream attempt; O(1), never blocks.
+
+        `key_state` / `circuit` are the states after the attempt: a change is logged once
+        (shared with the watcher's dedupe), a breaker that opened raises `circuit_open`, and a
+        key out of quota raises `quota_exceeded`.
+        """
+        if seconds is not None:
+            self.metrics.observe_upstream(provider, seconds)
+        if key_state is not None:
+            self.transitions.log_transition("key", fingerprint, key_state, reason=reason)
+        if circuit is not None:
+            opened = self.transitions.log_transition("circuit", provider, circuit)
+            if opened and circuit == "open":
+                self.alerts.emit(
+                    "circuit_open",
+                    "critical",
+                    f"circuit breaker of provider {provider} opened",
+                    provider=provider,
+                )
+        if quota_exceeded:
+            self.alerts.emit(
+                "quota_exceeded",
+                "critical",
+                f"key {fingerprint} is out of quota (not a rate limit); it is marked failed",
+                provider=provider,
+            )
+
     def start(self) -> None:
         self.alerts.start()
 

@@ -128,14 +128,14 @@ class RequestObserver:
         request_id = _request_id(scope)
         header = (_HEADER, request_id.encode())
         scope[INFO_KEY] = info = RequestInfo(request_id)
-        token = request_id_var.set(request_id)
-        try:
-            if scope["type"] == "http" and scope["path"] in CHAT_ROUTES:
-                await self._observe(scope, receive, send, header, info)
-            else:
-                await self._tag(scope, receive, send, header)
-        finally:
-            request_id_var.reset(token)
+        # Not reset on the way out: servers run each request in a task of its own, and the
+        # error handler outside this middleware (an unexpected exception's one log line)
+        # should still carry the id.
+        request_id_var.set(request_id)
+        if scope["type"] == "http" and scope["path"] in CHAT_ROUTES:
+            await self._observe(scope, receive, send, header, info)
+        else:
+            await self._tag(scope, receive, send, header)
 
     async def _tag(self, scope: Scope, receive: Receive, send: Send, header: Any) -> None:
         async def tagged(message: Message) -> None:

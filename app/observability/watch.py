@@ -46,15 +46,7 @@ class StateWatcher:
                 state = status.effective_state(now).value
                 usable += status.usable(now)
                 self.hub.transitions.log_transition("key", provider.keys[index].fingerprint, state)
-            circuit = snap.circuit.value
-            changed = self.hub.transitions.log_transition("circuit", provider.name, circuit)
-            if changed and circuit == "open":
-                self.hub.alerts.emit(
-                    "circuit_open",
-                    "critical",
-                    f"circuit breaker of provider {provider.name} opened",
-                    provider=provider.name,
-                )
+            self.hub.attempt_settled(provider.name, provider.name, circuit=snap.circuit.value)
             if snap.keys and usable == 0:
                 self.hub.alerts.emit(
                     "provider_exhausted",
