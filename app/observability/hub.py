@@ -8,8 +8,13 @@ from collections.abc import Callable, Sequence
 from app.config import ProviderConfig
 from app.metrics import Metrics
 from app.observability.alerts import Alerts, HealthWatcher
-from app.observability.logs import TransitionLog
-from app.observability.summary import RecentErrors, RollingSummary
+from app.observability.logs import TransitionLog, utc_now_iso
+from app.observability.summary import ErrorEntry, RecentErrors, RequestRecord, RollingSummary
+
+# Error types that mean "refused before any key was used" (keypool_user_rejections_total).
+REJECTION_TYPES = frozenset(
+    {"unauthorized", "invalid_api_key", "user_rate_limited", "budget_exceeded", "too_many_streams"}
+)
 
 
 class Observability:
@@ -42,6 +47,48 @@ class Observability:
     def fingerprint(self, provider: str, key_index: str) -> str:
         """A key's fingerprint from the answer's headers (vault keys added later: provider:index)."""
         return self._fingerprints.get((provider, key_index)) or f"{provider}:{key_index}"
+
+    def record_chat(
+        self,
+        route: str,
+        status: int,
+        seconds: float,
+        *,
+        provider: str | None = None,
+        path: str | None = None,
+        ttft_s: float | None = None,
+        error_type: str | None = None,
+        message: str = "",
+        cost_usd: float | None = None,
+        cache: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """One finished chat request into metrics, the summary and (if failed) recent errors.
+
+        The HTTP middleware calls it for every chat route; a websocket handler calls it per
+        request with route "/api/chat/ws". Tokens are not passed: they come per attempt from
+        the usage sink.
+        """
+        metrics = self.metrics
+        metrics.observe_request(route, path or "none", provider or "none", status, seconds)
+        if ttft_s is not None and provider:
+            metrics.observe_ttft(provider, ttft_s)
+        if cache:
+            metrics.count_cache(cache)
+        if cost_usd:
+            metrics.add_cost(provider or "none", cost_usd)
+        if error_type in REJECTION_TYPES:
+            metrics.count_rejection(error_type)
+        ttft_ms = None if ttft_s is None else ttft_s * 1000
+        record = RequestRecord(
+            route, status, seconds * 1000, provider, ttft_ms, error_type, 0, cost_usd or 0.0, cache
+        )
+        self.summary.record(record)
+        if status >= 400:
+            entry = ErrorEntry(
+                utc_now_iso(), request_id, route, status, error_type or "", message, provider
+            )
+            self.errors.add(entry)
 
     def attempt_settled(
         self,

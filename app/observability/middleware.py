@@ -17,16 +17,12 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.hub import Observability
-from app.observability.logs import request_id_var, utc_now_iso
-from app.observability.summary import ErrorEntry, RequestRecord
+from app.observability.logs import request_id_var
 
 logger = logging.getLogger("keypool.request")
 
 CHAT_ROUTES = frozenset(
     {"/api/chat", "/api/chat/stream", "/api/chat/batch", "/v1/chat/completions"}
-)
-REJECTION_TYPES = frozenset(
-    {"unauthorized", "invalid_api_key", "user_rate_limited", "budget_exceeded", "too_many_streams"}
 )
 INFO_KEY = "keypool.request"
 MAX_REQUEST_ID = 128
@@ -204,7 +200,6 @@ def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo
     if answer.disconnected and not answer.finished:
         status = CLIENT_CLOSED
     route: str = scope["path"]
-    provider = answer.provider or "none"
     path = info.path or answer.path or "none"
     error_type, message = (None, "")
     if status >= 400:
@@ -213,42 +208,20 @@ def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo
         if status == CLIENT_CLOSED:
             error_type = "client_closed_request"
     cost = info.cost_usd if info.cost_usd is not None else answer.cost
-    metrics = hub.metrics
-    metrics.observe_request(route, path, provider, status, seconds)
-    if answer.ttft_ms is not None and answer.provider:
-        metrics.observe_ttft(answer.provider, answer.ttft_ms / 1000)
-    if answer.cache:
-        metrics.count_cache(answer.cache)
-    if cost:
-        metrics.add_cost(provider, cost)
-    if error_type in REJECTION_TYPES:
-        metrics.count_rejection(error_type)
-    latency_ms = seconds * 1000
-    hub.summary.record(
-        RequestRecord(
-            route,
-            status,
-            latency_ms,
-            answer.provider,
-            answer.ttft_ms,
-            error_type,
-            0,  # tokens arrive per attempt from the usage sink
-            cost or 0.0,
-            answer.cache,
-        )
+    hub.record_chat(
+        route,
+        status,
+        seconds,
+        provider=answer.provider,
+        path=path,
+        ttft_s=None if answer.ttft_ms is None else answer.ttft_ms / 1000,
+        error_type=error_type,
+        message=message,
+        cost_usd=cost,
+        cache=answer.cache,
+        request_id=info.request_id,
     )
-    if status >= 400:
-        hub.errors.add(
-            ErrorEntry(
-                utc_now_iso(),
-                info.request_id,
-                route,
-                status,
-                error_type or "",
-                message,
-                answer.provider,
-            )
-        )
+    latency_ms = seconds * 1000
     _log(hub, scope, answer, info, status, latency_ms, path)
 
 
