@@ -19,6 +19,7 @@ from tests.support.servers import provider_env
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -70,12 +71,28 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 
 
 def _wait(driver: WebDriver, condition, timeout: float = 15.0):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d))
+    """The page redraws every few seconds, so an element found a moment ago may be gone."""
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]
+    )
+    return wait.until(lambda d: condition(d))
+
+
+def _texts(driver: WebDriver, selector: str) -> list[str]:
+    """Read in one script call, atomically with respect to the page's redraws."""
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
+    texts: list[str] = driver.execute_script(script, selector)
+    return texts
 
 
 def _state_of(driver: WebDriver, key: str) -> str:
-    cells = driver.find_elements(By.CSS_SELECTOR, f'tr[data-key="{key}"] .state')
-    return cells[0].text if cells else ""
+    cells = _texts(driver, f'tr[data-key="{key}"] .state')
+    return cells[0] if cells else ""
+
+
+def _click(driver: WebDriver, selector: str) -> bool:
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+    return True
 
 
 def test_dashboard_login_keys_disable_and_charts(
