@@ -23,13 +23,16 @@ def _serve(args: argparse.Namespace) -> int:
     from app.metrics import prepare_multiprocess
 
     prepare_multiprocess(args.workers)  # one /metrics for all workers
-    load_settings()  # fail here, with one clear message, rather than in every worker
+    settings = load_settings()  # fail here, with one clear message, rather than in every worker
+    # LOG_FORMAT=json: uvicorn's own lines go through the app's JSON handler too.
+    json_logs = settings.log_format == "json"
     uvicorn.run(
         "app.main:app",
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         ws_ping_interval=WS_PING_INTERVAL_S,  # keeps idle /api/chat/ws sockets alive
         ws_ping_timeout=WS_PING_TIMEOUT_S,

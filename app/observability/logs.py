@@ -22,6 +22,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "asctime",
     "taskName",
     "request_id",
+    "color_message",  # uvicorn's ANSI-coloured twin of the message
 }
 
 
