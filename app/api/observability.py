@@ -9,7 +9,7 @@ from app.api.deps import AdminAuth, RuntimeDep
 from app.api.errors import json_response
 from app.errors import InvalidRequest, NotReady
 from app.observability.hub import Observability
-from app.observability.summary import WINDOWS
+from app.observability.summary import RETENTION_MINUTES, WINDOWS
 from app.runtime import Runtime
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[AdminAuth])
@@ -30,6 +30,17 @@ async def metrics_summary(runtime: RuntimeDep, window: str = "5m") -> Response:
             details={"details": [{"loc": ["query", "window"], "msg": "unknown window"}]},
         )
     return json_response(_hub(runtime).summary.summary(window))
+
+
+@router.get("/metrics/series")
+async def metrics_series(runtime: RuntimeDep, minutes: int = 60) -> Response:
+    """Per-minute requests, errors and latency p50/p95 (1 to 1,440 minutes), for charts."""
+    if not 1 <= minutes <= RETENTION_MINUTES:
+        raise InvalidRequest(
+            f"invalid request: minutes must be 1 to {RETENTION_MINUTES}",
+            details={"details": [{"loc": ["query", "minutes"], "msg": "out of range"}]},
+        )
+    return json_response({"minutes": minutes, "points": _hub(runtime).summary.series(minutes)})
 
 
 @router.get("/errors/recent")

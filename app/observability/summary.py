@@ -13,6 +13,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 WINDOWS = {"5m": 5, "1h": 60, "24h": 1440}
@@ -171,11 +172,35 @@ class RollingSummary:
             total.merge(bucket)
         return _render(window, total)
 
+    def series(self, minutes: int) -> list[dict[str, Any]]:
+        """Per-minute requests, errors and latency p50/p95 for the last `minutes` (oldest first;
+        a minute without requests is listed with zeros, so the x axis is time)."""
+        now_minute = int(self.clock() // 60)
+        first = now_minute - min(minutes, RETENTION_MINUTES) + 1
+        by_minute = {bucket.minute: bucket for bucket in self._recent(first)}
+        points = []
+        for minute in range(first, now_minute + 1):
+            bucket = by_minute.get(minute) or _Minute(minute)
+            latency = bucket.latency
+            points.append(
+                {
+                    "at": _iso_minute(minute),
+                    "requests": bucket.requests,
+                    "errors": bucket.errors,
+                    "latency_ms": {"p50": latency.percentile(0.5), "p95": latency.percentile(0.95)},
+                }
+            )
+        return points
+
     def _recent(self, first_minute: int) -> Iterable[_Minute]:
         for bucket in reversed(self._minutes):
             if bucket.minute < first_minute:
                 return
             yield bucket
+
+
+def _iso_minute(minute: int) -> str:
+    return datetime.fromtimestamp(minute * 60, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ratio(part: float, whole: float) -> float:

@@ -173,10 +173,14 @@ class TestSummary:
                 client.get(f"/api/admin/metrics/summary?window={w}", headers=AUTH).json()["window"]
                 for w in ("5m", "1h", "24h")
             ]
+            series = client.get("/api/admin/metrics/series?minutes=30", headers=AUTH).json()
+            too_long = client.get("/api/admin/metrics/series?minutes=5000", headers=AUTH)
         assert bad.status_code == 422
         assert bad.json()["error"]["type"] == "invalid_request"
         assert anonymous.status_code == 401
         assert windows == ["5m", "1h", "24h"]
+        assert len(series["points"]) == 30
+        assert too_long.status_code == 422
 
     def test_recent_errors_name_type_and_request_id(
         self, make_fake: FakeFactory, make_gateway: GatewayFactory

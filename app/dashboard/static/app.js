@@ -4,10 +4,9 @@
 
 const TOKEN_KEY = "keypool.adminToken";
 const REFRESH_MS = 4000;
-const HISTORY = 90; // latency points kept for the chart (6 minutes at 4 s)
+const SERIES_MINUTES = { "5m": 30, "1h": 60, "24h": 1440 }; // minutes the latency chart spans
 const SVG_NS = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
-const latencyHistory = [];
 let timer = null;
 let providersSeen = [];
 
@@ -190,27 +189,50 @@ function chartWidth(id) {
   return Math.max(300, Math.round($(id).clientWidth || 640));
 }
 
-function renderLatency() {
+// Per-minute points from the gateway: requests as grey bars, p50 / p95 latency as lines.
+function renderLatency(series) {
+  const points = series.points;
   const width = chartWidth("latency-chart");
-  const height = 170;
-  const pad = 28;
-  const points = latencyHistory.filter((p) => p.p50 !== null);
+  const height = 190;
+  const pad = 34;
+  const bottom = height - 20;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "latency over time", id: "latency-svg" });
-  const max = Math.max(1, ...points.map((p) => p.p95 || p.p50));
-  chart.append(svg("line", { x1: pad, y1: height - pad, x2: width, y2: height - pad, stroke: "#e3e6eb" }));
-  chart.append(svg("text", { x: 0, y: 12 }, `${fmt(max, 1)}`));
-  chart.append(svg("text", { x: 0, y: height - pad }, "0"));
-  if (points.length === 0) {
-    chart.append(svg("text", { x: width / 2 - 60, y: height / 2 }, "no requests yet"));
+  const max = Math.max(1, ...points.map((p) => p.latency_ms.p95 || 0));
+  const most = Math.max(1, ...points.map((p) => p.requests));
+  const step = (width - pad - 4) / Math.max(1, points.length);
+  const x = (i) => pad + (i + 0.5) * step;
+  const y = (v) => bottom - (v / max) * (bottom - 18);
+  chart.append(svg("line", { x1: pad, y1: bottom, x2: width, y2: bottom, stroke: "#e3e6eb" }));
+  chart.append(svg("text", { x: 0, y: 14 }, `${fmt(max, 0)} ms`));
+  chart.append(svg("text", { x: 0, y: bottom }, "0"));
+  points.forEach((p, i) => {
+    if (!p.requests) return;
+    const h = (p.requests / most) * (bottom - 18) * 0.5;
+    chart.append(svg("rect", { x: x(i) - step * 0.4, y: bottom - h, width: Math.max(1, step * 0.8), height: h, class: "volume" }));
+  });
+  for (const [field, name] of [["p95", "line-p95"], ["p50", "line-p50"]]) {
+    let d = "";
+    let pen = "M";
+    points.forEach((p, i) => {
+      const v = p.latency_ms[field];
+      if (v === null) {
+        pen = "M";
+        return;
+      }
+      d += `${pen}${x(i).toFixed(1)},${y(v).toFixed(1)} `;
+      pen = "L";
+      chart.append(svg("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: name }));
+    });
+    if (d) chart.append(svg("path", { d, class: name }));
   }
-  const x = (i) => pad + (i / Math.max(1, points.length - 1)) * (width - pad - 4);
-  const y = (v) => height - pad - (v / max) * (height - 2 * pad);
-  for (const [field, colour] of [["p95", "#d97706"], ["p50", "#2563eb"]]) {
-    const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p[field] || 0).toFixed(1)}`).join(" ");
-    if (path) chart.append(svg("path", { d: path, fill: "none", stroke: colour, "stroke-width": 2 }));
+  const label = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (points.length) {
+    chart.append(svg("text", { x: pad, y: height - 4 }, label(points[0].at)));
+    chart.append(svg("text", { x: width - 40, y: height - 4 }, label(points[points.length - 1].at)));
   }
-  chart.append(svg("text", { x: width - 80, y: 12, class: "legend-p50" }, "p50"));
-  chart.append(svg("text", { x: width - 40, y: 12, class: "legend-p95" }, "p95"));
+  chart.append(svg("text", { x: width - 150, y: 14, class: "legend-p50" }, "p50"));
+  chart.append(svg("text", { x: width - 115, y: 14, class: "legend-p95" }, "p95"));
+  chart.append(svg("text", { x: width - 80, y: 14 }, "requests"));
   $("latency-chart").replaceChildren(chart);
 }
 
@@ -225,9 +247,6 @@ function renderSummary(summary) {
     ["cost", "$" + fmt(summary.cost_usd, 4)],
     ["cache hit rate", pct(summary.cache_hit_rate)],
   ]);
-  latencyHistory.push({ p50: summary.latency_ms.p50, p95: summary.latency_ms.p95 });
-  while (latencyHistory.length > HISTORY) latencyHistory.shift();
-  renderLatency();
   const rows = summary.providers.map((p) =>
     el("tr", {}, el("td", { text: p.name }), el("td", { text: fmt(p.requests) }), el("td", { text: fmt(p.errors) }),
       el("td", { text: fmt(p.latency_ms.p50, 1) }), el("td", { text: fmt(p.latency_ms.p95, 1) }))
@@ -303,14 +322,16 @@ async function refresh() {
   if (!sessionStorage.getItem(TOKEN_KEY)) return;
   const window = $("window").value;
   try {
-    const [health, summary, errors, clients] = await Promise.all([
+    const [health, summary, series, errors, clients] = await Promise.all([
       api("GET", "/api/admin/api-keys/health"),
       api("GET", `/api/admin/metrics/summary?window=${window}`),
+      api("GET", `/api/admin/metrics/series?minutes=${SERIES_MINUTES[window]}`),
       optional("/api/admin/errors/recent"),
       optional("/api/admin/clients"),
     ]);
     renderHealth(health);
     renderSummary(summary);
+    renderLatency(series);
     renderErrors(errors || { errors: [] });
     renderClients(clients);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
@@ -346,10 +367,7 @@ document.addEventListener("DOMContentLoaded", () => {
     showLoggedIn(true);
   });
   $("logout").addEventListener("click", () => logout(""));
-  $("window").addEventListener("change", () => {
-    latencyHistory.length = 0;
-    refresh();
-  });
+  $("window").addEventListener("change", refresh);
   $("probe").addEventListener("click", async () => {
     const result = await act("POST", "/api/admin/api-keys/probe");
     if (result) notice(`probed ${result.results.length} keys: ${result.results.filter((r) => r.ok).length} answered`);

@@ -121,3 +121,18 @@ def test_recent_errors_are_bounded_and_newest_first():
     for n in range(5):
         errors.add(ErrorEntry(f"t{n}", f"r{n}", "/api/chat", 503, "all_keys_failed", "m", None))
     assert [e["request_id"] for e in errors.latest()] == ["r4", "r3", "r2"]
+
+
+def test_series_lists_every_minute_oldest_first():
+    clock = Clock(600_000.0)  # a whole minute
+    summary = RollingSummary(clock)
+    summary.record(ok(10.0))
+    clock.now += 120
+    summary.record(ok(100.0))
+    summary.record(RequestRecord("/api/chat", 503, 5.0))
+    points = summary.series(4)
+    assert [p["requests"] for p in points] == [0, 1, 0, 2]
+    assert [p["errors"] for p in points] == [0, 0, 0, 1]
+    assert points[1]["latency_ms"]["p50"] >= 10.0
+    assert points[0]["latency_ms"] == {"p50": None, "p95": None}
+    assert points[-1]["at"] == "1970-01-07T22:42:00Z"
