@@ -228,11 +228,11 @@ function renderLatency(series) {
   const label = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   if (points.length) {
     chart.append(svg("text", { x: pad, y: height - 4 }, label(points[0].at)));
-    chart.append(svg("text", { x: width - 40, y: height - 4 }, label(points[points.length - 1].at)));
+    chart.append(svg("text", { x: width - 2, y: height - 4, "text-anchor": "end" }, label(points[points.length - 1].at)));
   }
-  chart.append(svg("text", { x: width - 150, y: 14, class: "legend-p50" }, "p50"));
-  chart.append(svg("text", { x: width - 115, y: 14, class: "legend-p95" }, "p95"));
-  chart.append(svg("text", { x: width - 80, y: 14 }, "requests"));
+  chart.append(svg("text", { x: pad + 60, y: 14, class: "legend-p50" }, "p50"));
+  chart.append(svg("text", { x: pad + 95, y: 14, class: "legend-p95" }, "p95"));
+  chart.append(svg("text", { x: pad + 130, y: 14 }, "requests"));
   $("latency-chart").replaceChildren(chart);
 }
 
