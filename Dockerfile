@@ -22,6 +22,7 @@ USER keypool
 
 ENV HOST=0.0.0.0 \
     PORT=8000 \
+    AUTH_MODE=token \
     DATABASE_URL=sqlite+aiosqlite:////data/keypool.db
 
 EXPOSE 8000

@@ -10,11 +10,10 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.chat.usage import UsageSink
 from app.config import ProviderConfig
-from app.db.stats_writer import UsageEvent
 from app.keys.model import KeyState
 from app.state.base import KeyStateStore
+from app.usage import UsageEvent, UsageSink
 
 _STATES = tuple(state.value for state in KeyState)
 _CIRCUITS = ("closed", "open", "half_open")

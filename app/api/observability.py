@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.api.deps import AdminAuth, RuntimeDep
-from app.api.errors import json_response
+from app.api.responses import json_response
 from app.errors import InvalidRequest, NotReady
 from app.observability.hub import Observability
 from app.observability.summary import RETENTION_MINUTES, WINDOWS

@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from app.api.errors import json_response
+from app.api.responses import json_response
 from app.chat.streams import ChatStream, StreamInterrupted
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -23,7 +23,7 @@ def sse(event: dict[str, Any]) -> bytes:
 
 
 def start_event(stream: ChatStream) -> dict[str, Any]:
-    return {
+    event = {
         "type": "start",
         "provider": stream.provider,
         "model": stream.model,
@@ -31,6 +31,9 @@ def start_event(stream: ChatStream) -> dict[str, Any]:
         "key_index": stream.key_index,
         "attempts": [a.as_dict() for a in stream.attempts],
     }
+    if stream.group is not None:  # a model group's start event names it
+        event["group"] = stream.group
+    return event
 
 
 def done_event(stream: ChatStream) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnected
 
-from app.api.errors import validation_details
+from app.api.calls import chat_call
+from app.api.deps import runtime_of
+from app.api.errors import invalid_request
 from app.api.sse import keypool_events
-from app.chat.service import ChatCall, ChatService
+from app.chat.service import ChatService
 from app.errors import InvalidRequest, KeypoolError
 from app.runtime import Runtime
 from app.schemas import MAX_USER_ID_CHARS, ChatRequest
@@ -30,8 +32,6 @@ from app.schemas import MAX_USER_ID_CHARS, ChatRequest
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger("keypool.ws")
 
-WS_PING_INTERVAL_S = 20.0
-WS_PING_TIMEOUT_S = 20.0
 # What sending on a socket the client already closed raises (starlette maps uvicorn's OSError).
 _GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
 MAX_IN_FLIGHT = 64  # concurrent requests one socket may hold
@@ -90,10 +90,7 @@ class ChatSocket:
             )
             await self._chat(request)
         except ValidationError as exc:
-            details = validation_details(exc)
-            fields = ", ".join(".".join(d["loc"]) or "body" for d in details[:5])
-            error = InvalidRequest(f"invalid request: {fields}", details={"details": details})
-            await self._error(request_id, error)
+            await self._error(request_id, invalid_request(exc))
         except KeypoolError as exc:
             await self._error(request_id, exc)
         except _GONE:
@@ -127,14 +124,7 @@ class ChatSocket:
         return data
 
     async def _chat(self, request: ChatRequest) -> None:
-        call = ChatCall(
-            params=request.upstream_params(),
-            model=request.model,
-            provider=request.provider,
-            fallback=request.fallback,
-            user_id=request.user_id or self.user_id,
-        )
-        stream = await self.service.open_stream(call)
+        stream = await self.service.open_stream(chat_call(request, request.user_id or self.user_id))
         async with aclosing(keypool_events(stream)) as events:
             async for event in events:
                 await self.send({**event, "id": request.id})
@@ -153,7 +143,7 @@ class ChatSocket:
 async def chat_ws(websocket: WebSocket) -> None:
     """Send ChatRequest JSON frames (optional `id`); receive start/chunk/done or error events."""
     await websocket.accept()
-    socket = ChatSocket(websocket, websocket.state.runtime)
+    socket = ChatSocket(websocket, runtime_of(websocket))
     if socket.user_id is not None and len(socket.user_id) > MAX_USER_ID_CHARS:
         error = InvalidRequest(f"user id is over {MAX_USER_ID_CHARS} characters")
         await socket.send(

@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from app.db.flushing import FlushLoop
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, StatsDelta
 from app.db.session import DB_ERRORS, SessionFactory, describe_target
+from app.usage import UsageEvent
 
 _log = logging.getLogger(__name__)
 
 RowKey = tuple[str, int, int | None]
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
-    """One upstream attempt: a request of ``key_index``, for a user's group or none.
-
-    ``error`` marks a failed attempt and ``rate_limited`` a 429 (set both for a 429).
-    ``at`` is unix seconds; 0 means "now" by the writer's clock.
-    """
-
-    provider: str
-    key_index: int
-    fingerprint: str
-    key_group: int | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: bool = False
-    rate_limited: bool = False
-    at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -105,17 +87,14 @@ class StatsWriter:
         on_flush: Callable[[bool], None] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._interval = flush_interval_s
         self._max_events = flush_max_events
         self._logger = logger
         self._clock = clock
         self._on_flush = on_flush
         self._pending: dict[RowKey, _Tally] = {}
         self._events = 0
-        self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._loop = FlushLoop(self.flush, flush_interval_s, "stats writer", logger)
         self._outage = OutageLog(logger, "stats writer", describe_target(sessionmaker))
 
     @property
@@ -141,21 +120,14 @@ class StatsWriter:
         self._events += 1
         # While the database is down, retry on the interval only, not on every event.
         if self._events >= self._max_events and self._outage.healthy:
-            self._wake.set()
+            self._loop.wake()
 
     async def start(self) -> None:
-        if self._task is None:
-            self._closing = False
-            self._task = asyncio.create_task(self._run(), name="keypool-stats-writer")
+        self._loop.start()
 
     async def aclose(self) -> None:
         """Stop the background task, then write everything still pending."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if not await self.flush():
+        if not await self._loop.stop():
             self._logger.error(
                 "stats writer: shutting down with %d events (%d rows) unwritten",
                 self._events,
@@ -200,17 +172,3 @@ class StatsWriter:
             else:
                 newer.absorb(older)
         self._events += events
-
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._closing:
-                return
-            try:
-                await self.flush()
-            except Exception:
-                # Supervisor boundary: a bug in one flush must not end all later ones.
-                self._logger.exception("stats writer: unexpected flush failure")

@@ -18,7 +18,7 @@ from app.config import Settings
 from app.keys.signals import parse_signal
 from app.providers.errors import UpstreamError
 from app.providers.transport import AiohttpTransport, Transport, UpstreamResponse, UpstreamStream
-from app.runtime import build_pools
+from app.state.build import build_pools
 from app.state.memory import MemoryStateStore
 
 

@@ -177,8 +177,7 @@ class RequestObserver:
 
 
 def _hub(scope: Scope) -> Observability | None:
-    runtime = scope.get("state", {}).get("runtime")
-    hub: Observability | None = getattr(runtime, "observability", None)
+    hub: Observability | None = scope.get("state", {}).get("observability")
     return hub
 
 

@@ -60,6 +60,28 @@ class TestRequestId:
         assert [a.headers["x-request-id"] for a in [*answers, streamed]] == ["trace-abc-123"] * 6
         assert [a.status_code for a in answers] == [200, 200, 422, 200, 401]
 
+    def test_access_refusals_carry_the_id_and_are_counted(
+        self, make_fake: FakeFactory, make_gateway: GatewayFactory
+    ):
+        gateway = gateway_for(
+            make_fake, make_gateway, AUTH_MODE="token", CORS_ORIGINS="https://app.example"
+        )
+        with httpx.Client(base_url=gateway.base_url) as client:
+            refused = client.post("/api/chat", json=HELLO, headers={"X-Request-Id": "no-key-1"})
+            preflight = client.options(
+                "/api/chat",
+                headers={
+                    "Origin": "https://app.example",
+                    "Access-Control-Request-Method": "POST",
+                    "X-Request-Id": "preflight-1",
+                },
+            )
+            page = client.get("/metrics").text
+        assert refused.status_code == 401
+        assert refused.headers["x-request-id"] == "no-key-1"
+        assert preflight.headers["x-request-id"] == "preflight-1"
+        assert samples(page, "keypool_user_rejections_total") == {(("reason", "unauthorized"),): 1}
+
     def test_missing_or_unusable_ids_are_replaced(
         self, make_fake: FakeFactory, make_gateway: GatewayFactory
     ):
@@ -240,7 +262,7 @@ class TestAlerts:
                 "ALERT_WEBHOOK_URL": receiver.url,
             }
             gateway = make_gateway(env)
-            hub = gateway.app.state.runtime.observability
+            hub = gateway.server.lifespan.state["runtime"].observability
             with httpx.Client(base_url=gateway.base_url) as client:
                 for _ in range(6):
                     assert client.post("/api/chat", json=HELLO).status_code == 200

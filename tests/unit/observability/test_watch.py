@@ -10,7 +10,7 @@ from app.config import load_settings
 from app.metrics import Metrics
 from app.observability.hub import Observability
 from app.observability.watch import StateWatcher
-from app.runtime import build_pools
+from app.state.build import build_pools
 from app.state.memory import MemoryStateStore
 
 ENV = {

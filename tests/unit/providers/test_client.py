@@ -156,7 +156,7 @@ class TestComplete:
     @pytest.mark.parametrize(
         ("status", "kind"),
         [
-            (400, up.UpstreamBadRequest),
+            (400, up.UpstreamRejected),
             (401, up.UpstreamAuthFailed),
             (404, up.UpstreamNotFound),
             (429, up.UpstreamRateLimited),
@@ -179,7 +179,7 @@ class TestComplete:
     async def test_a_key_echoed_in_an_error_message_is_replaced_by_its_fingerprint(self):
         body = orjson.dumps({"error": {"message": f"key {SECRET} may not use max_tokens"}})
         client, _ = client_for(lambda sent: Reply(400, body))
-        with pytest.raises(up.UpstreamBadRequest) as caught:
+        with pytest.raises(up.UpstreamRejected) as caught:
             await client.complete(PARAMS)
         assert caught.value.upstream_message == "key alpha:0:WXYZ may not use max_tokens"
 

@@ -12,12 +12,12 @@ import pytest
 from app.chat.clients import ClientCache
 from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
 from app.chat.routing import Route
-from app.chat.usage import NullSink
+from app.chat.settlement import Settlement
 from app.config import ApiKey, ProviderConfig, fingerprint
 from app.errors import AllKeysFailed, AllProvidersFailed, RateLimited, UpstreamBadRequest
 from app.keys.backoff import WaitPolicy
 from app.keys.breaker import CircuitBreaker
-from app.keys.model import KeyState, Outcome, RateLimitSignal
+from app.keys.model import KeyState, Outcome, RateLimitSignal, Release
 from app.keys.pacing import REQUEST_HEADROOM, Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import RoundRobin
@@ -83,7 +83,7 @@ class Harness:
         self.runner = FallbackRunner(
             self.store,
             ClientCache(providers, cast(Transport, object())),
-            NullSink(),
+            Settlement(self.store, clock=self.clock),
             self.clock,
             rotate_providers=False,
             groups=3,
@@ -119,7 +119,7 @@ class Harness:
         for index in range(len(pool)):
             pool.statuses[index].in_flight += 1
             await self.store.release(
-                name, index, Outcome.RATE_LIMITED, self.clock(), RateLimitSignal(seconds)
+                Release(name, index, Outcome.RATE_LIMITED, self.clock(), RateLimitSignal(seconds))
             )
 
 
@@ -145,7 +145,7 @@ class TestMovingOn:
 
     async def test_a_rejected_request_is_not_retried(self):
         h = Harness([provider("alpha", 3)])
-        bad = upstream.UpstreamBadRequest("upstream 400", status=400)
+        bad = upstream.UpstreamRejected("upstream 400", status=400)
         with pytest.raises(UpstreamBadRequest):
             await h.run({("alpha", 0): bad})
         assert h.calls == [("alpha", 0)]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from app.keys.breaker import CircuitBreaker
-from app.keys.model import Ask, KeyState, Outcome
+from app.keys.model import Ask, KeyState, Outcome, Release
 from app.keys.pacing import REQUEST_HEADROOM, Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
@@ -54,7 +54,7 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def serve(store: DegradingStore, ask: Ask | None = None) -> int | None:
     grant = await store.acquire("p", time.time(), ask or Ask())
     if grant.index is not None:
-        await store.release("p", grant.index, Outcome.OK, time.time())
+        await store.release(Release("p", grant.index, Outcome.OK, time.time()))
     return grant.index
 
 

@@ -7,13 +7,13 @@ from collections import Counter
 import pytest
 
 from app.keys.breaker import CircuitBreaker, CircuitState
-from app.keys.model import NO_SIGNAL, Ask, KeyState, Outcome, RateLimitSignal
+from app.keys.model import NO_SIGNAL, Ask, KeyState, Outcome, RateLimitSignal, Release
 from app.keys.pacing import REQUEST_HEADROOM, Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.state.redis import RedisStateStore
 from app.state.redis_scripts import INSTANCE_TTL_S, TRIAL_LEASE_S
-from tests.unit.state.conftest import Namespace
+from tests.integration.state.conftest import Namespace
 
 T0 = 50_000.0
 GAP = 0.1 * (1 + REQUEST_HEADROOM)  # 600 RPM
@@ -42,7 +42,7 @@ async def serve(store: RedisStateStore, now: float = T0, ask: Ask | None = None)
     """One attempt that succeeds at once."""
     grant = await store.acquire("p", now, ask or Ask())
     if grant.index is not None:
-        await store.release("p", grant.index, Outcome.OK, now)
+        await store.release(Release("p", grant.index, Outcome.OK, now))
     return grant.index
 
 
@@ -65,7 +65,7 @@ class TestOnePoolForEveryInstance:
         a, b = instance(redis_ns, 2), instance(redis_ns, 2)
         grant = await a.acquire("p", T0, Ask(preferred=0))
         signal = RateLimitSignal(retry_after_s=30)
-        await a.release("p", 0, Outcome.RATE_LIMITED, T0, signal)
+        await a.release(Release("p", 0, Outcome.RATE_LIMITED, T0, signal))
         assert grant.index == 0
         assert {await serve(b, T0 + 1) for _ in range(3)} == {1}
         await b.set_disabled("p", 1, True)
@@ -118,7 +118,7 @@ class TestBreaker:
         for _ in range(2):
             grant = await store.acquire("p", T0, Ask())
             assert grant.index is not None
-            await store.release("p", grant.index, Outcome.SERVER_ERROR, T0)
+            await store.release(Release("p", grant.index, Outcome.SERVER_ERROR, T0))
 
     async def test_one_instance_opens_it_for_all_and_one_trial_goes_at_half_open(
         self, redis_ns: Namespace
@@ -131,7 +131,7 @@ class TestBreaker:
         trial = await a.acquire("p", T0 + 10, Ask())
         assert trial.index is not None
         assert (await b.acquire("p", T0 + 10, Ask())).refused == "circuit_open"
-        await a.release("p", trial.index, Outcome.OK, T0 + 11)
+        await a.release(Release("p", trial.index, Outcome.OK, T0 + 11))
         assert await serve(b, T0 + 11) is not None
         assert (await b.snapshot("p", T0 + 11)).circuit is CircuitState.CLOSED
 
@@ -191,9 +191,9 @@ class TestStoredState:
         a, b = instance(redis_ns, 1), instance(redis_ns, 1)
         signal = RateLimitSignal(remaining_requests=2, reset_requests_s=30)
         grant = await a.acquire("p", T0, Ask())
-        await a.release("p", 0, Outcome.OK, T0, signal)
+        await a.release(Release("p", 0, Outcome.OK, T0, signal))
         assert grant.index == 0
         assert (await a.acquire("p", T0, Ask())).index == 0
         assert (await b.acquire("p", T0, Ask())).index == 0  # the last one: cools the key
         assert (await b.acquire("p", T0, Ask())).refused == "rate_limited"
-        await a.release("p", 0, Outcome.OK, T0, NO_SIGNAL)
+        await a.release(Release("p", 0, Outcome.OK, T0, NO_SIGNAL))

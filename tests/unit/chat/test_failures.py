@@ -35,13 +35,13 @@ class TestClassification:
     @pytest.mark.parametrize(
         ("status", "kind", "outcome"),
         [
-            (400, up.UpstreamBadRequest, Outcome.BAD_REQUEST),
+            (400, up.UpstreamRejected, Outcome.BAD_REQUEST),
             (401, up.UpstreamAuthFailed, Outcome.AUTH_FAILED),
             (402, up.UpstreamAuthFailed, Outcome.AUTH_FAILED),
             (403, up.UpstreamAuthFailed, Outcome.AUTH_FAILED),
             (404, up.UpstreamNotFound, Outcome.NOT_FOUND),
-            (413, up.UpstreamBadRequest, Outcome.BAD_REQUEST),
-            (422, up.UpstreamBadRequest, Outcome.BAD_REQUEST),
+            (413, up.UpstreamRejected, Outcome.BAD_REQUEST),
+            (422, up.UpstreamRejected, Outcome.BAD_REQUEST),
             (429, up.UpstreamRateLimited, Outcome.RATE_LIMITED),
             (500, up.UpstreamServerError, Outcome.SERVER_ERROR),
             (503, up.UpstreamServerError, Outcome.SERVER_ERROR),

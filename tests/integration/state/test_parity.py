@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from app.keys.breaker import CircuitBreaker
-from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
+from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal, Release
 from app.keys.pacing import Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.state.base import ProviderSnapshot
 from app.state.memory import MemoryStateStore
-from tests.unit.state.conftest import Namespace
+from tests.integration.state.conftest import REDIS_HOST, REDIS_PORT, Namespace
+from tests.support.servers import require_service
 
 SIZE = 4
 STEPS = 250
@@ -33,6 +34,12 @@ OPERATIONS = ["acquire", "release", "recheck", "switch", "probe", "tick"]
 # Every outcome occurs; successes and rate limits most, as in real traffic.
 OUTCOMES = [*Outcome, *[Outcome.OK] * 5, *[Outcome.RATE_LIMITED] * 2]
 WEIGHTS = [5, 4, 1, 0.4, 0.6, 2]
+
+
+@pytest.fixture(autouse=True)
+def redis_is_required() -> None:
+    """The key logic is written twice (Python and Lua): this test never skips, Redis or not."""
+    require_service(REDIS_HOST, REDIS_PORT, "Redis (the Python/Lua parity test)", always=True)
 
 
 def pools(strategy: str, pace: Pace) -> dict[str, KeyPool]:
@@ -124,7 +131,7 @@ class Twins:
         signal = random_signal(self.rng)
         latency = self.rng.choice([None, 0.05, 0.4, 3.0])
         for store in (self.memory, self.shared):
-            await store.release("p", index, outcome, self.now, signal, latency)
+            await store.release(Release("p", index, outcome, self.now, signal, latency))
 
     async def recheck(self, n: int) -> None:
         if self.held:

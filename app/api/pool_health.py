@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from app.config import ProviderConfig
 from app.keys.health import estimate_capacity, pool_status, status_message
 from app.keys.model import KeyStatus
 from app.state.base import KeyStateStore, ProviderSnapshot
-
-
-def iso_utc(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+from app.timefmt import iso_utc
 
 
 def key_entry(
