@@ -6,6 +6,7 @@
                                  ├──► access ──► db, state, config, errors
                                  ├──► db ──► usage, errors, timefmt
                                  └──► vault ──► providers, state, db, keys   (cache ──► state)
+    api and runtime also use cache (the response cache in front of the non-streaming routes)
 
 `app/keys` is pure (no I/O library, no clock, no other room), and aiohttp is imported only by
 `app/providers/transport.py` (and the demo's fake provider).
@@ -81,9 +82,20 @@ ALLOWED: dict[str, set[str]] = {
     "vault": {"keys", "providers", "state", "db"} | BASE,
     "cache": {"state"} | BASE,
     "access": {"db", "state"} | BASE,
-    "api": {"access", "chat", "keys", "state", "db", "runtime", "schemas", "metrics", "vault"}
+    "api": {
+        "access",
+        "chat",
+        "keys",
+        "state",
+        "db",
+        "runtime",
+        "schemas",
+        "metrics",
+        "vault",
+        "cache",
+    }
     | BASE,
-    "runtime": {"access", "chat", "providers", "state", "db", "metrics"} | BASE,
+    "runtime": {"access", "chat", "providers", "state", "db", "metrics", "cache"} | BASE,
     "main": {"api", "runtime"} | BASE,
     "cli": {"access", "db", "demo", "vault"} | BASE,
     "demo": {"main"} | BASE,
