@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, clients, health, metrics, openai, websocket
+from app.api import admin, chat, clients, health, me, metrics, openai, websocket
 from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import ChatCORSMiddleware, parse_origins
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
-    for module in (chat, websocket, openai, admin, clients, health, metrics):
+    for module in (chat, websocket, openai, admin, clients, health, metrics, me):
         app.include_router(module.router)
     install_fast_routes(app)
     return app
