@@ -30,7 +30,7 @@ PRICES = "fake-small=1000/2000"  # USD per 1M prompt / completion tokens
 
 
 def expected_cost(usage: dict[str, Any]) -> float:
-    return (usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000) / 1_000_000
+    return float(usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000) / 1_000_000
 
 
 def start(make_fake: FakeFactory, make_gateway: GatewayFactory, **env: str) -> GatewayServer:
@@ -64,9 +64,7 @@ class TestCostInAnswers:
         assert float(answer.headers["x-keypool-cost-usd"]) == pytest.approx(cost)
         assert "e" not in answer.headers["x-keypool-cost-usd"]  # plain decimal
 
-        v1 = httpx.post(
-            f"{url}/v1/chat/completions", json={"model": "auto", **HI, "user": "ann"}
-        )
+        v1 = httpx.post(f"{url}/v1/chat/completions", json={"model": "auto", **HI, "user": "ann"})
         assert v1.status_code == 200, v1.text
         assert float(v1.headers["x-keypool-cost-usd"]) == pytest.approx(
             expected_cost(v1.json()["usage"])
@@ -124,10 +122,11 @@ def test_spend_is_stored_per_user_and_per_key(
     anonymous = httpx.post(f"{url}/api/chat", json=HI).json()  # priced, no user row
     total = sum(b["cost_usd"] for b in bodies)
 
-    row = wait_for(
-        lambda: (u := daily_usage(database, "ann")) is not None and u.requests == 3 and u,
-        what="user_daily_usage row",
-    )
+    def written() -> DailyUsage | None:
+        row = daily_usage(database, "ann")
+        return row if row is not None and row.requests == 3 else None
+
+    row = wait_for(written, what="user_daily_usage row")
     assert row.prompt_tokens == sum(b["usage"]["prompt_tokens"] for b in bodies)
     assert row.completion_tokens == sum(b["usage"]["completion_tokens"] for b in bodies)
     assert row.cost_usd == pytest.approx(total)
@@ -176,7 +175,8 @@ def test_a_budget_spent_for_real_refuses_until_the_next_utc_day(
             refused = answer
             break
         spent.append(answer.json()["cost_usd"])
-    assert refused is not None and refused.status_code == 429, "the budget never ran out"
+    assert refused is not None, "the budget never ran out"
+    assert refused.status_code == 429
     assert refused.json()["error"]["type"] == "budget_exceeded"
     assert sum(spent) >= 2 > sum(spent[:-1])  # refused right after the budget was reached
     midnight = datetime.fromtimestamp(clock.now, UTC).date() + timedelta(days=1)
@@ -186,7 +186,8 @@ def test_a_budget_spent_for_real_refuses_until_the_next_utc_day(
     assert httpx.post(f"{url}/api/chat", json=HI, headers=bearer(key)).status_code == 429
     warnings = [r.getMessage() for r in caplog.records if "budget_warning" in r.getMessage()]
     reached = [r.getMessage() for r in caplog.records if "budget_exceeded:" in r.getMessage()]
-    assert len(warnings) == 1 and "'carol'" in warnings[0]
+    assert len(warnings) == 1
+    assert "'carol'" in warnings[0]
     assert len(reached) == 1
 
     clock.now = datetime.combine(midnight, datetime.min.time(), UTC).timestamp() + 1
