@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, clients, health, metrics, observability, openai, websocket
+from app.api import admin, chat, clients, health, me, metrics, observability, openai, websocket
 from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import ChatCORSMiddleware, parse_origins
@@ -55,7 +55,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
     # Outermost: ids, timing and logs cover the body limit, CORS and access refusals (401/429) too.
     app.add_middleware(RequestObserver)
-    modules = (chat, websocket, openai, admin, clients, health, metrics, observability, dashboard)
+    modules = (
+        chat,
+        websocket,
+        openai,
+        admin,
+        clients,
+        me,
+        health,
+        metrics,
+        observability,
+        dashboard,
+    )
     for module in modules:
         app.include_router(module.router)
     install_fast_routes(app)

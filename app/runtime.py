@@ -10,6 +10,8 @@ from typing import TypedDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.access.service import Access, build_access
+from app.access.spend import SpendSink
+from app.cache.service import ResponseCache, build_cache
 from app.chat.assembly import build_chat
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
@@ -45,6 +47,7 @@ class Runtime:
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    cache: ResponseCache | None = None  # the response cache; None with CACHE_MODE=off
 
     def redis_status(self) -> str:
         """ "off" without REDIS_URL; else whether the shared state is in use right now."""
@@ -59,6 +62,8 @@ class Runtime:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.aclose()
         await self.access.aclose()
         if self.observability is not None:
             await self.observability.aclose()
@@ -111,10 +116,10 @@ async def build_runtime(settings: Settings) -> Runtime:
     store = build_store(settings)
     if isinstance(store, DegradingStore):
         await store.start()
-    chat = build_chat(
-        settings, store, sink=MeteredSink(stats, metrics, observability.summary), groups=groups
-    )
     access = await build_access(settings, sessions)
+    # Cost and budgets: each settled attempt is priced and booked before it is counted.
+    sink = SpendSink(MeteredSink(stats, metrics, observability.summary), access)
+    chat = build_chat(settings, store, sink=sink, groups=groups, prices=access.prices)
     runtime = Runtime(
         settings,
         chat.service,
@@ -131,5 +136,23 @@ async def build_runtime(settings: Settings) -> Runtime:
     runtime.background.append(asyncio.create_task(chat.prober.run(), name="keypool-prober"))
     watcher = StateWatcher(settings.providers, store, observability)
     runtime.background.append(asyncio.create_task(watcher.run(), name="keypool-watcher"))
+    # Hits, misses and bypasses reach /metrics from the answers' x-keypool-cache header
+    # (RequestObserver), so the cache itself needs no collector.
+    runtime.cache = response_cache(settings)
     runtime.ready = True
     return runtime
+
+
+def response_cache(settings: Settings) -> ResponseCache | None:
+    """The response cache (shared through Redis when REDIS_URL is set); None when off."""
+    if settings.cache_mode == "off":
+        return None
+    return build_cache(
+        mode=settings.cache_mode,
+        scope=settings.cache_scope,
+        ttl_s=settings.cache_ttl_s,
+        max_entries=settings.cache_max_entries,
+        redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        prefix=settings.keypool_redis_prefix + "cache:",
+        timeout_s=settings.redis_timeout_s,
+    )

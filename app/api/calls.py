@@ -33,6 +33,7 @@ def chat_call(body: ChatRequest, user_id: str | None) -> ChatCall:
         provider=body.provider,
         fallback=body.fallback,
         user_id=user_id,
+        cache=body.cache,
     )
 
 
@@ -42,6 +43,7 @@ def openai_call(body: OpenAIChatRequest, raw: dict[str, Any], user_id: str | Non
         params=body.upstream_params(raw),
         model=None if body.model == AUTO_MODEL else body.model,
         user_id=user_id,
+        cache=body.cache,
     )
 
 

@@ -38,7 +38,12 @@ def start_event(stream: ChatStream) -> dict[str, Any]:
 
 def done_event(stream: ChatStream) -> dict[str, Any]:
     usage = stream.usage.as_dict() if stream.usage else None
-    return {"type": "done", "usage": usage, "finish_reason": stream.finish_reason}
+    return {
+        "type": "done",
+        "usage": usage,
+        "finish_reason": stream.finish_reason,
+        "cost_usd": round(stream.cost_usd, 10),
+    }
 
 
 def interrupted_event(exc: StreamInterrupted, stream: ChatStream) -> dict[str, Any]:

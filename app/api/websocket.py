@@ -20,6 +20,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnected
 
+from app.access.principal import Principal
+from app.api.access import PRINCIPAL, check, require_budget
 from app.api.calls import chat_call
 from app.api.deps import runtime_of
 from app.api.errors import invalid_request
@@ -50,6 +52,11 @@ class ChatSocket:
         self.max_chars = runtime.settings.max_message_chars
         self.max_frame = runtime.settings.max_body_bytes
         self.user_id = websocket.headers.get("x-user-id") or websocket.query_params.get("user_id")
+        # token/trusted mode: each chat frame is one request of this user (rate limit, budget);
+        # the handshake's admission (by the access middleware) covers the first frame.
+        self.access = runtime.access
+        self.principal: Principal | None = websocket.scope.get(PRINCIPAL)
+        self._prepaid = self.principal is not None
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -85,6 +92,7 @@ class ChatSocket:
         try:
             data = self._parse(frame)
             request_id = data.get("id")
+            await self._admit()
             request = ChatRequest.model_validate(
                 data, context={"max_message_chars": self.max_chars}
             )
@@ -98,6 +106,17 @@ class ChatSocket:
         except Exception as exc:  # one request's bug must not kill the socket or go unseen
             logger.error("unexpected %s in a websocket chat request", type(exc).__name__)
             await self._error(request_id, KeypoolError("internal error; request not completed"))
+
+    async def _admit(self) -> None:
+        """Per frame, as the middleware does per HTTP request: over the budget or the user's
+        rate limit → that frame's error event; the socket stays open."""
+        if self.principal is None:
+            return
+        if self._prepaid:  # counted at the handshake; the budget may have run out since
+            self._prepaid = False
+            require_budget(self.access, self.principal)
+            return
+        await check(self.access, self.principal)
 
     async def _refuse_busy(self, frame: str | bytes) -> None:
         """One socket may not hold more than MAX_IN_FLIGHT requests: it would starve the others."""

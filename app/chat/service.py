@@ -16,7 +16,7 @@ from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
 from app.chat.routing import Route, resolve_route
 from app.chat.settlement import Settlement
 from app.chat.streams import ChatStream, OpenedStream, open_committable
-from app.chat.usage import GroupResolver, estimate_usage
+from app.chat.usage import GroupResolver, Pricing, answer_cost, estimate_usage
 from app.config import ProviderConfig
 from app.keys.backoff import WaitPolicy
 from app.keys.model import Outcome
@@ -35,6 +35,7 @@ class ChatCall:
     provider: str | None = None
     fallback: bool = True
     user_id: str | None = None
+    cache: bool | None = None  # the body's `"cache"` switch (response cache; never upstream)
 
 
 @dataclass(slots=True)
@@ -48,6 +49,7 @@ class ChatResult:
     attempts: list[Attempt] = field(default_factory=list)
     latency_ms: float = 0.0
     group: str | None = None  # the model group that served the request, if any
+    cost_usd: float = 0.0  # from the final usage and the service's prices
 
     def as_dict(self) -> dict[str, Any]:
         """The /api/chat 200 body (DESIGN.md §3); a model group's answer also names it."""
@@ -61,6 +63,7 @@ class ChatResult:
             "usage": self.usage.as_dict(),
             "attempts": [a.as_dict() for a in self.attempts],
             "latency_ms": round(self.latency_ms, 2),
+            "cost_usd": round(self.cost_usd, 10),
         }
         if self.group is not None:
             answer["group"] = self.group
@@ -87,8 +90,10 @@ class ChatService:
         on_key_failure: Callable[[], None] | None = None,
         model_groups: Mapping[str, ModelGroup] | None = None,
         clock: Callable[[], float] = time.time,
+        prices: Pricing | None = None,
     ) -> None:
         self.providers = tuple(providers)
+        self.prices = prices  # what answers cost (`cost_usd`); None: every answer costs 0
         self.store = store
         self.clients = clients
         self.groups = groups
@@ -149,6 +154,9 @@ class ChatService:
             attempts=success.attempts,
             latency_ms=(time.perf_counter() - started) * 1000,
             group=route.group,
+            cost_usd=answer_cost(
+                self.prices, success.lease.provider.name, success.lease.model, usage
+            ),
         )
 
     async def open_stream(self, call: ChatCall) -> ChatStream:
@@ -173,6 +181,7 @@ class ChatService:
             call.params,
             route.path,
             group=route.group,
+            prices=self.prices,
         )
 
     # The four entry points of the original design; `model=None` takes Path A.

@@ -31,6 +31,7 @@ class _Tally:
     errors: int = 0
     rate_limited: int = 0
     last_at: float = 0.0
+    cost_usd: float = 0.0
 
     def add(self, event: UsageEvent, at: float) -> None:
         self.requests += 1
@@ -39,6 +40,7 @@ class _Tally:
         self.errors += event.error
         self.rate_limited += event.rate_limited
         self.last_at = max(self.last_at, at)
+        self.cost_usd += event.cost_usd
         self.fingerprint = event.fingerprint
 
     def absorb(self, older: _Tally) -> None:
@@ -49,6 +51,7 @@ class _Tally:
         self.errors += older.errors
         self.rate_limited += older.rate_limited
         self.last_at = max(self.last_at, older.last_at)
+        self.cost_usd += older.cost_usd
 
     def delta(self, key: RowKey) -> StatsDelta:
         provider, key_index, key_group = key
@@ -63,6 +66,7 @@ class _Tally:
             errors=self.errors,
             rate_limited=self.rate_limited,
             last_request_at=datetime.fromtimestamp(self.last_at, UTC) if self.last_at else None,
+            cost_usd=self.cost_usd,
         )
 
 

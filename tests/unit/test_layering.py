@@ -7,6 +7,7 @@
                                  ├──► db ──► usage, errors, timefmt
                                  ├──► vault ──► providers, state, db, keys   (cache ──► state)
                                  └──► observability ──► chat, providers, state, db, metrics
+    api and runtime also use cache (the response cache in front of the non-streaming routes)
 
 `app/keys` is pure (no I/O library, no clock, no other room), and aiohttp is imported only by
 `app/providers/transport.py` (and the demo's fake provider).
@@ -95,9 +96,11 @@ ALLOWED: dict[str, set[str]] = {
         "metrics",
         "vault",
         "observability",
+        "cache",
     }
     | BASE,
-    "runtime": {"access", "chat", "providers", "state", "db", "metrics", "observability"} | BASE,
+    "runtime": {"access", "chat", "providers", "state", "db", "metrics", "observability", "cache"}
+    | BASE,
     "main": {"api", "runtime", "observability", "dashboard"} | BASE,
     "cli": {"access", "db", "demo", "vault", "observability", "metrics"} | BASE,
     "demo": {"main"} | BASE,
