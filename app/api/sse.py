@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -15,6 +16,7 @@ from app.chat.streams import ChatStream, StreamInterrupted
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
+logger = logging.getLogger("keypool.api")
 CLIENT_CLOSED = 499  # nginx's status for "client closed request"; nobody is left to read it
 
 
@@ -112,11 +114,16 @@ async def open_while_connected(
         await asyncio.wait((opener, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-        if not opener.done():
+        left = not opener.done()
+        if left:
             opener.cancel()
-    if not opener.cancelled():
+    if not left:
         return opener.result()  # the stream, or the KeypoolError for the JSON answer
-    await asyncio.gather(opener, return_exceptions=True)  # let fallback release its key
+    # cancel() only requests it: the task is not done (nor cancelled()) until it has run again.
+    await asyncio.gather(opener, watcher, return_exceptions=True)  # let fallback release its key
+    if not opener.cancelled() and opener.exception() is None:
+        await opener.result().aclose()  # it opened as the client left: nobody will read it
+    logger.info("client closed the request before the first token (499)")
     body = {"error": {"type": "client_closed_request", "message": "the client went away"}}
     return json_response(body, CLIENT_CLOSED)
 
