@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from app.api import admin, chat, health, metrics, openai, websocket
 from app.api.body import BodyLimitMiddleware
+from app.api.crashguard import GuardedFastAPI
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
 from app.config import ConfigError, Settings, load_settings
@@ -41,7 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    app = FastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
+    app = GuardedFastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
