@@ -38,7 +38,7 @@ def _route_of(scope: Scope) -> str:
 def _request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            return value.decode("latin-1")[:64]
+            return str(value.decode("latin-1"))[:64]
     return None
 
 
