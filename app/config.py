@@ -180,11 +180,21 @@ def parse_keys(env: Mapping[str, str], provider: str) -> list[str]:
 
 
 def _discover_names(env: Mapping[str, str]) -> list[str]:
+    """Only names the operator meant as providers: LANGSMITH_API_KEY and friends are not LLMs."""
     names: list[str] = []
     for var in env:
         match = _KEYS_VAR.match(var) or _KEY_VAR.match(var)
         if match and match.group(1) not in ("LLM", "ADMIN"):
-            names.append(match.group(1).lower())
+            prefix = match.group(1)
+            if prefix.lower() in CATALOG or env.get(f"{prefix}_BASE_URL"):
+                names.append(prefix.lower())
+            else:
+                logger.info(
+                    "%s ignored: %s is neither a catalog provider nor has %s_BASE_URL",
+                    var,
+                    prefix.lower(),
+                    prefix,
+                )
     return sorted(set(names), key=names.index)
 
 
