@@ -65,10 +65,14 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def load_settings_url() -> str:
-    from app.config import Settings, read_environment
+    from app.config import Settings, normalize_database_url, read_environment
 
     env = read_environment()
-    return env.get("DATABASE_URL") or str(Settings.model_fields["database_url"].default)
+    url = env.get("DATABASE_URL") or str(Settings.model_fields["database_url"].default)
+    try:
+        return normalize_database_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting DATABASE_URL: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

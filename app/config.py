@@ -13,6 +13,8 @@ from typing import Literal, TypeVar
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.providers.catalog import CATALOG
 
@@ -23,6 +25,13 @@ _N = TypeVar("_N", int, float)
 _KEYS_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEYS$")
 _KEY_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEY(?:_(\d+))?$")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# What users paste (Heroku, docs, psql) → the async drivers the gateway ships with.
+_DB_SCHEMES = {
+    "postgres://": "postgresql+asyncpg://",
+    "postgresql://": "postgresql+asyncpg://",
+    "sqlite:///": "sqlite+aiosqlite:///",
+}
+_DB_DRIVERS = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
 
 
 class ConfigError(Exception):
@@ -107,12 +116,37 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return url
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        return normalize_database_url(url)
+
     @property
     def groups(self) -> int:
         """G: KEY_GROUPS, or the largest key count of any provider."""
         if self.key_groups:
             return self.key_groups
         return max((len(p.keys) for p in self.providers), default=1)
+
+
+def normalize_database_url(url: str) -> str:
+    """The async-driver form of a pasted URL; ValueError (never echoing it: passwords) if unusable."""
+    url = url.strip()
+    for plain, driver in _DB_SCHEMES.items():
+        if url.startswith(plain):
+            url = driver + url.removeprefix(plain)
+            break
+    try:
+        make_url(url).port  # noqa: B018 - parses the port: "host:abc" fails here, not per request
+        usable = url.startswith(_DB_DRIVERS) and url not in _DB_DRIVERS
+    except (ArgumentError, ValueError):
+        usable = False
+    if not usable:
+        raise ValueError(
+            "must be postgresql://user:password@host/db or sqlite:///path.db "
+            "(or their +asyncpg / +aiosqlite forms)"
+        )
+    return url
 
 
 def read_environment(env_file: str | None = ".env") -> dict[str, str]:
