@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, load_settings, read_environment
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -75,23 +75,33 @@ def load_settings_url() -> str:
         raise ConfigError(f"invalid setting DATABASE_URL: {exc}") from None
 
 
+def _int(env: dict[str, str], var: str, default: int) -> int:
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{var} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keypool", description="Multi-key LLM chat gateway")
+    env = read_environment()  # HOST, PORT, WEB_CONCURRENCY from `.env` too; the real env wins
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (configuration from env / .env)")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--host", default=env.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=_int(env, "PORT", 8000))
     serve.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        default=_int(env, "WEB_CONCURRENCY", 1),
         help="worker processes (default: $WEB_CONCURRENCY or 1); with REDIS_URL they share one pool",
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="gateway + built-in fake providers, no real keys")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    demo.add_argument("--port", type=int, default=_int(env, "PORT", 8000))
     demo.set_defaults(run=_demo)
     keys = commands.add_parser("keys", help="list configured keys by fingerprint")
     keys.set_defaults(run=_keys)
@@ -103,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args))
     except ConfigError as exc:
         print(f"keypool: configuration error: {exc}", file=sys.stderr)
