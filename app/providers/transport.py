@@ -92,7 +92,8 @@ def upstream_message(body: bytes) -> str | None:
         return None
     error = data.get("error") if isinstance(data, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    return str(message)[:500] if message else None
+    # Not cut here: the client redacts its key first, then cuts (a cut could split the key).
+    return str(message)[:_MAX_ERROR_BODY] if message else None
 
 
 class _AiohttpStream:
