@@ -220,7 +220,12 @@ class AiohttpTransport:
     ) -> UpstreamResponse:
         with map_upstream_errors():
             async with self._session(url).request(
-                method, url, data=body, headers=headers, timeout=self._timeout(timeout_s)
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout(timeout_s),
+                allow_redirects=False,  # a followed 307 would re-post the prompt elsewhere
             ) as response:
                 payload = await response.read()
                 limits = rate_limit_headers(response.headers)
@@ -235,7 +240,7 @@ class AiohttpTransport:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
         with map_upstream_errors():
             response = await self._session(url).post(
-                url, data=body, headers=headers, timeout=timeout
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             )
             limits = rate_limit_headers(response.headers)
             if response.status >= 300:
