@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -243,6 +244,7 @@ def _provider(env: Mapping[str, str], name: str, secrets: list[str]) -> Provider
             f"provider {name!r} is not in the built-in catalog: set {missing} "
             f"(an OpenAI-compatible endpoint ending in /v1)"
         )
+    _check_base_url(f"{prefix}_BASE_URL", base_url)
     return ProviderConfig(
         name=name,
         base_url=base_url.rstrip("/"),
@@ -258,6 +260,20 @@ def _provider(env: Mapping[str, str], name: str, secrets: list[str]) -> Provider
         timeout_s=_number(env, f"{prefix}_TIMEOUT_S", float, 60.0) or 60.0,
         key_weights=_weights(env, prefix, len(secrets)),
     )
+
+
+def _check_base_url(var: str, url: str) -> None:
+    """A URL every request would fail on stops the start instead (never echoed: it may hold a
+    password)."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port in (-1, 0):
+        raise ConfigError(f"{var} must be an http(s) URL such as https://api.example.com/v1")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{var} must not contain user:password@ (keys go in <P>_API_KEYS)")
 
 
 def _number(env: Mapping[str, str], var: str, kind: type[_N], default: _N | None) -> _N | None:

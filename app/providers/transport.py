@@ -70,6 +70,8 @@ def map_upstream_errors() -> Iterator[None]:
     """Re-raise aiohttp/asyncio failures as the most specific UpstreamError, chained with `from`."""
     try:
         yield
+    except UpstreamError:
+        raise
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout("upstream timeout") from exc
     except aiohttp.ClientPayloadError as exc:
@@ -78,6 +80,10 @@ def map_upstream_errors() -> Iterator[None]:
         raise UpstreamConnectionError("upstream sent a malformed response") from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamConnectionError(f"upstream connection error ({type(exc).__name__})") from exc
+    except Exception as exc:
+        # e.g. aiohttp's ValueError for a URL it will not send: still one key's failure, which
+        # falls over to the next, never a 500 for the whole request.
+        raise UpstreamConnectionError(f"upstream request failed ({type(exc).__name__})") from exc
 
 
 def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:

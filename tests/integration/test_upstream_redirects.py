@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from app.providers.errors import UpstreamServerError
+from app.providers.errors import UpstreamConnectionError, UpstreamServerError
 from app.providers.transport import AiohttpTransport
 
 
@@ -50,3 +50,17 @@ async def test_a_307_is_not_followed_and_counts_as_an_upstream_error(
     finally:
         await transport.aclose()
     assert posted == []
+
+
+async def test_a_request_aiohttp_refuses_is_a_connection_failure_not_a_crash() -> None:
+    # Credentials in the URL plus our Authorization header: aiohttp raises ValueError.
+    base = "http://user:pw@127.0.0.1:9/v1"
+    transport = AiohttpTransport()
+    transport.open_session(base)
+    try:
+        with pytest.raises(UpstreamConnectionError):
+            await transport.request(
+                "POST", f"{base}/chat/completions", {"Authorization": "Bearer k"}, b"{}", 5
+            )
+    finally:
+        await transport.aclose()
