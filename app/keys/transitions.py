@@ -140,12 +140,23 @@ def record_probe(status: KeyStatus, *, ok: bool, auth_failed: bool, now: float) 
 
 
 def set_disabled(status: KeyStatus, disabled: bool) -> None:
+    """Enable lifts an admin disable only: the evidence kept under it decides what comes back.
+
+    A key known bad (401/403, or repeated errors) stays failed until a probe succeeds; a cooldown
+    (its end kept through the disable) runs out as it would have; otherwise the key is active.
+    """
     if disabled:
         status.state = KeyState.DISABLED
-        status.cooldown_until = None
         status.trial_until = None
     elif status.state is KeyState.DISABLED:
-        _reactivate(status)
+        if status.auth_failed:
+            _fail(status, auth=True)
+        elif status.cooldown_until is not None:
+            status.state = KeyState.RATE_LIMITED
+        elif status.failures >= FAIL_AFTER_ERRORS:
+            _fail(status, auth=False)
+        else:
+            _reactivate(status)
 
 
 def needs_probe(status: KeyStatus, now: float) -> bool:

@@ -166,9 +166,18 @@ end
 function ops.set_disabled()
   local rec = load_one(args.index)
   if args.disabled then
-    rec.state, rec.cooldown_until, rec.trial_until = DISABLED, nil, nil
+    rec.state, rec.trial_until = DISABLED, nil
   elseif rec.state == DISABLED then
-    reactivate(rec)
+    -- as transitions.set_disabled: enable lifts the disable, not the evidence under it
+    if rec.auth_failed then
+      fail(rec, true)
+    elseif rec.cooldown_until ~= nil then
+      rec.state = RATE_LIMITED
+    elseif rec.failures >= FAIL_AFTER_ERRORS then
+      fail(rec, false)
+    else
+      reactivate(rec)
+    end
   end
   dirty[args.index] = true
   save()
