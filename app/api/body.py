@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.depth import MAX_JSON_DEPTH, too_deep
 from app.api.errors import invalid_request, json_response
 from app.errors import InvalidRequest, PayloadTooLarge
 
@@ -17,12 +18,18 @@ M = TypeVar("M", bound=BaseModel)
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
             f"body is not valid JSON: {exc.msg} at position {exc.pos}",
             details={"details": [{"loc": ["body"], "msg": "invalid JSON"}]},
         ) from None
+    if too_deep(raw, data):
+        raise InvalidRequest(
+            f"body nests JSON more than {MAX_JSON_DEPTH} levels deep",
+            details={"details": [{"loc": ["body"], "msg": "JSON nested too deep"}]},
+        )
+    return data
 
 
 def validate(model: type[M], data: Any, max_message_chars: int) -> M:

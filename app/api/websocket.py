@@ -20,6 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnected
 
+from app.api.depth import MAX_JSON_DEPTH, too_deep
 from app.api.errors import validation_details
 from app.api.sse import keypool_events
 from app.chat.service import ChatCall, ChatService
@@ -84,7 +85,7 @@ class ChatSocket:
         request_id = None
         try:
             data = self._parse(frame)
-            request_id = data.get("id")
+            request_id = echoable_id(data.get("id"))
             request = ChatRequest.model_validate(
                 data, context={"max_message_chars": self.max_chars}
             )
@@ -105,7 +106,7 @@ class ChatSocket:
     async def _refuse_busy(self, frame: str | bytes) -> None:
         """One socket may not hold more than MAX_IN_FLIGHT requests: it would starve the others."""
         try:
-            request_id = self._parse(frame).get("id")
+            request_id = echoable_id(self._parse(frame).get("id"))
         except InvalidRequest:
             request_id = None
         error = TooManyInFlight(
@@ -124,6 +125,8 @@ class ChatSocket:
             raise InvalidRequest("frame is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidRequest("frame must be a JSON object (a chat request)")
+        if too_deep(frame, data):
+            raise InvalidRequest(f"frame nests JSON more than {MAX_JSON_DEPTH} levels deep")
         return data
 
     async def _chat(self, request: ChatRequest) -> None:
@@ -147,6 +150,16 @@ class ChatSocket:
             )
         except _GONE:
             return
+
+
+def echoable_id(value: Any) -> str | int | None:
+    """The id as ChatRequest accepts it (a string or a whole number), else none: never echo
+    a structure nobody validated (it may not even serialise)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return None  # orjson writes 64-bit integers only
+    return value if isinstance(value, str) else int(value)
 
 
 @router.websocket("/api/chat/ws")
