@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Each worker learns N from here: its share of every key's budget without REDIS_URL, and
     # the 1/N it falls back to if Redis goes away.
     os.environ["WEB_CONCURRENCY"] = str(args.workers)
-    load_settings()  # fail here, with one clear message, rather than in every worker
+    settings = load_settings()  # fail here, with one clear message, rather than in every worker
     uvicorn.run(
         "app.main:app",
         host=args.host,
@@ -30,6 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         ws_ping_interval=WS_PING_INTERVAL_S,  # keeps idle /api/chat/ws sockets alive
         ws_ping_timeout=WS_PING_TIMEOUT_S,
+        ws_max_size=settings.ws_max_message_bytes,  # refused by the server before buffering
     )
     return 0
 

@@ -35,7 +35,6 @@ WS_PING_INTERVAL_S = 20.0
 WS_PING_TIMEOUT_S = 20.0
 # What sending on a socket the client already closed raises (starlette maps uvicorn's OSError).
 _GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
-MAX_IN_FLIGHT = 64  # concurrent requests one socket may hold
 
 
 class ChatSocket:
@@ -49,7 +48,8 @@ class ChatSocket:
         self.websocket = websocket
         self.service: ChatService = runtime.service
         self.max_chars = runtime.settings.max_message_chars
-        self.max_frame = runtime.settings.max_body_bytes
+        self.max_frame = runtime.settings.ws_max_message_bytes
+        self.max_in_flight = runtime.settings.ws_max_inflight
         self.user_id = websocket.headers.get("x-user-id") or websocket.query_params.get("user_id")
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -65,7 +65,13 @@ class ChatSocket:
                 if message["type"] == "websocket.disconnect":
                     return
                 frame = message.get("text")
-                self._dispatch(frame if frame is not None else message.get("bytes") or b"")
+                frame = frame if frame is not None else message.get("bytes") or b""
+                if len(self._tasks) >= self.max_in_flight:
+                    # Answered before the next read: a flooding client waits, and this socket
+                    # never holds more than WS_MAX_INFLIGHT frames and requests.
+                    await self._refuse_busy(frame)
+                else:
+                    self._dispatch(frame)
         except WebSocketDisconnect:
             return
         finally:
@@ -74,10 +80,7 @@ class ChatSocket:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _dispatch(self, frame: str | bytes) -> None:
-        if len(self._tasks) >= MAX_IN_FLIGHT:
-            task = asyncio.create_task(self._refuse_busy(frame))
-        else:
-            task = asyncio.create_task(self._handle(frame))
+        task = asyncio.create_task(self._handle(frame))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -104,13 +107,14 @@ class ChatSocket:
             await self._error(request_id, KeypoolError("internal error; request not completed"))
 
     async def _refuse_busy(self, frame: str | bytes) -> None:
-        """One socket may not hold more than MAX_IN_FLIGHT requests: it would starve the others."""
+        """One socket may not hold more than WS_MAX_INFLIGHT requests: it would starve the others."""
         try:
             request_id = echoable_id(self._parse(frame).get("id"))
         except InvalidRequest:
             request_id = None
         error = TooManyInFlight(
-            f"{MAX_IN_FLIGHT} requests are already in flight on this socket; wait for one to end"
+            f"{self.max_in_flight} requests are already in flight on this socket; "
+            "wait for one to end"
         )
         with contextlib.suppress(*_GONE):
             await self._error(request_id, error)

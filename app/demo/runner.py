@@ -57,4 +57,11 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
         os.environ.setdefault("ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
         app = create_app()
         print(banner(host, port), flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            ws_max_size=app.state.settings.ws_max_message_bytes,
+        )

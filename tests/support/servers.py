@@ -60,6 +60,7 @@ class GatewayServer:
             log_level="warning",
             lifespan="on",
             ws_ping_interval=None,
+            ws_max_size=self.settings.ws_max_message_bytes,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
