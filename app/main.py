@@ -16,6 +16,7 @@ from app.api.body import BodyLimitMiddleware
 from app.api.crashguard import GuardedFastAPI
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
+from app.api.userstreams import UserStreams
 from app.config import ConfigError, Settings, load_settings
 from app.runtime import build_runtime
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     app = GuardedFastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.user_streams = UserStreams(settings.max_streams_per_user)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     for module in (chat, websocket, openai, admin, health, metrics):

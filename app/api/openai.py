@@ -49,7 +49,9 @@ async def chat_completions(request: Request) -> Response:
         def render(stream: ChatStream) -> AsyncIterator[bytes]:
             return openai_chunks(stream, include_usage)
 
-        return await stream_answer(request, service.open_stream(call), render, stream_headers)
+        return await stream_answer(
+            request, service.open_stream(call), render, stream_headers, call.user_id
+        )
     result = await service.complete(call)
     answer = dict(result.completion.raw)
     answer.setdefault("object", "chat.completion")

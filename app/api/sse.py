@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from app.api.errors import json_response
+from app.api.userstreams import TooManyStreams, UserStreams
 from app.chat.streams import ChatStream, StreamInterrupted
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -91,12 +92,43 @@ async def stream_answer(
     opening: Coroutine[Any, Any, ChatStream],
     render: Callable[[ChatStream], AsyncIterator[bytes]],
     headers: Callable[[ChatStream], dict[str, str]],
+    user_id: str | None = None,
 ) -> Response:
     """The SSE answer once the first token is in; before it, the JSON error (or 499) instead."""
-    opened = await open_while_connected(request, opening)
+    streams: UserStreams | None = getattr(request.app.state, "user_streams", None)
+    if streams is not None:
+        try:
+            streams.acquire(user_id)
+        except TooManyStreams:
+            opening.close()  # never started: no key was taken
+            raise
+    try:
+        opened = await open_while_connected(request, opening)
+    except BaseException:
+        if streams is not None:
+            streams.release(user_id)
+        raise
     if isinstance(opened, Response):
+        if streams is not None:
+            streams.release(user_id)
         return opened
-    return sse_response(render(opened), headers(opened))
+    body = render(opened)
+    if streams is not None:
+        body = _releasing(body, streams, user_id)
+    return sse_response(body, headers(opened))
+
+
+async def _releasing(
+    body: AsyncIterator[bytes], streams: UserStreams, user_id: str | None
+) -> AsyncIterator[bytes]:
+    try:
+        async for frame in body:
+            yield frame
+    finally:
+        streams.release(user_id)
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def open_while_connected(

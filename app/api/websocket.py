@@ -23,6 +23,7 @@ from starlette.websockets import WebSocketDisconnected
 from app.api.depth import MAX_JSON_DEPTH, too_deep
 from app.api.errors import validation_details
 from app.api.sse import keypool_events
+from app.api.userstreams import UserStreams
 from app.chat.service import ChatCall, ChatService
 from app.errors import InvalidRequest, KeypoolError
 from app.runtime import Runtime
@@ -52,6 +53,9 @@ class ChatSocket:
         self.max_in_flight = runtime.settings.ws_max_inflight
         self.user_id = websocket.headers.get("x-user-id") or websocket.query_params.get("user_id")
         self._send_lock = asyncio.Lock()
+        self.user_streams: UserStreams = getattr(
+            websocket.app.state, "user_streams", UserStreams(None)
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -141,10 +145,14 @@ class ChatSocket:
             fallback=request.fallback,
             user_id=request.user_id or self.user_id,
         )
-        stream = await self.service.open_stream(call)
-        async with aclosing(keypool_events(stream)) as events:
-            async for event in events:
-                await self.send({**event, "id": request.id})
+        self.user_streams.acquire(call.user_id)
+        try:
+            stream = await self.service.open_stream(call)
+            async with aclosing(keypool_events(stream)) as events:
+                async for event in events:
+                    await self.send({**event, "id": request.id})
+        finally:
+            self.user_streams.release(call.user_id)
 
     async def _error(self, request_id: Any, error: KeypoolError) -> None:
         body = error.body()["error"]
