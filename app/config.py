@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     probe_interval_s: float = Field(default=30.0, gt=0)
     db_auto_migrate: bool = True
     stats_flush_interval_s: float = Field(default=1.0, gt=0)
+    stats_spool_path: str = "./keypool-spool.jsonl"
     web_concurrency: int = Field(default=1, ge=1)
     log_level: str = "INFO"
 

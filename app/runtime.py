@@ -13,6 +13,7 @@ from app.chat.service import ChatService
 from app.config import Settings
 from app.db.migrate import upgrade_async
 from app.db.session import create_engine, create_sessionmaker, mask_url
+from app.db.spool import Spool
 from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
 from app.keys.backoff import WaitPolicy
@@ -126,9 +127,10 @@ async def build_runtime(settings: Settings) -> Runtime:
     await migrate(settings)
     engine = create_engine(settings.database_url)
     sessions = create_sessionmaker(engine)
-    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s)
+    spool = Spool(settings.stats_spool_path)
+    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s, spool=spool)
     metrics = Metrics()
-    groups = UserGroupService(sessions, settings.groups)
+    groups = UserGroupService(sessions, settings.groups, spool=spool)
     await stats.start()
     await groups.start()
     store = build_store(settings)

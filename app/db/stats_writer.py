@@ -9,14 +9,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, StatsDelta
 from app.db.session import DB_ERRORS, SessionFactory, describe_target
+from app.db.spool import Spool
 
 _log = logging.getLogger(__name__)
 
 RowKey = tuple[str, int, int | None]
+SPOOL_KIND = "stats"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,7 @@ class StatsWriter:
         logger: logging.Logger = _log,
         clock: Callable[[], float] = time.time,
         on_flush: Callable[[bool], None] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._interval = flush_interval_s
@@ -110,6 +114,7 @@ class StatsWriter:
         self._logger = logger
         self._clock = clock
         self._on_flush = on_flush
+        self._spool = spool
         self._pending: dict[RowKey, _Tally] = {}
         self._events = 0
         self._wake = asyncio.Event()
@@ -144,6 +149,8 @@ class StatsWriter:
             self._wake.set()
 
     async def start(self) -> None:
+        if self._spool is not None:
+            self._unspool(self._spool.take(SPOOL_KIND))
         if self._task is None:
             self._closing = False
             self._task = asyncio.create_task(self._run(), name="keypool-stats-writer")
@@ -155,12 +162,58 @@ class StatsWriter:
         if self._task is not None:
             await self._task
             self._task = None
-        if not await self.flush():
-            self._logger.error(
-                "stats writer: shutting down with %d events (%d rows) unwritten",
-                self._events,
-                len(self._pending),
-            )
+        if await self.flush() or not self._pending:
+            return
+        if self._spool is not None and self._spool.put(SPOOL_KIND, self._spooled()):
+            self._pending, self._events = {}, 0  # written at the next start
+            return
+        self._logger.error(
+            "stats writer: shutting down with %d events (%d rows) unwritten",
+            self._events,
+            len(self._pending),
+        )
+
+    def _spooled(self) -> list[dict[str, object]]:
+        return [
+            {
+                "provider": key[0],
+                "key_index": key[1],
+                "key_group": key[2],
+                "fingerprint": t.fingerprint,
+                "requests": t.requests,
+                "prompt_tokens": t.prompt_tokens,
+                "completion_tokens": t.completion_tokens,
+                "errors": t.errors,
+                "rate_limited": t.rate_limited,
+                "last_at": t.last_at,
+            }
+            for key, t in self._pending.items()
+        ]
+
+    def _unspool(self, records: list[dict[str, Any]]) -> None:
+        """Sums a previous process could not write; a malformed record is skipped, not fatal."""
+        for record in records:
+            try:
+                key: RowKey = (
+                    str(record["provider"]),
+                    int(record["key_index"]),
+                    None if record["key_group"] is None else int(record["key_group"]),
+                )
+                tally = _Tally(
+                    str(record["fingerprint"]),
+                    requests=int(record["requests"]),
+                    prompt_tokens=int(record["prompt_tokens"]),
+                    completion_tokens=int(record["completion_tokens"]),
+                    errors=int(record["errors"]),
+                    rate_limited=int(record["rate_limited"]),
+                    last_at=float(record["last_at"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                self._logger.warning("stats writer: malformed spooled record skipped")
+                continue
+            self._restore({key: tally}, tally.requests)
+        if records:
+            self._wake.set()
 
     async def flush(self) -> bool:
         """Write what is pending; on failure keep it for the next try and return False."""

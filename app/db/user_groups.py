@@ -10,13 +10,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from app.db.assignment import LruCache, least_loaded, plan_rebalance
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, NewUser, UserRepository
 from app.db.session import DB_ERRORS, DatabaseUnavailable, SessionFactory, describe_target
+from app.db.spool import Spool
 
 _log = logging.getLogger(__name__)
+SPOOL_KIND = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class UserGroupService:
         flush_interval_s: float = 0.5,
         read_timeout_s: float = 2.0,
         logger: logging.Logger = _log,
+        spool: Spool | None = None,
     ) -> None:
         if groups < 1:
             raise ValueError("groups must be at least 1")
@@ -88,6 +92,7 @@ class UserGroupService:
         self._read_timeout = read_timeout_s
         self._logger = logger
         self._max_pending = max_pending
+        self._spool = spool
         self._cache: LruCache[str, int] = LruCache(cache_size)
         self._sizes: dict[int, int] = {}
         self._assign_lock = asyncio.Lock()
@@ -116,6 +121,8 @@ class UserGroupService:
 
     async def start(self) -> None:
         """Load group sizes (a down database only delays that) and start the saver."""
+        if self._spool is not None:
+            self._unspool(self._spool.take(SPOOL_KIND))
         try:
             await self._resync_sizes()
         except DB_ERRORS as exc:
@@ -131,10 +138,45 @@ class UserGroupService:
         if self._task is not None:
             await self._task
             self._task = None
-        if not await self.flush():
-            self._logger.error(
-                "user groups: shutting down with %d users unsaved", self.pending_users
-            )
+        if await self.flush() or not self.pending_users:
+            return
+        users = [*self._writing.values(), *self._pending.values()]
+        records = [
+            {
+                "user_id": u.user_id,
+                "api_key_group": u.api_key_group,
+                "tier": u.tier,
+                "created_at": u.created_at.timestamp(),
+            }
+            for u in users
+        ]
+        if self._spool is not None and self._spool.put(SPOOL_KIND, records):
+            self._pending, self._writing = {}, {}  # saved at the next start
+            return
+        self._logger.error("user groups: shutting down with %d users unsaved", len(users))
+
+    def _unspool(self, records: list[dict[str, Any]]) -> None:
+        """Users a previous process assigned but could not save: same groups, saved now."""
+        for record in records:
+            try:
+                user = NewUser(
+                    str(record["user_id"]),
+                    int(record["api_key_group"]),
+                    datetime.fromtimestamp(float(record["created_at"]), UTC),
+                    str(record.get("tier", "free")),
+                )
+            except (KeyError, TypeError, ValueError):
+                self._logger.warning("user groups: malformed spooled user skipped")
+                continue
+            if not 1 <= user.api_key_group <= self.groups:
+                user = NewUser(
+                    user.user_id, least_loaded(self._sizes, self.groups), user.created_at
+                )
+            self._pending[user.user_id] = user
+            self._cache.put(user.user_id, user.api_key_group)
+            self._sizes[user.api_key_group] = self._sizes.get(user.api_key_group, 0) + 1
+        if records:
+            self._wake.set()
 
     async def group_for(self, user_id: str) -> int:
         """The user's group: cached, else stored, else newly assigned."""

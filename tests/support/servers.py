@@ -50,7 +50,11 @@ class GatewayServer:
 
     def __init__(self, env: Mapping[str, str], tmp_path: Path) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
-        full = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}", **env}
+        full = {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+            "STATS_SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+            **env,
+        }
         self.settings = load_settings(full)
         self.app = create_app(self.settings)
         config = uvicorn.Config(
