@@ -94,6 +94,7 @@ class UserGroupService:
         self._max_pending = max_pending
         self._spool = spool
         self._cache: LruCache[str, int] = LruCache(cache_size)
+        self._cache_size = cache_size
         self._sizes: dict[int, int] = {}
         self._assign_lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
@@ -127,6 +128,8 @@ class UserGroupService:
             await self._resync_sizes()
         except DB_ERRORS as exc:
             self._outage.failed(exc, kept="new users")
+        else:
+            await self._warm_cache()
         if self._task is None:
             self._closing = False
             self._task = asyncio.create_task(self._run(), name="keypool-user-groups")
@@ -214,18 +217,23 @@ class UserGroupService:
             return group
 
     async def _read_group(self, user_id: str) -> int | None:
+        """Memory only: a request never waits on the database (one that accepts connections and
+        never answers cost seconds here). Users stored before this process started are in the
+        cache from `start`; any other stored group is adopted when the new user is saved."""
         queued = self._pending.get(user_id) or self._writing.get(user_id)
-        if queued is not None:
-            return queued.api_key_group
-        if not self._outage.healthy:
-            return None  # don't make requests wait on a database known to be down
+        return queued.api_key_group if queued is not None else None
+
+    async def _warm_cache(self) -> None:
+        """The most recent users' groups, so returning users keep theirs from the first request."""
         try:
             async with asyncio.timeout(self._read_timeout), self._sessionmaker() as session:
-                profile = await UserRepository.from_session(session).get(user_id)
+                recent = await UserRepository.from_session(session).recent_groups(self._cache_size)
         except DB_ERRORS as exc:
             self._outage.failed(exc, kept="new users")
-            return None
-        return profile.api_key_group if profile is not None else None
+            return
+        for user_id, group in reversed(recent):  # oldest first: the newest end up freshest
+            if self._cache.get(user_id) is None:
+                self._cache.put(user_id, group)
 
     def _enqueue(self, user: NewUser) -> None:
         if len(self._pending) >= self._max_pending:
