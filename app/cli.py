@@ -14,6 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.api.websocket import WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S
+    from app.serving import server_options
 
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -31,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         ws_ping_interval=WS_PING_INTERVAL_S,  # keeps idle /api/chat/ws sockets alive
         ws_ping_timeout=WS_PING_TIMEOUT_S,
         ws_max_size=settings.ws_max_message_bytes,  # refused by the server before buffering
+        **server_options(),  # header timeout, keep-alive, header size, concurrency bound
     )
     return 0
 

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     max_message_chars: int = Field(default=50_000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    body_read_timeout_s: float = Field(default=15.0, gt=0)
     ws_max_message_bytes: int = Field(default=1_048_576, ge=1024)
     ws_max_inflight: int = Field(default=8, ge=1)
     max_streams_per_user: int | None = Field(default=None, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import orjson
@@ -11,9 +12,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.depth import MAX_JSON_DEPTH, too_deep
 from app.api.errors import invalid_request, json_response
-from app.errors import InvalidRequest, PayloadTooLarge
+from app.errors import InvalidRequest, KeypoolError, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
+DEFAULT_BODY_TIMEOUT_S = 15.0
 
 
 def parse_json(raw: bytes) -> Any:
@@ -39,11 +41,23 @@ def validate(model: type[M], data: Any, max_message_chars: int) -> M:
         raise invalid_request(exc) from None
 
 
+class RequestTimeout(KeypoolError):
+    """The body did not arrive within BODY_READ_TIMEOUT_S (a client declaring bytes it never sends)."""
+
+    status_code = 408
+    type = "request_timeout"
+
+
 async def read_json(request: Request) -> Any:
+    settings = getattr(request.app.state, "settings", None)
+    timeout_s = settings.body_read_timeout_s if settings is not None else DEFAULT_BODY_TIMEOUT_S
     try:
-        raw = await request.body()
+        async with asyncio.timeout(timeout_s):
+            raw = await request.body()
     except ClientDisconnect:
         raise InvalidRequest("client disconnected while sending the body") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
     return parse_json(raw)
 
 

@@ -51,6 +51,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     from app.main import create_app
+    from app.serving import server_options
 
     with FakeProviderThread(demo_config()) as fake:
         os.environ.update(demo_environment(fake.base_url))
@@ -64,4 +65,5 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
             log_level="warning",
             access_log=False,
             ws_max_size=app.state.settings.ws_max_message_bytes,
+            **server_options(),
         )

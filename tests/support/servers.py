@@ -17,6 +17,7 @@ import uvicorn
 from app.config import load_settings
 from app.demo.fake_provider import FakeProviderThread
 from app.main import create_app
+from app.serving import server_options
 
 
 def require_service(host: str, port: int, name: str) -> None:
@@ -65,6 +66,7 @@ class GatewayServer:
             lifespan="on",
             ws_ping_interval=None,
             ws_max_size=self.settings.ws_max_message_bytes,
+            **server_options(),  # as `keypool serve` runs it
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
