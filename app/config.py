@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     keypool_redis_prefix: str = "keypool:"
     redis_timeout_s: float = Field(default=0.5, gt=0)
     admin_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+    docs_enabled: bool = False
+    new_users_per_minute: int | None = Field(default=600, ge=0)
     max_message_chars: int = Field(default=50_000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     body_read_timeout_s: float = Field(default=15.0, gt=0)

@@ -43,7 +43,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    app = GuardedFastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs_enabled  # off by default: the schema maps every route for a scanner
+    app = GuardedFastAPI(
+        title="keypool",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     app.state.user_streams = UserStreams(settings.max_streams_per_user)
     install_error_handlers(app)

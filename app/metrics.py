@@ -14,6 +14,7 @@ from app.state.base import KeyStateStore
 
 _STATES = tuple(state.value for state in KeyState)
 _CIRCUITS = ("closed", "open", "half_open")
+_NOT_OK = {"bad_request": "rejected", "not_found": "rejected", "cancelled": "cancelled"}
 
 
 class Metrics:
@@ -23,7 +24,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.attempts = Counter(
             "keypool_upstream_attempts",
-            "Upstream attempts by provider and result (ok, error, rate_limited).",
+            "Upstream attempts by provider and result (ok, error, rate_limited, rejected, cancelled).",
             ["provider", "result"],
             registry=self.registry,
         )
@@ -54,6 +55,8 @@ class Metrics:
 
     def observe(self, event: UsageEvent) -> None:
         result = "rate_limited" if event.rate_limited else "error" if event.error else "ok"
+        if result == "ok" and event.outcome in _NOT_OK:
+            result = _NOT_OK[event.outcome]  # an upstream 400/404 is an answer, not a success
         self.attempts.labels(event.provider, result).inc()
         if event.prompt_tokens:
             self.tokens.labels(event.provider, "prompt").inc(event.prompt_tokens)

@@ -130,7 +130,9 @@ async def build_runtime(settings: Settings) -> Runtime:
     spool = Spool(settings.stats_spool_path)
     stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s, spool=spool)
     metrics = Metrics()
-    groups = UserGroupService(sessions, settings.groups, spool=spool)
+    groups = UserGroupService(
+        sessions, settings.groups, spool=spool, new_users_per_minute=settings.new_users_per_minute
+    )
     await stats.start()
     await groups.start()
     store = build_store(settings)

@@ -20,6 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnected
 
+from app.api.chat import is_utf8_header
 from app.api.depth import MAX_JSON_DEPTH, too_deep
 from app.api.errors import validation_details
 from app.api.sse import keypool_events
@@ -179,8 +180,11 @@ async def chat_ws(websocket: WebSocket) -> None:
     """Send ChatRequest JSON frames (optional `id`); receive start/chunk/done or error events."""
     await websocket.accept()
     socket = ChatSocket(websocket, websocket.state.runtime)
-    if socket.user_id is not None and len(socket.user_id) > MAX_USER_ID_CHARS:
-        error = InvalidRequest(f"user id is over {MAX_USER_ID_CHARS} characters")
+    if socket.user_id is not None and (
+        len(socket.user_id) > MAX_USER_ID_CHARS
+        or not is_utf8_header(websocket.headers.get("x-user-id") or "")
+    ):
+        error = InvalidRequest(f"user id is over {MAX_USER_ID_CHARS} characters or not valid UTF-8")
         await socket.send(
             {"type": "error", "id": None, "status": 422, "error": error.body()["error"]}
         )

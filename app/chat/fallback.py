@@ -324,6 +324,7 @@ class FallbackRunner:
                 error=outcome.is_key_failure,
                 rate_limited=outcome is Outcome.RATE_LIMITED,
                 at=now,
+                outcome=outcome.value,
             )
         )
 

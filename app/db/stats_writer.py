@@ -39,6 +39,7 @@ class UsageEvent:
     error: bool = False
     rate_limited: bool = False
     at: float = 0.0
+    outcome: str = ""  # the attempt's Outcome value, for metrics ("" when not known)
 
 
 @dataclass(slots=True)

@@ -82,6 +82,7 @@ class UserGroupService:
         read_timeout_s: float = 2.0,
         logger: logging.Logger = _log,
         spool: Spool | None = None,
+        new_users_per_minute: int | None = None,
     ) -> None:
         if groups < 1:
             raise ValueError("groups must be at least 1")
@@ -93,6 +94,9 @@ class UserGroupService:
         self._logger = logger
         self._max_pending = max_pending
         self._spool = spool
+        self._new_per_minute = new_users_per_minute
+        self._minute_started = 0.0
+        self._new_this_minute = 0
         self._cache: LruCache[str, int] = LruCache(cache_size)
         self._cache_size = cache_size
         self._sizes: dict[int, int] = {}
@@ -211,10 +215,30 @@ class UserGroupService:
             if known is not None:
                 return known
             group = least_loaded(self._sizes, self.groups)
-            self._sizes[group] = self._sizes.get(group, 0) + 1
             self._cache.put(user_id, group)
+            if not self._admit_new_user():
+                return group  # served from memory (bounded LRU), never stored
+            self._sizes[group] = self._sizes.get(group, 0) + 1
             self._enqueue(NewUser(user_id, group, datetime.fromtimestamp(self._clock(), UTC)))
             return group
+
+    def _admit_new_user(self) -> bool:
+        """At most NEW_USERS_PER_MINUTE new users are stored per minute: user ids are claims
+        anyone can make up, and each stored one is a permanent row. Over it, a new id still
+        gets a group for this process's lifetime (in the bounded cache) but no row."""
+        if self._new_per_minute is None:
+            return True
+        now = self._clock()
+        if now - self._minute_started >= 60.0:
+            if self._new_this_minute > self._new_per_minute:
+                self._logger.warning(
+                    "user groups: %d new user ids in a minute; %d stored (NEW_USERS_PER_MINUTE)",
+                    self._new_this_minute,
+                    self._new_per_minute,
+                )
+            self._minute_started, self._new_this_minute = now, 0
+        self._new_this_minute += 1
+        return self._new_this_minute <= self._new_per_minute
 
     async def _read_group(self, user_id: str) -> int | None:
         """Memory only: a request never waits on the database (one that accepts connections and

@@ -56,6 +56,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
     with FakeProviderThread(demo_config()) as fake:
         os.environ.update(demo_environment(fake.base_url))
         os.environ.setdefault("ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
+        os.environ.setdefault("DOCS_ENABLED", "true")  # a playground: /docs is part of the tour
         app = create_app()
         print(banner(host, port), flush=True)
         uvicorn.run(
