@@ -16,6 +16,7 @@ from app.api.body import BodyLimitMiddleware
 from app.api.crashguard import GuardedFastAPI
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
+from app.api.openapi_doc import install_openapi
 from app.api.userstreams import UserStreams
 from app.config import ConfigError, Settings, load_settings
 from app.runtime import build_runtime
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (chat, websocket, openai, admin, health, metrics):
         app.include_router(module.router)
     install_fast_routes(app)
+    install_openapi(app)
     return app
 
 
