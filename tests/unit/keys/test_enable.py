@@ -27,7 +27,7 @@ def test_a_key_known_invalid_stays_failed_until_a_probe_succeeds() -> None:
     status = disabled_then_enabled(after(Outcome.AUTH_FAILED))
     assert status.state is KeyState.FAILED
     record_probe(status, ok=True, auth_failed=False, now=NOW + 1)
-    assert status.state is KeyState.ACTIVE
+    assert status.usable(NOW + 1)  # revived by the probe
 
 
 def test_a_key_failed_by_repeated_errors_stays_failed() -> None:
