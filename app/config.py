@@ -30,7 +30,7 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _DB_SCHEMES = {
     "postgres://": "postgresql+asyncpg://",
     "postgresql://": "postgresql+asyncpg://",
-    "sqlite:///": "sqlite+aiosqlite:///",
+    "sqlite://": "sqlite+aiosqlite://",  # sqlite:///file.db, and sqlite:// (in memory)
 }
 _DB_DRIVERS = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
 
@@ -147,7 +147,7 @@ def normalize_database_url(url: str) -> str:
             break
     try:
         make_url(url).port  # noqa: B018 - parses the port: "host:abc" fails here, not per request
-        usable = url.startswith(_DB_DRIVERS) and url not in _DB_DRIVERS
+        usable = url.startswith(_DB_DRIVERS)
     except (ArgumentError, ValueError):
         usable = False
     if not usable:

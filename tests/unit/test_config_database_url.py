@@ -20,6 +20,8 @@ KEYS = {"GROQ_API_KEYS": "gsk-0123456789abcdef"}
         ("postgres://u:pw@db:5432/app", "postgresql+asyncpg://u:pw@db:5432/app"),
         ("postgresql://u:pw@db/app", "postgresql+asyncpg://u:pw@db/app"),
         ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("sqlite+aiosqlite://", "sqlite+aiosqlite://"),
         ("postgresql+asyncpg://u@db/app", "postgresql+asyncpg://u@db/app"),
         ("sqlite+aiosqlite:///./keypool.db", "sqlite+aiosqlite:///./keypool.db"),
     ],
