@@ -140,6 +140,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             else:
                 responses.update(_errors(_PLAIN_ERRORS, "ErrorEnvelope"))
             if path == "/metrics":
+                responses["200"] = {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
                 op["security"] = [{"MetricsToken": []}, {}]
                 responses.update(_errors({"401": "unauthorized (METRICS_TOKEN)"}, "ErrorEnvelope"))
             if path in ("/api/chat", "/api/chat/stream") and method == "post":
@@ -151,7 +155,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if path.endswith("/stream") or path == "/v1/chat/completions":
                 ok = responses.setdefault("200", {"description": "Successful Response"})
                 ok.setdefault("content", {})["text/event-stream"] = {
-                    "schema": {"type": "string", "description": "data: {json} events"}
+                    "schema": {
+                        "type": "object",
+                        "description": "one server-sent event: `data: {json}`",
+                        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                    }
                 }
     return spec
 
