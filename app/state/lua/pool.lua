@@ -140,11 +140,17 @@ end
 
 function ops.release()
   local rec = load_one(args.index)
+  local known_bad = rec.state == FAILED
   record_outcome(rec, args)
   if args.outcome == 'ok' and args.latency ~= nil then
     meta.latency_ewma = blend(meta.latency_ewma, args.latency)
   end
-  breaker_record(args)
+  -- as KeyPool.release: a failed key's late failures are neutral for the breaker
+  if known_bad and args.provider_failure then
+    breaker_record({outcome = 'cancelled', provider_failure = false})
+  else
+    breaker_record(args)
+  end
   dirty[args.index] = true
   save()
   return '{}'

@@ -221,3 +221,25 @@ class TestSoftQuarantine:
         t = NOW + 100
         assert p.acquire(t, RNG, Ask(preferred=0)).index == 0
         assert p.statuses[0].quiet_since == t  # a fresh clock: judged like any busy key
+
+
+class TestOneDeadKeyAndTheBreaker:
+    def test_a_burst_on_one_dead_key_does_not_open_the_providers_breaker(self):
+        # Concurrent requests all reach the dead key before its first failure comes back; only
+        # those answered before it was marked failed say something about the provider.
+        p = pool(3, breaker=CircuitBreaker(threshold=5, reset_s=60.0))
+        for _ in range(6):
+            assert p.acquire(NOW, RNG, Ask(preferred=1)).index == 1
+        for _ in range(6):
+            p.release(1, Outcome.SERVER_ERROR, NOW + 0.01, NO_SIGNAL)
+        assert p.statuses[1].state is KeyState.FAILED
+        assert p.breaker.state(NOW + 0.02) is CircuitState.CLOSED
+        assert p.acquire(NOW + 0.02, RNG, Ask()).index in (0, 2)
+
+    def test_failures_spread_over_keys_still_open_it(self):
+        p = pool(3, breaker=CircuitBreaker(threshold=5, reset_s=60.0))
+        for i in range(5):  # two keys each failing twice and one once: the provider is unwell
+            index = p.acquire(NOW, RNG, Ask(preferred=i % 3)).index
+            assert index is not None
+            p.release(index, Outcome.SERVER_ERROR, NOW + 0.01, NO_SIGNAL)
+        assert p.breaker.state(NOW + 0.02) is CircuitState.OPEN
