@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import logging
 import os
@@ -17,9 +19,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from app.providers.catalog import CATALOG
+from app.catalog import CATALOG
+from app.model_groups import (
+    DEFAULT_TIER_WEIGHTS,
+    GroupConfigError,
+    ModelGroup,
+    SharedLimit,
+    parse_model_groups,
+    parse_shared_limit,
+    parse_tier_weights,
+)
+
+# uvicorn's websocket keep-alive for `keypool serve` (idle /api/chat/ws sockets stay open).
+WS_PING_INTERVAL_S = 20.0
+WS_PING_TIMEOUT_S = 20.0
 
 logger = logging.getLogger("keypool.config")
+_access_logger = logging.getLogger("keypool.access")
 
 MAX_NUMBERED_KEY = 100
 _N = TypeVar("_N", int, float)
@@ -33,6 +49,7 @@ _DB_SCHEMES = {
     "sqlite://": "sqlite+aiosqlite://",  # sqlite:///file.db, and sqlite:// (in memory)
 }
 _DB_DRIVERS = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
+MASTER_KEY_BYTES = 32
 
 
 class ConfigError(Exception):
@@ -71,10 +88,7 @@ class ProviderConfig:
     tpm_per_key: int | None = None
     timeout_s: float = 60.0
     key_weights: tuple[float, ...] = field(default=())
-
-    @property
-    def env_prefix(self) -> str:
-        return self.name.upper()
+    shared_limit: SharedLimit = "auto"
 
     def serves(self, model: str) -> bool:
         return model == self.default_model or model in self.models
@@ -114,8 +128,34 @@ class Settings(BaseSettings):
     stats_spool_path: str = "./keypool-spool.jsonl"
     web_concurrency: int = Field(default=1, ge=1)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    log_prompts: bool = False
+    alert_webhook_url: str | None = None
+    alert_cooldown_s: float = Field(default=300.0, ge=0)
+    model_groups: str | None = None
+    fair_queueing: bool = True
+    tier_weights: str = DEFAULT_TIER_WEIGHTS
+    # Response cache and key vault (both optional; the vault is off without a master key).
+    keypool_master_key: SecretStr | None = None
+    vault_refresh_s: float = Field(default=10.0, gt=0)
+    cache_ttl_s: float = Field(default=300.0, gt=0)
+    cache_max_entries: int = Field(default=100, ge=1)
+    cache_mode: Literal["off", "deterministic", "all"] = "deterministic"
+    cache_scope: Literal["user", "global"] = "user"
+    # Access control (who may spend the keys); parsed and checked by `check_access`.
+    auth_mode: Literal["none", "token", "trusted"] = "none"
+    service_token: SecretStr | None = None
+    tier_rpm: str = "free:5,pro:30,enterprise:100"
+    tier_daily_budget_usd: str = "free:1,pro:20,enterprise:0"
+    default_tier: str = "free"
+    model_prices: str | None = None
+    cors_origins: str | None = None
+    host: str = "127.0.0.1"
+    access_refresh_s: float = Field(default=10.0, gt=0)
 
     providers: list[ProviderConfig] = Field(default_factory=list, exclude=True)
+    # MODEL_GROUPS parsed and checked against `providers` by load_settings.
+    groups_by_name: dict[str, ModelGroup] = Field(default_factory=dict, exclude=True)
 
     @field_validator("redis_url")
     @classmethod
@@ -129,6 +169,24 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, url: str) -> str:
         return normalize_database_url(url)
+
+    @field_validator("tier_weights")
+    @classmethod
+    def _tier_weights(cls, raw: str) -> str:
+        parse_tier_weights(raw)
+        return raw
+
+    @property
+    def tier_weight_map(self) -> dict[str, float]:
+        """TIER_WEIGHTS as {tier: weight} (validated at start)."""
+        return parse_tier_weights(self.tier_weights)
+
+    @field_validator("keypool_master_key")
+    @classmethod
+    def _master_key_shape(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            decode_master_key(key.get_secret_value())
+        return key
 
     @property
     def groups(self) -> int:
@@ -158,6 +216,17 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def decode_master_key(text: str) -> bytes:
+    """KEYPOOL_MASTER_KEY's 32 bytes; the ValueError never quotes the value (it is a secret)."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64 (generate one with the command in the README)") from None
+    if len(raw) != MASTER_KEY_BYTES:
+        raise ValueError(f"must decode to exactly {MASTER_KEY_BYTES} bytes, got {len(raw)}")
+    return raw
+
+
 def read_environment(env_file: str | None = ".env") -> dict[str, str]:
     """The process environment over the `.env` file (real environment wins, as pydantic-settings does)."""
     values: dict[str, str] = {}
@@ -172,6 +241,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = read_environment() if env is None else env
     fields = {name: env[name.upper()] for name in Settings.model_fields if env.get(name.upper())}
     fields.pop("providers", None)
+    fields.pop("groups_by_name", None)
     try:
         settings = Settings.model_validate(fields)
     except ValidationError as exc:
@@ -179,13 +249,95 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"invalid setting {str(first['loc'][0]).upper()}: {first['msg']}"
         ) from None
+    check_access(settings)
     settings.providers = parse_providers(env, settings.llm_providers)
     if not settings.providers:
         raise ConfigError(
             "no LLM provider configured: set <PROVIDER>_API_KEYS (e.g. GROQ_API_KEYS=key1,key2) "
             "or run `keypool demo` for the built-in fake providers"
         )
+    try:
+        names = [p.name for p in settings.providers]
+        settings.groups_by_name = parse_model_groups(settings.model_groups, names)
+    except GroupConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return settings
+
+
+def check_access(settings: Settings) -> None:
+    """Parse the access settings once so a typo stops start-up with one clear message."""
+    if settings.auth_mode == "trusted" and settings.service_token is None:
+        raise ConfigError(
+            "AUTH_MODE=trusted needs SERVICE_TOKEN (the shared secret of your backend)"
+        )
+    try:
+        parse_tier_tables(settings.tier_rpm, settings.tier_daily_budget_usd, settings.default_tier)
+        parse_prices(settings.model_prices)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def parse_table(name: str, raw: str, kind: type[int] | type[float]) -> dict[str, float]:
+    """`free:5,pro:30` → {"free": 5, "pro": 30}; ValueError names the variable and the bad item."""
+    table: dict[str, float] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        tier, sep, value = item.partition(":")
+        tier = tier.strip()
+        try:
+            number = kind(value.strip())
+        except ValueError:
+            number = -1
+        if not sep or not tier or number < 0:
+            raise ValueError(f"{name} must be `tier:number` pairs, comma-separated; got {item!r}")
+        table[tier] = number
+    if not table:
+        raise ValueError(f"{name} names no tier")
+    return table
+
+
+def parse_tier_tables(
+    rpm: str, budgets: str, default: str
+) -> tuple[dict[str, int], dict[str, float]]:
+    """TIER_RPM and TIER_DAILY_BUDGET_USD as dicts; budgets of tiers not in TIER_RPM are dropped."""
+    rpm_table = {tier: int(v) for tier, v in parse_table("TIER_RPM", rpm, int).items()}
+    for tier, value in rpm_table.items():
+        if value < 1:
+            raise ValueError(f"TIER_RPM: tier {tier!r} needs at least 1 request per minute")
+    budget_table = parse_table("TIER_DAILY_BUDGET_USD", budgets, float)
+    unknown = sorted(set(budget_table) - set(rpm_table))
+    if unknown:  # e.g. TIER_RPM narrowed while the default budget table still names `pro`
+        _access_logger.warning(
+            "TIER_DAILY_BUDGET_USD: ignoring tiers not in TIER_RPM: %s", ", ".join(unknown)
+        )
+        budget_table = {t: v for t, v in budget_table.items() if t in rpm_table}
+    if default not in rpm_table:
+        raise ValueError(f"DEFAULT_TIER {default!r} is not a tier of TIER_RPM")
+    return rpm_table, budget_table
+
+
+def parse_prices(raw: str | None) -> dict[str, tuple[float, float]]:
+    """`model=prompt/completion,...` → {model: (prompt, completion)}; ValueError on a bad item.
+
+    The separator is the last `=`, so model ids keep any `/` they contain.
+    """
+    prices: dict[str, tuple[float, float]] = {}
+    for item in (part.strip() for part in (raw or "").split(",")):
+        if not item:
+            continue
+        model, sep, pair = item.rpartition("=")
+        prompt, slash, completion = pair.partition("/")
+        try:
+            values = (float(prompt), float(completion))
+        except ValueError:
+            values = (-1.0, -1.0)
+        if not sep or not slash or not model.strip() or min(values) < 0:
+            raise ValueError(
+                f"MODEL_PRICES items are `model=prompt/completion` (USD per 1M tokens); got {item!r}"
+            )
+        prices[model.strip()] = values
+    return prices
 
 
 def parse_providers(env: Mapping[str, str], order: str | None = None) -> list[ProviderConfig]:
@@ -267,6 +419,7 @@ def _provider(env: Mapping[str, str], name: str, secrets: list[str]) -> Provider
         ),
         timeout_s=_number(env, f"{prefix}_TIMEOUT_S", float, 60.0) or 60.0,
         key_weights=_weights(env, prefix, len(secrets)),
+        shared_limit=_shared_limit(env, prefix),
     )
 
 
@@ -282,6 +435,13 @@ def _check_base_url(var: str, url: str) -> None:
         raise ConfigError(f"{var} must be an http(s) URL such as https://api.example.com/v1")
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{var} must not contain user:password@ (keys go in <P>_API_KEYS)")
+
+
+def _shared_limit(env: Mapping[str, str], prefix: str) -> SharedLimit:
+    try:
+        return parse_shared_limit(env, prefix)
+    except GroupConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _number(env: Mapping[str, str], var: str, kind: type[_N], default: _N | None) -> _N | None:

@@ -7,27 +7,30 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, health, metrics, openai, websocket
+from app.api import admin, chat, clients, health, metrics, observability, openai, websocket
+from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
+from app.api.cors import ChatCORSMiddleware, parse_origins
 from app.api.crashguard import GuardedFastAPI
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
 from app.api.openapi_doc import install_openapi
-from app.api.userstreams import UserStreams
 from app.config import ConfigError, Settings, load_settings
-from app.runtime import build_runtime
+from app.dashboard import routes as dashboard
+from app.observability import logs
+from app.observability.middleware import RequestObserver
+from app.runtime import LifespanState, build_runtime
 
 logger = logging.getLogger("keypool")
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
+    """The runtime reaches handlers one way only: the lifespan state (`api.deps.runtime_of`)."""
     runtime = await build_runtime(app.state.settings)
-    app.state.runtime = runtime  # for in-process callers (threads using the blocking chat API)
     # Everything built so far lives as long as the process: move it out of the collector's
     # reach, or each full collection walks it again (measured ~40 us per request at 2k req/s).
     gc.freeze()
@@ -35,15 +38,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     # every 700 allocations ran several times per request.
     gc.set_threshold(20_000, 20, 20)
     try:
-        yield {"runtime": runtime}
+        yield LifespanState(
+            runtime=runtime, access=runtime.access, observability=runtime.observability
+        )
     finally:
-        runtime.service.bind_loop(None)
         await runtime.aclose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     docs = settings.docs_enabled  # off by default: the schema maps every route for a scanner
     app = GuardedFastAPI(
         title="keypool",
@@ -54,21 +58,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
-    app.state.user_streams = UserStreams(settings.max_streams_per_user)
     install_error_handlers(app)
+    app.add_middleware(AccessMiddleware)  # inside the body limit: it may read a /v1 body
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (chat, websocket, openai, admin, health, metrics):
+    if settings.cors_origins:
+        app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
+    # Outermost: ids, timing and logs cover the body limit, CORS and access refusals (401/429) too.
+    app.add_middleware(RequestObserver)
+    modules = (chat, websocket, openai, admin, clients, health, metrics, observability, dashboard)
+    for module in modules:
         app.include_router(module.router)
     install_fast_routes(app)
     install_openapi(app)
     return app
 
 
-def configure_logging(level: str) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    logs.configure(level, log_format)
 
 
 def _app_from_environment() -> FastAPI:

@@ -5,28 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.access.service import Access, build_access
+from app.chat.assembly import build_chat
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
+from app.chat.userstreams import UserStreams
 from app.config import Settings
 from app.db.migrate import upgrade_async
 from app.db.session import create_engine, create_sessionmaker, mask_url
 from app.db.spool import Spool
 from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
-from app.keys.backoff import WaitPolicy
-from app.keys.breaker import CircuitBreaker
-from app.keys.pacing import Pace
-from app.keys.pool import KeyPool
-from app.keys.strategies import make_strategy
 from app.metrics import MeteredSink, Metrics
+from app.observability.hub import Observability
+from app.observability.watch import StateWatcher
 from app.providers.transport import AiohttpTransport
 from app.state.base import KeyStateStore
+from app.state.build import build_store
 from app.state.degrading import DegradingStore
-from app.state.memory import MemoryStateStore
-from app.state.redis import RedisStateStore, connect, describe
 
 logger = logging.getLogger("keypool")
 
@@ -41,7 +41,10 @@ class Runtime:
     stats: StatsWriter
     groups: UserGroupService
     prober: KeyProber
+    access: Access
     metrics: Metrics = field(default_factory=Metrics)
+    observability: Observability | None = None
+    user_streams: UserStreams = field(default_factory=lambda: UserStreams(None))
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -53,11 +56,15 @@ class Runtime:
         return "off"
 
     async def aclose(self) -> None:
-        """Drain: stop background work, flush stats and user groups, close pools."""
+        """Drain: stop background work, flush access usage, stats and user groups, close pools."""
         self.draining = True
+        self.service.bind_loop(None)
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        await self.access.aclose()
+        if self.observability is not None:
+            await self.observability.aclose()
         await self.groups.aclose()
         await self.stats.aclose()
         await self.store.aclose()
@@ -65,46 +72,12 @@ class Runtime:
         await self.engine.dispose()
 
 
-def build_pools(settings: Settings) -> dict[str, KeyPool]:
-    return {
-        p.name: KeyPool(
-            len(p.keys),
-            make_strategy(settings.key_selection, p.key_weights),
-            pace=Pace(p.rpm_per_key, p.tpm_per_key),
-            breaker=CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s),
-        )
-        for p in settings.providers
-    }
+class LifespanState(TypedDict):
+    """What the lifespan yields: Starlette copies it into every request's `state`."""
 
-
-def build_store(settings: Settings) -> MemoryStateStore | DegradingStore:
-    """In-process state, or Redis (with in-process fallback) when REDIS_URL is set.
-
-    Several workers without Redis cannot see each other's budgets, so each keeps to its share.
-    """
-    workers = settings.web_concurrency
-    if settings.redis_url is None:
-        pools = build_pools(settings)
-        if workers > 1:
-            for pool in pools.values():
-                pool.pace = pool.pace.shared_by(workers)
-            logger.info(
-                "WEB_CONCURRENCY=%d without REDIS_URL: each worker keeps its own key state and "
-                "1/%d of every key's budget (set REDIS_URL to share one pool)",
-                workers,
-                workers,
-            )
-        return MemoryStateStore(pools)
-    url = settings.redis_url.get_secret_value()
-    client = connect(url, settings.redis_timeout_s)
-    shared = RedisStateStore(
-        client,
-        build_pools(settings),
-        prefix=settings.keypool_redis_prefix,
-        timeout_s=settings.redis_timeout_s,
-    )
-    local = MemoryStateStore(build_pools(settings))
-    return DegradingStore(shared, local, address=describe(url), peers=workers)
+    runtime: Runtime
+    access: Access  # client keys, per-user limits and spend: read by api/access and api/clients
+    observability: Observability | None  # read by the RequestObserver middleware
 
 
 async def migrate(settings: Settings) -> None:
@@ -121,45 +94,51 @@ async def migrate(settings: Settings) -> None:
 
 
 async def build_runtime(settings: Settings) -> Runtime:
-    transport = AiohttpTransport()
-    for provider in settings.providers:
-        transport.open_session(provider.base_url)
+    """Build from below: database side, key state, then the chat layer on top of both."""
     await migrate(settings)
     engine = create_engine(settings.database_url)
     sessions = create_sessionmaker(engine)
     spool = Spool(settings.stats_spool_path)
     stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s, spool=spool)
     metrics = Metrics()
+    observability = Observability(
+        settings.providers,
+        metrics,
+        webhook_url=settings.alert_webhook_url,
+        alert_cooldown_s=settings.alert_cooldown_s,
+        log_prompts=settings.log_prompts,
+    )
+    observability.start()
+    # Without client keys nothing else bounds how many user ids a caller may invent.
+    new_users = settings.new_users_per_minute if settings.auth_mode == "none" else None
     groups = UserGroupService(
-        sessions, settings.groups, spool=spool, new_users_per_minute=settings.new_users_per_minute
+        sessions, settings.groups, spool=spool, new_users_per_minute=new_users
     )
     await stats.start()
     await groups.start()
     store = build_store(settings)
     if isinstance(store, DegradingStore):
         await store.start()
-    service = ChatService(
-        settings.providers,
-        transport,
+    chat = build_chat(
+        settings, store, sink=MeteredSink(stats, metrics, observability.summary), groups=groups
+    )
+    access = await build_access(settings, sessions)
+    runtime = Runtime(
+        settings,
+        chat.service,
         store,
-        sink=MeteredSink(stats, metrics),
-        groups=groups,
-        group_count=settings.groups,
-        rotate_providers=settings.provider_rotation == "round_robin",
+        chat.transport,
+        engine,
+        stats,
+        groups,
+        chat.prober,
+        access,
+        metrics,
     )
-    service.bind_loop(asyncio.get_running_loop())
-    prober = KeyProber(
-        settings.providers,
-        store,
-        service.clients,
-        interval_s=settings.probe_interval_s,
-        min_active_keys=settings.min_active_keys,
-    )
-    service.runner.on_key_failure = prober.nudge
-    service.runner.policy = WaitPolicy(
-        deadline_s=settings.request_deadline_s, queue_s=settings.pacing_max_wait_s
-    )
-    runtime = Runtime(settings, service, store, transport, engine, stats, groups, prober, metrics)
-    runtime.background.append(asyncio.create_task(prober.run(), name="keypool-prober"))
+    runtime.observability = observability
+    runtime.user_streams = UserStreams(settings.max_streams_per_user)
+    runtime.background.append(asyncio.create_task(chat.prober.run(), name="keypool-prober"))
+    watcher = StateWatcher(settings.providers, store, observability)
+    runtime.background.append(asyncio.create_task(watcher.run(), name="keypool-watcher"))
     runtime.ready = True
     return runtime

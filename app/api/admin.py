@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.api.clients import DB_DOWN, access_of, user_extras
 from app.api.deps import AdminAuth, RuntimeDep
-from app.api.errors import json_response
-from app.chat.health import key_entry, pool_health
+from app.api.pool_health import key_entry, pool_health
+from app.api.responses import json_response
 from app.config import ProviderConfig
-from app.db.session import DatabaseUnavailable as DbDown
-from app.db.user_groups import isoformat_utc
 from app.errors import DatabaseUnavailable, UnknownKey, UnknownUser
 from app.runtime import Runtime
+from app.timefmt import iso_utc
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[AdminAuth])
 
@@ -47,7 +47,7 @@ async def keys_health(runtime: RuntimeDep) -> Response:
             }
             for g in await runtime.groups.group_stats()
         ]
-    except DbDown:
+    except DatabaseUnavailable:
         groups = []
     return json_response(
         {"ok": True, "health": health, "keyGroupStats": groups, "providers": providers}
@@ -79,10 +79,11 @@ async def probe_keys(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/users/{user_id}")
-async def get_user(user_id: str, runtime: RuntimeDep) -> Response:
+async def get_user(user_id: str, runtime: RuntimeDep, request: Request) -> Response:
     try:
         profile = await runtime.groups.get_profile(user_id)
-    except DbDown:
+        extras = await user_extras(access_of(request), user_id) if profile else {}
+    except DB_DOWN:
         raise DatabaseUnavailable("database unavailable; try again shortly") from None
     if profile is None:
         raise UnknownUser(f"user {user_id!r} was never seen", details={"user_id": user_id})
@@ -91,7 +92,8 @@ async def get_user(user_id: str, runtime: RuntimeDep) -> Response:
             "user_id": profile.user_id,
             "api_key_group": profile.api_key_group,
             "tier": profile.tier,
-            "created_at": isoformat_utc(profile.created_at),
+            "created_at": iso_utc(profile.created_at),
+            **extras,
         }
     )
 
@@ -100,6 +102,6 @@ async def get_user(user_id: str, runtime: RuntimeDep) -> Response:
 async def rebalance_users(runtime: RuntimeDep) -> Response:
     try:
         result = await runtime.groups.rebalance()
-    except DbDown:
+    except DatabaseUnavailable:
         raise DatabaseUnavailable("database unavailable; rebalance not done") from None
     return json_response({"users": result.users, "groups": result.groups, "moved": result.moved})

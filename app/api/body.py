@@ -11,11 +11,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.depth import MAX_JSON_DEPTH, too_deep
-from app.api.errors import invalid_request, json_response
+from app.api.errors import invalid_request
+from app.api.responses import json_response
 from app.errors import InvalidRequest, KeypoolError, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_BODY_TIMEOUT_S = 15.0
+
+
+def body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI `requestBody` for a route that reads its body itself (`read_model`)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def parse_json(raw: bytes) -> Any:

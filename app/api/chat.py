@@ -5,67 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.body import read_model, validate
+from app.api.body import body_doc, read_model, validate
+from app.api.calls import chat_call, user_id_of
 from app.api.deps import runtime_of
-from app.api.errors import json_response
+from app.api.responses import json_response, keypool_headers, stream_headers
 from app.api.sse import keypool_sse, stream_answer
 from app.chat.batch import run_batch
 from app.chat.service import ChatCall
-from app.chat.streams import ChatStream
 from app.errors import InvalidRequest
-from app.schemas import MAX_USER_ID_CHARS, BatchRequest, ChatRequest
+from app.schemas import BatchRequest, ChatRequest
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 
-_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
-    }
-}
-
-
-def is_utf8_header(value: str) -> bool:
-    """Starlette hands header bytes over as latin-1: valid UTF-8 survives the round trip."""
-    try:
-        value.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return False
-    return True
-
-
-def user_id_of(request: Request, from_body: str | None) -> str | None:
-    """`X-User-Id` wins over the body; bounded like the body field because it becomes a DB key."""
-    header = request.headers.get("x-user-id")
-    if header and not header.isascii() and not is_utf8_header(header):
-        raise InvalidRequest(
-            "invalid request: X-User-Id is not valid UTF-8",
-            details={"details": [{"loc": ["header", "x-user-id"], "msg": "not valid UTF-8"}]},
-        )
-    if header and len(header) > MAX_USER_ID_CHARS:
-        raise InvalidRequest(
-            f"invalid request: X-User-Id is over {MAX_USER_ID_CHARS} characters",
-            details={"details": [{"loc": ["header", "x-user-id"], "msg": "too long"}]},
-        )
-    return header or from_body
-
-
-def chat_call(body: ChatRequest, request: Request) -> ChatCall:
-    return ChatCall(
-        params=body.upstream_params(),
-        model=body.model,
-        provider=body.provider,
-        fallback=body.fallback,
-        user_id=user_id_of(request, body.user_id),
-    )
-
-
-def keypool_headers(provider: str, key_index: int) -> dict[str, str]:
-    return {"x-keypool-provider": provider, "x-keypool-key-index": str(key_index)}
-
-
-def stream_headers(stream: ChatStream) -> dict[str, str]:
-    return keypool_headers(stream.provider, stream.key_index)
+_BODY_DOC = body_doc(ChatRequest)
 
 
 @router.post("", openapi_extra=_BODY_DOC)
@@ -74,7 +26,7 @@ async def chat(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    result = await service.complete(chat_call(body, request))
+    result = await service.complete(chat_call(body, user_id_of(request, body.user_id)))
     return json_response(
         result.as_dict(), headers=keypool_headers(result.provider, result.key_index)
     )
@@ -86,7 +38,7 @@ async def chat_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    call = chat_call(body, request)
+    call = chat_call(body, user_id_of(request, body.user_id))
     opening = service.open_stream(call)
     return await stream_answer(request, opening, keypool_sse, stream_headers, call.user_id)
 
@@ -104,6 +56,7 @@ async def chat_batch(request: Request) -> Response:
 def batch_item(item: object, request: Request, max_chars: int) -> ChatCall | InvalidRequest:
     """An invalid item becomes that item's own `invalid_request` error, not the batch's."""
     try:
-        return chat_call(validate(ChatRequest, item, max_chars), request)
+        body = validate(ChatRequest, item, max_chars)
+        return chat_call(body, user_id_of(request, body.user_id))
     except InvalidRequest as exc:
         return exc

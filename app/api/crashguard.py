@@ -13,6 +13,8 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.observability.middleware import request_info
+
 logger = logging.getLogger("keypool.api")
 
 
@@ -36,10 +38,26 @@ def _route_of(scope: Scope) -> str:
 
 
 def _request_id(scope: Scope) -> str | None:
+    info = request_info(scope)  # RequestObserver (inside this guard) set it if it ran
+    if info is not None:
+        return info.request_id
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             return str(value.decode("latin-1"))[:64]
     return None
+
+
+def _id_header(scope: Scope) -> list[tuple[bytes, bytes]]:
+    info = request_info(scope)
+    return [] if info is None else [(b"x-request-id", info.request_id.encode())]
+
+
+def _with_request_id(message: Message, scope: Scope) -> Message:
+    """A 500 sent outside RequestObserver (Starlette's error middleware) still carries its id."""
+    headers = list(message.get("headers", ()))
+    if any(name == b"x-request-id" for name, _ in headers):
+        return message
+    return {**message, "headers": headers + _id_header(scope)}
 
 
 class CrashGuardMiddleware:
@@ -59,6 +77,8 @@ class CrashGuardMiddleware:
             nonlocal started, complete
             if message["type"] == "http.response.start":
                 started = True
+                if message["status"] >= 500:
+                    message = _with_request_id(message, scope)
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 complete = True
             await send(message)
@@ -82,7 +102,7 @@ class CrashGuardMiddleware:
                         {
                             "type": "http.response.start",
                             "status": 500,
-                            "headers": [(b"content-type", b"application/json")],
+                            "headers": [*_id_header(scope), (b"content-type", b"application/json")],
                         }
                     )
                     body = orjson.dumps(internal_error_body(scope.get("path", "")))

@@ -6,6 +6,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from app.chat.service import ChatService
 from app.config import Settings
@@ -13,10 +14,12 @@ from app.errors import AdminDisabled, Unauthorized
 from app.runtime import Runtime
 
 
-def runtime_of(request: Request) -> Runtime:
-    """The hot chat routes read the runtime directly: FastAPI's dependency solving costs
-    more per request than the whole key-selection step."""
-    runtime: Runtime = request.scope["state"]["runtime"]
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    """The one way to the runtime: the lifespan state (`LifespanState`) of a request or socket.
+
+    The hot chat routes call it directly: FastAPI's dependency solving costs more per request
+    than the whole key-selection step."""
+    runtime: Runtime = connection.scope["state"]["runtime"]
     return runtime
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.api.responses import json_response
 from app.errors import InvalidRequest, KeypoolError
 
 logger = logging.getLogger("keypool.api")
@@ -39,12 +39,6 @@ def invalid_request(exc: ValidationError) -> InvalidRequest:
     details = validation_details(exc)
     fields = ", ".join(".".join(d["loc"]) or "body" for d in details[:5])
     return InvalidRequest(f"invalid request: {fields}", details={"details": details})
-
-
-def json_response(
-    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
 def is_openai_path(request: Request) -> bool:

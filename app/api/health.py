@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.api.deps import RuntimeDep
-from app.api.errors import json_response
+from app.api.responses import json_response
 from app.db.session import ping
 
 router = APIRouter(tags=["health"])

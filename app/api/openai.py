@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,25 +9,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.body import read_json, validate
-from app.api.chat import keypool_headers, stream_headers, user_id_of
+from app.api.body import body_doc, read_json, validate
+from app.api.calls import AUTO_MODEL, group_key, openai_call, user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
-from app.api.errors import json_response
+from app.api.responses import json_response, keypool_headers, stream_headers
 from app.api.sse import DONE, sse, stream_answer
-from app.chat.service import ChatCall, ChatService
+from app.chat.service import ChatService
 from app.chat.streams import ChatStream, StreamInterrupted
 from app.errors import ModelNotFound
-from app.schemas import MAX_USER_ID_CHARS, OpenAIChatRequest
+from app.schemas import OpenAIChatRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-AUTO_MODEL = "auto"
 
-_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": OpenAIChatRequest.model_json_schema()}},
-    }
-}
+_BODY_DOC = body_doc(OpenAIChatRequest)
 
 
 @router.post("/chat/completions", openapi_extra=_BODY_DOC)
@@ -38,11 +31,7 @@ async def chat_completions(request: Request) -> Response:
     service, settings = runtime.service, runtime.settings
     raw = await read_json(request)
     body = validate(OpenAIChatRequest, raw, settings.max_message_chars)
-    call = ChatCall(
-        params=body.upstream_params(raw),
-        model=None if body.model == AUTO_MODEL else body.model,
-        user_id=user_id_of(request, group_key(body.user)),
-    )
+    call = openai_call(body, raw, user_id_of(request, group_key(body.user)))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -57,13 +46,6 @@ async def chat_completions(request: Request) -> Response:
     answer.setdefault("object", "chat.completion")
     answer["usage"] = {**answer.get("usage", {}), **result.usage.as_dict()}
     return json_response(answer, headers=keypool_headers(result.provider, result.key_index))
-
-
-def group_key(user: str | None) -> str | None:
-    """OpenAI puts no length limit on `user`; an id too long to store is replaced by its hash."""
-    if user is None or len(user) <= MAX_USER_ID_CHARS:
-        return user
-    return "sha256:" + hashlib.sha256(user.encode()).hexdigest()
 
 
 async def openai_chunks(stream: ChatStream, include_usage: bool) -> AsyncIterator[bytes]:
@@ -107,6 +89,8 @@ def usage_chunk(stream: ChatStream) -> dict[str, Any]:
 def _models(service: ChatService) -> list[dict[str, Any]]:
     created = int(time.time())
     data = [{"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "keypool"}]
+    for name in service.model_groups:  # model groups: one name, several providers
+        data.append({"id": name, "object": "model", "created": created, "owned_by": "keypool"})
     for provider in service.providers:
         for model in dict.fromkeys((provider.default_model, *provider.models)):
             data.append(
@@ -122,7 +106,7 @@ def _models(service: ChatService) -> list[dict[str, Any]]:
 
 @router.get("/models")
 async def list_models(service: ChatServiceDep) -> Response:
-    """`auto` (Path A) plus every `<provider>/<model>` the gateway can route."""
+    """`auto` (Path A), the model groups, and every `<provider>/<model>` the gateway can route."""
     return json_response({"object": "list", "data": _models(service)})
 
 

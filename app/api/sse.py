@@ -11,9 +11,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from app.api.errors import json_response
-from app.api.userstreams import TooManyStreams, UserStreams
+from app.api.deps import runtime_of
+from app.api.responses import json_response
 from app.chat.streams import ChatStream, StreamInterrupted
+from app.chat.userstreams import TooManyStreams, UserStreams
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
@@ -26,7 +27,7 @@ def sse(event: dict[str, Any]) -> bytes:
 
 
 def start_event(stream: ChatStream) -> dict[str, Any]:
-    return {
+    event = {
         "type": "start",
         "provider": stream.provider,
         "model": stream.model,
@@ -34,6 +35,9 @@ def start_event(stream: ChatStream) -> dict[str, Any]:
         "key_index": stream.key_index,
         "attempts": [a.as_dict() for a in stream.attempts],
     }
+    if stream.group is not None:  # a model group's start event names it
+        event["group"] = stream.group
+    return event
 
 
 def done_event(stream: ChatStream) -> dict[str, Any]:
@@ -95,7 +99,7 @@ async def stream_answer(
     user_id: str | None = None,
 ) -> Response:
     """The SSE answer once the first token is in; before it, the JSON error (or 499) instead."""
-    streams: UserStreams | None = getattr(request.app.state, "user_streams", None)
+    streams: UserStreams | None = runtime_of(request).user_streams
     if streams is not None:
         try:
             streams.acquire(user_id)

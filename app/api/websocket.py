@@ -20,12 +20,12 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnected
 
-from app.api.chat import is_utf8_header
+from app.api.calls import chat_call, is_utf8_header
+from app.api.deps import runtime_of
 from app.api.depth import MAX_JSON_DEPTH, too_deep
-from app.api.errors import validation_details
+from app.api.errors import invalid_request
 from app.api.sse import keypool_events
-from app.api.userstreams import UserStreams
-from app.chat.service import ChatCall, ChatService
+from app.chat.service import ChatService
 from app.errors import InvalidRequest, KeypoolError
 from app.runtime import Runtime
 from app.schemas import MAX_USER_ID_CHARS, ChatRequest
@@ -33,8 +33,6 @@ from app.schemas import MAX_USER_ID_CHARS, ChatRequest
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger("keypool.ws")
 
-WS_PING_INTERVAL_S = 20.0
-WS_PING_TIMEOUT_S = 20.0
 # What sending on a socket the client already closed raises (starlette maps uvicorn's OSError).
 _GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
 
@@ -54,9 +52,7 @@ class ChatSocket:
         self.max_in_flight = runtime.settings.ws_max_inflight
         self.user_id = websocket.headers.get("x-user-id") or websocket.query_params.get("user_id")
         self._send_lock = asyncio.Lock()
-        self.user_streams: UserStreams = getattr(
-            websocket.app.state, "user_streams", UserStreams(None)
-        )
+        self.user_streams = runtime.user_streams
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -99,10 +95,7 @@ class ChatSocket:
             )
             await self._chat(request)
         except ValidationError as exc:
-            details = validation_details(exc)
-            fields = ", ".join(".".join(d["loc"]) or "body" for d in details[:5])
-            error = InvalidRequest(f"invalid request: {fields}", details={"details": details})
-            await self._error(request_id, error)
+            await self._error(request_id, invalid_request(exc))
         except KeypoolError as exc:
             await self._error(request_id, exc)
         except _GONE:
@@ -139,13 +132,7 @@ class ChatSocket:
         return data
 
     async def _chat(self, request: ChatRequest) -> None:
-        call = ChatCall(
-            params=request.upstream_params(),
-            model=request.model,
-            provider=request.provider,
-            fallback=request.fallback,
-            user_id=request.user_id or self.user_id,
-        )
+        call = chat_call(request, request.user_id or self.user_id)
         self.user_streams.acquire(call.user_id)
         try:
             stream = await self.service.open_stream(call)
@@ -179,7 +166,7 @@ def echoable_id(value: Any) -> str | int | None:
 async def chat_ws(websocket: WebSocket) -> None:
     """Send ChatRequest JSON frames (optional `id`); receive start/chunk/done or error events."""
     await websocket.accept()
-    socket = ChatSocket(websocket, websocket.state.runtime)
+    socket = ChatSocket(websocket, runtime_of(websocket))
     if socket.user_id is not None and (
         len(socket.user_id) > MAX_USER_ID_CHARS
         or not is_utf8_header(websocket.headers.get("x-user-id") or "")

@@ -45,7 +45,8 @@ def final_error(exc: UpstreamError, route: Route, provider: str) -> KeypoolError
         return UpstreamBadRequest(
             f"{provider}: {message}", details={"provider": provider, "status": exc.status}
         )
-    if exc.outcome is Outcome.NOT_FOUND and route.path == "B":
+    # A group member's 404 moves on to the next member, as Path A moves on to the next provider.
+    if exc.outcome is Outcome.NOT_FOUND and not route.spans_providers:
         model = route.model
         return ModelNotFound(
             f"provider {provider!r} does not serve model {model!r}",
@@ -67,12 +68,15 @@ def exhausted_error(
     """
     reasons = [a.error for a in attempts] + list(skipped.values())
     tried = [a.as_dict() for a in attempts]
-    if route.path == "A":
+    if route.spans_providers:
         errors: dict[str, str] = dict(skipped)
         for attempt in attempts:
             errors[attempt.provider] = attempt.error
         details: dict[str, Any] = {"errors": errors, "attempts": tried}
         message = "every provider failed; see errors for the reason per provider"
+        if route.group is not None:
+            details.update(group=route.group, model=route.model)
+            message = f"every member of model group {route.group!r} failed; see errors"
     else:
         provider = route.providers[0].name
         errors = {str(i): reason for i, reason in sorted((untried or {}).items())}
@@ -85,6 +89,6 @@ def exhausted_error(
             retry_after_s=retry_after_s if retry_after_s is not None else 1.0,
             details=details,
         )
-    if route.path == "A":
+    if route.spans_providers:
         return AllProvidersFailed(message, details=details)
     return AllKeysFailed(message, details=details)

@@ -18,43 +18,19 @@ from typing import Any, Generic, TypeVar
 from app.chat.clients import ClientCache
 from app.chat.failures import Attempt, exhausted_error, final_error
 from app.chat.routing import Route
-from app.chat.usage import UsageSink, prompt_text
+from app.chat.settlement import Lease, Settlement
+from app.chat.usage import prompt_text
 from app.config import ProviderConfig
-from app.db.stats_writer import UsageEvent
 from app.errors import KeypoolError
 from app.keys.backoff import WaitPolicy
-from app.keys.model import NO_SIGNAL, Ask, Grant, KeyState, Outcome, RateLimitSignal
+from app.keys.model import Ask, Grant, KeyState, Outcome
 from app.keys.pacing import estimate_tokens
-from app.providers.client import ProviderClient, Usage
+from app.providers.client import ProviderClient
 from app.providers.errors import UpstreamError
 from app.state.base import KeyStateStore
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class Lease:
-    """A key that answered; `finish` it exactly once, when the answer (or stream) is over."""
-
-    provider: ProviderConfig
-    key_index: int
-    model: str
-    group: int | None
-    _runner: FallbackRunner
-    _done: bool = False
-    started_at: float | None = None
-
-    async def finish(
-        self,
-        outcome: Outcome,
-        signal: RateLimitSignal = NO_SIGNAL,
-        usage: Usage | None = None,
-    ) -> None:
-        if self._done:
-            return
-        self._done = True
-        await self._runner.settle(self, outcome, signal, usage)
 
 
 @dataclass(slots=True)
@@ -90,6 +66,7 @@ class _Job(Generic[T]):
     tokens: int
     spread: KeySpread | None
     deadline: float
+    user_id: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     tried: dict[str, set[int]] = field(default_factory=dict)
     entered: set[str] = field(default_factory=set)  # providers that granted this request a key
@@ -105,13 +82,16 @@ class _Job(Generic[T]):
 
 
 class FallbackRunner:
-    """Runs one attempt function over keys in selection order until one answers."""
+    """Runs one attempt function over keys in selection order until one answers.
+
+    Every key it is granted becomes a `Lease` of `settlement`, which settles it once.
+    """
 
     def __init__(
         self,
         store: KeyStateStore,
         clients: ClientCache,
-        sink: UsageSink,
+        settlement: Settlement,
         clock: Callable[[], float],
         *,
         rotate_providers: bool = True,
@@ -122,14 +102,13 @@ class FallbackRunner:
     ) -> None:
         self.store = store
         self.clients = clients
-        self.sink = sink
+        self.settlement = settlement
         self.clock = clock
         self.rotate_providers = rotate_providers
         self.groups = groups
         self.policy = policy or WaitPolicy()
         self.sleep = sleep
         self.rng = rng or random.Random()
-        self.on_key_failure: Callable[[], None] = _nothing
 
     async def run(
         self,
@@ -140,11 +119,12 @@ class FallbackRunner:
         group: int | None = None,
         tokens: int | None = None,
         spread: KeySpread | None = None,
+        user_id: str | None = None,
     ) -> Success[T]:
         """`tokens` is the request's estimated cost for token pacing (see `request_tokens`)."""
         cost = tokens if tokens is not None else estimate_tokens(0, None)
         deadline = self.clock() + self.policy.deadline_s
-        job = _Job(route, attempt, fallback, group, cost, spread, deadline)
+        job = _Job(route, attempt, fallback, group, cost, spread, deadline, user_id)
         providers = await self._provider_order(route)
         # With one provider the first ask may already reserve; with several, every provider
         # is asked for a free key before any request waits for one.
@@ -240,9 +220,10 @@ class FallbackRunner:
         assert index is not None
         job.entered.add(name)
         job.tried.setdefault(name, set()).add(index)
-        lease = Lease(provider, index, job.route.model_for(provider), job.group, self)
+        model = job.route.model_for(provider)
+        lease = Lease(provider, index, model, job.group, self.settlement, job.user_id)
         try:
-            await self._wait_turn(job, grant, name)
+            await self._sleep_until_turn(job, grant, name)
             lease.started_at = self.clock()
             value = await job.attempt(self.clients.get(name, index, lease.model))
         except UpstreamError as exc:
@@ -259,7 +240,7 @@ class FallbackRunner:
             raise
         return Success(value, lease, job.attempts)
 
-    async def _wait_turn(self, job: _Job[T], grant: Grant, provider: str) -> None:
+    async def _sleep_until_turn(self, job: _Job[T], grant: Grant, provider: str) -> None:
         """Sleep until a reserved turn (after a cooldown, plus growing full jitter), then make
         sure the key did not announce a reset meanwhile."""
         if grant.delay_s <= 0 or grant.index is None:
@@ -281,7 +262,8 @@ class FallbackRunner:
             if name not in attempted and name not in skipped:
                 skipped[name] = grant.refused or "no_usable_key"
         waits = [g.wait_s for g in job.refusals.values() if g.wait_s is not None]
-        untried = await self._untried_keys(job) if job.route.path == "B" else {}
+        # Model groups (several providers) report per provider, as Path A does.
+        untried = await self._untried_keys(job) if not job.route.spans_providers else {}
         return exhausted_error(
             job.route, job.attempts, skipped, min(waits) if waits else None, untried
         )
@@ -301,43 +283,13 @@ class FallbackRunner:
             if i not in tried and (circuit or state is not KeyState.ACTIVE)
         }
 
-    async def settle(
-        self, lease: Lease, outcome: Outcome, signal: RateLimitSignal, usage: Usage | None
-    ) -> None:
-        now = self.clock()
-        latency = now - lease.started_at if lease.started_at is not None else None
-        await self.store.release(
-            lease.provider.name, lease.key_index, outcome, now, signal, latency
-        )
-        if outcome is Outcome.AUTH_FAILED or outcome.is_provider_failure:
-            self.on_key_failure()
-        if outcome is Outcome.CANCELLED and usage is None:
-            return
-        self.sink.record(
-            UsageEvent(
-                provider=lease.provider.name,
-                key_index=lease.key_index,
-                fingerprint=lease.provider.keys[lease.key_index].fingerprint,
-                key_group=lease.group,
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                error=outcome.is_key_failure,
-                rate_limited=outcome is Outcome.RATE_LIMITED,
-                at=now,
-                outcome=outcome.value,
-            )
-        )
-
     async def _provider_order(self, route: Route) -> list[ProviderConfig]:
         providers = list(route.providers)
-        if route.path == "B" or len(providers) < 2 or not self.rotate_providers:
+        # Model groups rotate their members as Path A rotates providers.
+        if not route.spans_providers or len(providers) < 2 or not self.rotate_providers:
             return providers
         offset = await self.store.next_provider_offset(len(providers))
         return providers[offset:] + providers[:offset]
-
-
-def _nothing() -> None:
-    return None
 
 
 def request_tokens(params: dict[str, Any]) -> int:

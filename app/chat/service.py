@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,13 +14,16 @@ from app.chat.clients import ClientCache
 from app.chat.failures import Attempt
 from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
 from app.chat.routing import Route, resolve_route
+from app.chat.settlement import Settlement
 from app.chat.streams import ChatStream, OpenedStream, open_committable
-from app.chat.usage import GroupResolver, NullSink, UsageSink, estimate_usage
+from app.chat.usage import GroupResolver, estimate_usage
 from app.config import ProviderConfig
+from app.keys.backoff import WaitPolicy
 from app.keys.model import Outcome
+from app.model_groups import ModelGroup
 from app.providers.client import Completion, ProviderClient, Usage
-from app.providers.transport import Transport
 from app.state.base import KeyStateStore
+from app.usage import UsageSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +47,11 @@ class ChatResult:
     usage: Usage
     attempts: list[Attempt] = field(default_factory=list)
     latency_ms: float = 0.0
+    group: str | None = None  # the model group that served the request, if any
 
     def as_dict(self) -> dict[str, Any]:
-        """The /api/chat 200 body (DESIGN.md §3)."""
-        return {
+        """The /api/chat 200 body (DESIGN.md §3); a model group's answer also names it."""
+        answer = {
             "id": self.completion.id,
             "content": self.completion.content,
             "provider": self.provider,
@@ -58,34 +62,46 @@ class ChatResult:
             "attempts": [a.as_dict() for a in self.attempts],
             "latency_ms": round(self.latency_ms, 2),
         }
+        if self.group is not None:
+            answer["group"] = self.group
+        return answer
 
 
 class ChatService:
-    """Path A / Path B chat over the key pool; built once in the lifespan."""
+    """Path A / Path B chat over the key pool; built once (see `app.chat.assembly.build_chat`).
+
+    Everything it needs comes through the constructor: nothing reaches inside it afterwards.
+    """
 
     def __init__(
         self,
         providers: Sequence[ProviderConfig],
-        transport: Transport,
+        clients: ClientCache,
         store: KeyStateStore,
         *,
         sink: UsageSink | None = None,
         groups: GroupResolver | None = None,
         group_count: int = 1,
         rotate_providers: bool = True,
+        policy: WaitPolicy | None = None,
+        on_key_failure: Callable[[], None] | None = None,
+        model_groups: Mapping[str, ModelGroup] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.providers = tuple(providers)
         self.store = store
-        self.clients = ClientCache(providers, transport)
+        self.clients = clients
         self.groups = groups
+        self.model_groups: Mapping[str, ModelGroup] = model_groups or {}  # MODEL_GROUPS
+        self.settlement = Settlement(store, sink, clock, on_key_failure=on_key_failure)
         self.runner = FallbackRunner(
             store,
-            self.clients,
-            sink or NullSink(),
+            clients,
+            self.settlement,
             clock,
             rotate_providers=rotate_providers,
             groups=group_count,
+            policy=policy,
         )
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,7 +112,7 @@ class ChatService:
         self._loop = loop
 
     def route(self, call: ChatCall) -> Route:
-        return resolve_route(self.providers, call.model, call.provider)
+        return resolve_route(self.providers, call.model, call.provider, self.model_groups)
 
     async def _group(self, user_id: str | None) -> int | None:
         if user_id is None or self.groups is None:
@@ -118,6 +134,7 @@ class ChatService:
             group=await self._group(call.user_id),
             tokens=_token_cost(route, call.params),
             spread=spread,
+            user_id=call.user_id,
         )
         completion = success.value
         usage = completion.usage or estimate_usage(call.params, completion.content)
@@ -131,6 +148,7 @@ class ChatService:
             usage=usage,
             attempts=success.attempts,
             latency_ms=(time.perf_counter() - started) * 1000,
+            group=route.group,
         )
 
     async def open_stream(self, call: ChatCall) -> ChatStream:
@@ -146,8 +164,16 @@ class ChatService:
             fallback=call.fallback,
             group=await self._group(call.user_id),
             tokens=_token_cost(route, call.params),
+            user_id=call.user_id,
         )
-        return ChatStream(success.value, success.lease, success.attempts, call.params, route.path)
+        return ChatStream(
+            success.value,
+            success.lease,
+            success.attempts,
+            call.params,
+            route.path,
+            group=route.group,
+        )
 
     # The four entry points of the original design; `model=None` takes Path A.
 

@@ -11,15 +11,14 @@ it from any other thread. State is in-process and usage is not written to the da
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from app.chat.assembly import ChatParts, build_chat
 from app.chat.blocking import LoopThread
 from app.chat.service import ChatService
 from app.config import Settings, load_settings
-from app.providers.transport import AiohttpTransport
-from app.runtime import build_store
+from app.state.build import build_store
 
 
 @contextmanager
@@ -28,32 +27,21 @@ def open_chat_service(settings: Settings | None = None) -> Iterator[ChatService]
     settings = settings or load_settings()
     runner = LoopThread()
     try:
-        service, transport = runner.run(_build(settings))
+        chat = runner.run(_build(settings))
         try:
-            yield service
+            yield chat.service
         finally:
-            service.bind_loop(None)
-            runner.run(_close(service, transport))
+            runner.run(_close(chat))
     finally:
         runner.stop()
 
 
-async def _build(settings: Settings) -> tuple[ChatService, AiohttpTransport]:
+async def _build(settings: Settings) -> ChatParts:
     # aiohttp sessions bind to the loop that creates them, so everything is built on `runner`.
-    transport = AiohttpTransport()
-    for provider in settings.providers:
-        transport.open_session(provider.base_url)
-    service = ChatService(
-        settings.providers,
-        transport,
-        build_store(settings),
-        group_count=settings.groups,
-        rotate_providers=settings.provider_rotation == "round_robin",
-    )
-    service.bind_loop(asyncio.get_running_loop())
-    return service, transport
+    return build_chat(settings, build_store(settings))
 
 
-async def _close(service: ChatService, transport: AiohttpTransport) -> None:
-    await service.store.aclose()
-    await transport.aclose()
+async def _close(chat: ChatParts) -> None:
+    chat.service.bind_loop(None)
+    await chat.service.store.aclose()
+    await chat.transport.aclose()

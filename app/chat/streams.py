@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.chat.failures import Attempt
-from app.chat.fallback import Lease
+from app.chat.settlement import Lease
 from app.chat.usage import estimate_usage
 from app.keys.model import Outcome
 from app.providers.client import ProviderClient, StreamChunk, UpstreamChatStream, Usage
@@ -64,6 +64,8 @@ class ChatStream:
         attempts: list[Attempt],
         params: dict[str, Any],
         path: str,
+        *,
+        group: str | None = None,
     ) -> None:
         self._upstream = opened.upstream
         self._head = deque(opened.head)
@@ -72,6 +74,7 @@ class ChatStream:
         self._settling: asyncio.Future[None] | None = None
         self.attempts = attempts
         self.path = path
+        self.group = group  # the model group that served the stream, if any
         self.provider = lease.provider.name
         self.model = lease.model
         self.key_index = lease.key_index

@@ -1,30 +1,18 @@
-"""Usage accounting seams: where events go, how users map to key groups, token estimates."""
+"""Usage accounting seams: how users map to key groups, token estimates of text and prompts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from app.db.stats_writer import UsageEvent
 from app.providers.client import Usage
-
-
-class UsageSink(Protocol):
-    def record(self, event: UsageEvent) -> None:
-        """Must return at once: aggregation and writes happen off the request path."""
-        ...
 
 
 class GroupResolver(Protocol):
     async def group_for(self, user_id: str) -> int: ...
 
 
-class NullSink:
-    def record(self, event: UsageEvent) -> None:
-        return None
-
-
-def estimate_tokens(text: str) -> int:
+def text_tokens(text: str) -> int:
     """~4 characters a token: the usual rule of thumb for English with BPE tokenizers."""
     return max(1, (len(text) + 3) // 4) if text else 0
 
@@ -39,6 +27,6 @@ def prompt_text(params: dict[str, Any]) -> Iterable[str]:
 
 
 def estimate_usage(params: dict[str, Any], completion: str) -> Usage:
-    prompt = sum(estimate_tokens(text) for text in prompt_text(params))
-    produced = estimate_tokens(completion)
+    prompt = sum(text_tokens(text) for text in prompt_text(params))
+    produced = text_tokens(completion)
     return Usage(prompt, produced, prompt + produced, estimated=True)

@@ -50,10 +50,3 @@ def downgrade(url: str, revision: str = "base") -> None:
 async def upgrade_async(url: str, revision: str = "head") -> None:
     """Migrate from inside a running loop: Alembic gets its own thread and event loop."""
     await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
-
-
-def current_head() -> str | None:
-    """The newest revision in the scripts, for reporting (``keypool db current``)."""
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config("")).get_current_head()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     func,
@@ -72,6 +75,8 @@ class UserProfile(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
     )
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiKeyStats(Base):
@@ -91,6 +96,7 @@ class ApiKeyStats(Base):
     errors: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     rate_limited: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     last_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
 
 
 # coalesce() makes the NULL group collide with itself, which a plain unique constraint
@@ -102,3 +108,59 @@ STATS_CONFLICT_KEY = (
     func.coalesce(ApiKeyStats.key_group, literal_column("0")),
 )
 Index("uq_api_key_stats_provider_key_index_group", *STATS_CONFLICT_KEY, unique=True)
+
+
+class ProviderKey(Base):
+    """A provider key added at run time, AES-256-GCM sealed; no column holds key text.
+
+    `user_id` NULL: a key of the shared pool. Set: that user's own key (bring your own key),
+    which is never served to anyone else. `fingerprint` is the key's last 4 characters (a short
+    hash for short keys): position-free, so deleting an earlier key does not change it.
+    """
+
+    __tablename__ = "provider_keys"
+    # AUTOINCREMENT on SQLite too: a deleted key's id is never handed to a later key.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(16))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
+    )
+
+
+class ClientKeyRow(Base):
+    """A client key (stored as its SHA-256 only) and the user it speaks for."""
+
+    __tablename__ = "client_keys"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    tier: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class UserDailyUsage(Base):
+    """Requests, tokens and cost of one user on one UTC day; upserted in batches."""
+
+    __tablename__ = "user_daily_usage"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))

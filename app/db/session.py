@@ -38,10 +38,6 @@ SessionFactory = Callable[[], AsyncSession]
 """What the services take: an ``async_sessionmaker`` or any callable returning a session."""
 
 
-class DatabaseUnavailable(RuntimeError):
-    """The database could not answer a read the caller cannot do without (admin views)."""
-
-
 def mask_url(url: str | URL) -> str:
     """Render a database URL with its password hidden, the only form that may be logged."""
     return make_url(url).render_as_string(hide_password=True)

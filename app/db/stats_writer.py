@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -11,35 +10,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from app.db.flushing import FlushLoop
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, StatsDelta
 from app.db.session import DB_ERRORS, SessionFactory, describe_target
 from app.db.spool import Spool
+from app.usage import UsageEvent
 
 _log = logging.getLogger(__name__)
 
 RowKey = tuple[str, int, int | None]
 SPOOL_KIND = "stats"
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
-    """One upstream attempt: a request of ``key_index``, for a user's group or none.
-
-    ``error`` marks a failed attempt and ``rate_limited`` a 429 (set both for a 429).
-    ``at`` is unix seconds; 0 means "now" by the writer's clock.
-    """
-
-    provider: str
-    key_index: int
-    fingerprint: str
-    key_group: int | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: bool = False
-    rate_limited: bool = False
-    at: float = 0.0
-    outcome: str = ""  # the attempt's Outcome value, for metrics ("" when not known)
 
 
 @dataclass(slots=True)
@@ -110,7 +91,6 @@ class StatsWriter:
         spool: Spool | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._interval = flush_interval_s
         self._max_events = flush_max_events
         self._logger = logger
         self._clock = clock
@@ -118,10 +98,8 @@ class StatsWriter:
         self._spool = spool
         self._pending: dict[RowKey, _Tally] = {}
         self._events = 0
-        self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._loop = FlushLoop(self.flush, flush_interval_s, "stats writer", logger)
         self._outage = OutageLog(logger, "stats writer", describe_target(sessionmaker))
 
     @property
@@ -147,23 +125,16 @@ class StatsWriter:
         self._events += 1
         # While the database is down, retry on the interval only, not on every event.
         if self._events >= self._max_events and self._outage.healthy:
-            self._wake.set()
+            self._loop.wake()
 
     async def start(self) -> None:
         if self._spool is not None:
             self._unspool(self._spool.take(SPOOL_KIND))
-        if self._task is None:
-            self._closing = False
-            self._task = asyncio.create_task(self._run(), name="keypool-stats-writer")
+        self._loop.start()
 
     async def aclose(self) -> None:
-        """Stop the background task, then write everything still pending."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if await self.flush() or not self._pending:
+        """Stop the background task, then write everything still pending (or spool it)."""
+        if await self._loop.stop() or not self._pending:
             return
         if self._spool is not None and self._spool.put(SPOOL_KIND, self._spooled()):
             self._pending, self._events = {}, 0  # written at the next start
@@ -214,7 +185,7 @@ class StatsWriter:
                 continue
             self._restore({key: tally}, tally.requests)
         if records:
-            self._wake.set()
+            self._loop.wake()
 
     async def flush(self) -> bool:
         """Write what is pending; on failure keep it for the next try and return False."""
@@ -254,17 +225,3 @@ class StatsWriter:
             else:
                 newer.absorb(older)
         self._events += events
-
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._closing:
-                return
-            try:
-                await self.flush()
-            except Exception:
-                # Supervisor boundary: a bug in one flush must not end all later ones.
-                self._logger.exception("stats writer: unexpected flush failure")

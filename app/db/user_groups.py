@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -13,10 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.db.assignment import LruCache, least_loaded, plan_rebalance
+from app.db.flushing import FlushLoop
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, NewUser, UserRepository
-from app.db.session import DB_ERRORS, DatabaseUnavailable, SessionFactory, describe_target
+from app.db.session import DB_ERRORS, SessionFactory, describe_target
 from app.db.spool import Spool
+from app.errors import DatabaseUnavailable
+from app.timefmt import iso_utc
 
 _log = logging.getLogger(__name__)
 SPOOL_KIND = "user"
@@ -52,13 +54,6 @@ class GroupStat:
     last_request_at: str | None
 
 
-def isoformat_utc(value: datetime | None) -> str | None:
-    """ISO-8601 in UTC with a ``Z`` suffix, or None."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 class UserGroupService:
     """Maps user ids to key groups 1..G.
 
@@ -89,7 +84,6 @@ class UserGroupService:
         self.groups = groups
         self._sessionmaker = sessionmaker
         self._clock = clock
-        self._interval = flush_interval_s
         self._read_timeout = read_timeout_s
         self._logger = logger
         self._max_pending = max_pending
@@ -106,9 +100,7 @@ class UserGroupService:
         self._pending: dict[str, NewUser] = {}
         self._writing: dict[str, NewUser] = {}
         self._queue_full_warned = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._loop = FlushLoop(self.flush, flush_interval_s, "user groups", logger)
         self._outage = OutageLog(logger, "user groups", describe_target(sessionmaker))
 
     @property
@@ -134,18 +126,11 @@ class UserGroupService:
             self._outage.failed(exc, kept="new users")
         else:
             await self._warm_cache()
-        if self._task is None:
-            self._closing = False
-            self._task = asyncio.create_task(self._run(), name="keypool-user-groups")
+        self._loop.start()
 
     async def aclose(self) -> None:
-        """Stop the saver and write the users still queued."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        if await self.flush() or not self.pending_users:
+        """Stop the saver and write the users still queued (or spool them)."""
+        if await self._loop.stop() or not self.pending_users:
             return
         users = [*self._writing.values(), *self._pending.values()]
         records = [
@@ -183,7 +168,7 @@ class UserGroupService:
             self._cache.put(user.user_id, user.api_key_group)
             self._sizes[user.api_key_group] = self._sizes.get(user.api_key_group, 0) + 1
         if records:
-            self._wake.set()
+            self._loop.wake()
 
     async def group_for(self, user_id: str) -> int:
         """The user's group: cached, else stored, else newly assigned."""
@@ -268,7 +253,7 @@ class UserGroupService:
             return
         self._pending[user.user_id] = user
         if self._outage.healthy:
-            self._wake.set()
+            self._loop.wake()
 
     async def flush(self) -> bool:
         """Save queued users now; False (and kept) when the database is unavailable."""
@@ -327,20 +312,6 @@ class UserGroupService:
             sizes[user.api_key_group] = sizes.get(user.api_key_group, 0) + 1
         self._sizes = sizes
 
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._closing:
-                return
-            try:
-                await self.flush()
-            except Exception:
-                # Supervisor boundary: a bug in one save must not end all later ones.
-                self._logger.exception("user groups: unexpected save failure")
-
     async def get_profile(self, user_id: str) -> ProfileDTO | None:
         """The stored profile, or the in-memory one of a user not saved yet."""
         queued = self._pending.get(user_id) or self._writing.get(user_id)
@@ -390,7 +361,7 @@ class UserGroupService:
                 user_count=r.user_count,
                 total_requests=r.total_requests,
                 total_tokens=r.total_tokens,
-                last_request_at=isoformat_utc(r.last_request_at),
+                last_request_at=iso_utc(r.last_request_at),
             )
             for r in rows
         ]

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", default="", help="comma-separated keys to add")
     parser.add_argument("--models", help="comma-separated models; 'any' accepts every model")
     parser.add_argument("--accept-any-key", action="store_true")
+    parser.add_argument("--shared-rps", type=float, help="account-wide bucket all keys share")
+    parser.add_argument("--shared-rpm", type=float, help="account-wide bucket all keys share")
     for flag, (_, kind) in _SHORTCUTS.items():
         choices = sorted(MODES) if flag == "mode" else None
         parser.add_argument(f"--{flag.replace('_', '-')}", type=kind, choices=choices)
@@ -98,6 +100,8 @@ def build_config(args: argparse.Namespace) -> FakeProviderConfig:
         names = [m.strip() for m in args.models.split(",") if m.strip()]
         config.models = None if names == ["any"] else names
     config.accept_any_key = config.accept_any_key or args.accept_any_key
+    config.shared_rps = args.shared_rps or config.shared_rps
+    config.shared_rpm = args.shared_rpm or config.shared_rpm
     return config
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from app.demo.fake_provider import FakeProviderThread, demo_config
@@ -33,7 +34,13 @@ def banner(host: str, port: int, admin_token: str = "") -> str:
     body = '{"messages":[{"role":"user","content":"Hello!"}]}'
     return f"""
 keypool demo: gateway on {url}, fake providers alpha and beta (3 keys each;
-alpha key 1 is rate limited, beta key 1 is invalid). Try:
+alpha key 1 is rate limited, beta key 1 is invalid).
+
+  Dashboard: {url}/admin   (admin token: the demo's ADMIN_TOKEN, see below)
+  Metrics:   {url}/metrics
+  Demo traffic runs in the background (~2 requests/s; KEYPOOL_DEMO_TRAFFIC=0 stops it).
+
+Try:
 
   curl -s {url}/api/chat -H 'content-type: application/json' -d '{body}'
   curl -s {url}/api/chat -H 'X-User-Id: alice' \\
@@ -61,12 +68,32 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
         os.environ.setdefault("DOCS_ENABLED", "true")  # a playground: /docs is part of the tour
         app = create_app()
         print(banner(host, port, os.environ["ADMIN_TOKEN"]), flush=True)
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            ws_max_size=app.state.settings.ws_max_message_bytes,
-            **server_options(),
-        )
+        print(f"  ADMIN_TOKEN for the dashboard: {admin_token_hint()}\n", flush=True)
+        traffic = None
+        if os.environ.get("KEYPOOL_DEMO_TRAFFIC", "1") != "0":
+            from app.demo.traffic import DemoTraffic
+
+            # The dashboard shows the traffic; one log line per demo request would bury the banner.
+            for name in ("httpx", "keypool.request"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+            traffic = DemoTraffic(f"http://{host}:{port}").start()
+        try:
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                ws_max_size=app.state.settings.ws_max_message_bytes,
+                **server_options(),
+            )
+        finally:
+            if traffic is not None:
+                traffic.stop()
+
+
+def admin_token_hint() -> str:
+    """The demo constant is shown (it is public in the README); a token of your own is not."""
+    token = os.environ.get("ADMIN_TOKEN")
+    return token if token == DEMO_ADMIN_TOKEN else "the ADMIN_TOKEN you exported"

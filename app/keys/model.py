@@ -142,3 +142,18 @@ class Grant:
     wait_s: float | None = None
     reservable_s: float | None = None
     refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What one granted attempt did to its key: the argument of every store's `release`.
+
+    `latency_s` is how long a successful attempt took (it feeds hang detection).
+    """
+
+    provider: str
+    index: int
+    outcome: Outcome
+    now: float
+    signal: RateLimitSignal = NO_SIGNAL
+    latency_s: float | None = None

@@ -32,10 +32,11 @@ CHARS_PER_TOKEN = 4
 
 @dataclass(frozen=True, slots=True)
 class Pace:
-    """One provider's per-key budgets; `None` leaves that dimension unpaced."""
+    """One provider's per-key budgets; `None` leaves that dimension unpaced. Budgets may be
+    fractional: a learned 100 requests a day is 0.069 per minute."""
 
-    rpm: int | None = None
-    tpm: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
     share: int = 1
 
     @property

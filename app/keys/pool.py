@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -149,8 +151,36 @@ class KeyPool:
         take(status, self.pace, tokens, at)
         return at - now
 
-    def usable_count(self, now: float) -> int:
-        return sum(1 for s in self.statuses if s.usable(now))
+    def mirror_grant(self, index: int, tokens: int, at: float, budget: Pace) -> None:
+        """Follow a grant another store made for this process (Redis), so that an outage starts
+        from this process's own picture of its requests: in flight, and the budget they took."""
+        status = self.statuses[index]
+        status.in_flight += 1
+        take(status, budget, tokens, at)
+
+    def mirror_release(self, index: int) -> None:
+        """The mirrored grant ended in the other store."""
+        status = self.statuses[index]
+        status.in_flight = max(0, status.in_flight - 1)
+
+    def load_shared(
+        self,
+        statuses: Sequence[KeyStatus],
+        breaker: CircuitBreaker,
+        cursor: int,
+        latency_ewma: float | None,
+    ) -> None:
+        """Take the shared state (keys, breaker, cursor, pool latency), keeping this process's
+        own in-flight counts: the local pool must know only the requests it would release."""
+        for local, shared in zip(self.statuses, statuses, strict=False):
+            in_flight = local.in_flight
+            for name in _STATUS_FIELDS:
+                setattr(local, name, getattr(shared, name))
+            local.in_flight = in_flight
+        self.breaker.failures = breaker.failures
+        self.breaker.opened_at = breaker.opened_at
+        self.cursor = cursor % max(1, len(self))
+        self.latency_ewma = latency_ewma
 
     def _readiness(self, now: float, tokens: int) -> dict[int, Ready]:
         ready = {}
@@ -183,6 +213,9 @@ class KeyPool:
 
     def _distance(self, index: int) -> int:
         return (index - self.cursor) % len(self.statuses)
+
+
+_STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(KeyStatus))
 
 
 def _within(ready: Ready, now: float, ask: Ask) -> bool:

@@ -4,7 +4,7 @@
     ├── UpstreamHTTPError              a non-2xx answer
     │   ├── UpstreamRateLimited        429
     │   ├── UpstreamAuthFailed         401, 402, 403
-    │   ├── UpstreamBadRequest         400, 413, 422
+    │   ├── UpstreamRejected           400, 413, 422
     │   ├── UpstreamNotFound           404
     │   └── UpstreamServerError        5xx and anything else unexpected
     ├── UpstreamConnectionError        refused, reset, disconnected
@@ -53,7 +53,7 @@ class UpstreamAuthFailed(UpstreamHTTPError):
     outcome = Outcome.AUTH_FAILED
 
 
-class UpstreamBadRequest(UpstreamHTTPError):
+class UpstreamRejected(UpstreamHTTPError):
     """400-class rejection of the request itself; every key would get the same."""
 
     outcome = Outcome.BAD_REQUEST
@@ -90,13 +90,13 @@ class UpstreamStreamError(UpstreamError):
 
 
 _STATUS_CLASSES: dict[int, type[UpstreamHTTPError]] = {
-    400: UpstreamBadRequest,
+    400: UpstreamRejected,
     401: UpstreamAuthFailed,
     402: UpstreamAuthFailed,
     403: UpstreamAuthFailed,
     404: UpstreamNotFound,
-    413: UpstreamBadRequest,
-    422: UpstreamBadRequest,
+    413: UpstreamRejected,
+    422: UpstreamRejected,
     429: UpstreamRateLimited,
 }
 

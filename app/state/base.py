@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.keys.breaker import CircuitState
-from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
+from app.keys.model import Ask, Grant, KeyStatus, Release
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,19 +31,8 @@ class KeyStateStore(Protocol):
         """Choose a key for one attempt and count it in flight (see `Ask` and `Grant`)."""
         ...
 
-    async def release(
-        self,
-        provider: str,
-        index: int,
-        outcome: Outcome,
-        now: float,
-        signal: RateLimitSignal = NO_SIGNAL,
-        latency_s: float | None = None,
-    ) -> None:
-        """Record a granted attempt's outcome on its key and on the provider's breaker.
-
-        `latency_s` is how long a successful attempt took (it feeds hang detection).
-        """
+    async def release(self, done: Release) -> None:
+        """Record a granted attempt's outcome on its key and on the provider's breaker."""
         ...
 
     async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:

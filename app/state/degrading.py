@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
-from app.keys.pacing import Pace, take
+from app.keys.model import Ask, Grant, KeyStatus, Release
+from app.keys.pacing import Pace
 from app.state.base import ProviderSnapshot
 from app.state.memory import MemoryStateStore
 from app.state.redis import RedisStateStore
@@ -98,45 +98,28 @@ class DegradingStore:
             self._granted[provider, grant.index] += 1
             # The local pool follows this instance's own grants, so that an outage does not
             # start from a second-old picture of them.
-            status = self.local.pools[provider].statuses[grant.index]
-            status.in_flight += 1
-            take(status, self._budgets[provider], ask.tokens, now + grant.delay_s)
+            self.local.pools[provider].mirror_grant(
+                grant.index, ask.tokens, now + grant.delay_s, self._budgets[provider]
+            )
         return grant
 
-    async def release(
-        self,
-        provider: str,
-        index: int,
-        outcome: Outcome,
-        now: float,
-        signal: RateLimitSignal = NO_SIGNAL,
-        latency_s: float | None = None,
-    ) -> None:
+    async def release(self, done: Release) -> None:
         """To the store that granted the attempt; a Redis grant ends locally if Redis is gone."""
-        done = (provider, index, outcome, now, signal, latency_s)
-        if self._granted[provider, index] > 0:
-            self._granted[provider, index] -= 1
+        granted = (done.provider, done.index)
+        if self._granted[granted] > 0:
+            self._granted[granted] -= 1
             if self._up:
-                self._spawn(self._release_shared(*done))
+                self._spawn(self._release_shared(done))
                 return
-        await self.local.release(*done)
+        await self.local.release(done)
 
-    async def _release_shared(
-        self,
-        provider: str,
-        index: int,
-        outcome: Outcome,
-        now: float,
-        signal: RateLimitSignal,
-        latency_s: float | None,
-    ) -> None:
+    async def _release_shared(self, done: Release) -> None:
         try:
-            await self._call(lambda s: s.release(provider, index, outcome, now, signal, latency_s))
+            await self._call(lambda s: s.release(done))
         except _Unavailable:
-            await self.local.release(provider, index, outcome, now, signal, latency_s)
+            await self.local.release(done)
             return
-        status = self.local.pools[provider].statuses[index]
-        status.in_flight = max(0, status.in_flight - 1)
+        self.local.pools[done.provider].mirror_release(done.index)
 
     async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
         if self._granted[provider, index] > 0:
@@ -266,7 +249,8 @@ class DegradingStore:
             self._share(await self.shared.heartbeat(now))
             for name, pool in self.local.pools.items():
                 mine = {i: n for (p, i), n in self._granted.items() if p == name and n > 0}
-                (await self.shared.shared_pool(name, now, mine)).copy_into(pool)
+                shared = await self.shared.shared_pool(name, now, mine)
+                pool.load_shared(shared.keys, shared.breaker, shared.cursor, shared.latency_ewma)
         except REDIS_ERRORS as exc:
             self._lost(exc)
 

@@ -6,7 +6,7 @@ import copy
 import random
 from collections.abc import Mapping
 
-from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
+from app.keys.model import Ask, Grant, KeyStatus, Release
 from app.keys.pool import KeyPool
 from app.keys.transitions import record_probe, set_disabled
 from app.state.base import ProviderSnapshot
@@ -24,16 +24,10 @@ class MemoryStateStore:
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
         return self.pools[provider].acquire(now, self._rng, ask)
 
-    async def release(
-        self,
-        provider: str,
-        index: int,
-        outcome: Outcome,
-        now: float,
-        signal: RateLimitSignal = NO_SIGNAL,
-        latency_s: float | None = None,
-    ) -> None:
-        self.pools[provider].release(index, outcome, now, signal, latency_s)
+    async def release(self, done: Release) -> None:
+        self.pools[done.provider].release(
+            done.index, done.outcome, done.now, done.signal, done.latency_s
+        )
 
     async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
         return self.pools[provider].recheck(index, now, tokens)

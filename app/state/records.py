@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from app.keys.breaker import CircuitBreaker, CircuitState
-from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSignal
+from app.keys.model import Ask, Grant, KeyState, KeyStatus, Release
 from app.keys.pool import KeyPool
 from app.keys.strategies import Weighted
 from app.keys.transitions import SILENT_OUTCOMES
@@ -41,9 +41,9 @@ def provider_spec(pool: KeyPool) -> bytes:
             "paced": pace.paced,
             "rpm": bool(pace.rpm),
             "tpm": bool(pace.tpm),
-            "ri": pace.request_interval,
-            "tb": pace.token_burst,
-            "ti": pace.token_interval,
+            "request_interval": pace.request_interval,
+            "token_burst": pace.token_burst,
+            "token_interval": pace.token_interval,
             "threshold": pool.breaker.threshold,
             "reset": pool.breaker.reset_s,
         }
@@ -60,7 +60,7 @@ def ask_args(ask: Ask, draw: float) -> bytes:
         "max_wait_s": ask.max_wait_s,
         "max_queue_s": ask.max_queue_s,
         "admit": ask.admit,
-        "u": draw,
+        "draw": draw,
     }
     if ask.preferred is not None:
         args["preferred"] = ask.preferred
@@ -79,10 +79,9 @@ def grant_from(raw: bytes) -> Grant:
     )
 
 
-def release_args(
-    index: int, outcome: Outcome, signal: RateLimitSignal, latency_s: float | None
-) -> bytes:
+def release_args(done: Release) -> bytes:
     """The outcome arrives classified: the script only applies what `transitions` decided it means."""
+    outcome, signal = done.outcome, done.signal
     announced = {
         "retry_after": signal.retry_after_s,
         "remaining": signal.remaining_requests,
@@ -90,15 +89,15 @@ def release_args(
         "exhausted": signal.exhausted_for_s,
     }
     args: dict[str, Any] = {
-        "index": index,
+        "index": done.index,
         "outcome": outcome.value,
         "key_failure": outcome.is_key_failure,
         "provider_failure": outcome.is_provider_failure,
         "silent": outcome in SILENT_OUTCOMES,
         "signal": {k: v for k, v in announced.items() if v is not None},
     }
-    if latency_s is not None:
-        args["latency"] = latency_s
+    if done.latency_s is not None:
+        args["latency"] = done.latency_s
     return orjson.dumps(args)
 
 
@@ -121,19 +120,6 @@ class SharedPool:
 
     def circuit(self, now: float) -> CircuitState:
         return self.breaker.state(now)
-
-    def copy_into(self, pool: KeyPool) -> None:
-        """Refresh a local pool from the shared one, keeping this process's own in-flight counts
-        (the local pool must know only the requests it would have to release itself)."""
-        for local, shared in zip(pool.statuses, self.keys, strict=False):
-            in_flight = local.in_flight
-            for name in _STATUS_FIELDS:
-                setattr(local, name, getattr(shared, name))
-            local.in_flight = in_flight
-        pool.breaker.failures = self.breaker.failures
-        pool.breaker.opened_at = self.breaker.opened_at
-        pool.cursor = self.cursor % max(1, len(pool))
-        pool.latency_ewma = self.latency_ewma
 
 
 def shared_pool_from(raw: bytes, pool: KeyPool) -> SharedPool:

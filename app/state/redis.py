@@ -35,7 +35,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal
+from app.keys.model import Ask, Grant, KeyStatus, Release
 from app.keys.pool import KeyPool
 from app.state.base import ProviderSnapshot
 from app.state.records import (
@@ -112,16 +112,8 @@ class RedisStateStore:
             await self._run("acquire", provider, now, ask_args(ask, self._rng.random()))
         )
 
-    async def release(
-        self,
-        provider: str,
-        index: int,
-        outcome: Outcome,
-        now: float,
-        signal: RateLimitSignal = NO_SIGNAL,
-        latency_s: float | None = None,
-    ) -> None:
-        await self._run("release", provider, now, release_args(index, outcome, signal, latency_s))
+    async def release(self, done: Release) -> None:
+        await self._run("release", done.provider, done.now, release_args(done))
 
     async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
         args = b'{"index": %d, "tokens": %d}' % (index, tokens)

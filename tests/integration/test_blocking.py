@@ -43,7 +43,7 @@ def in_thread(work: Callable[[], T]) -> T:
 
 
 def service_of(gateway: GatewayServer) -> ChatService:
-    service: ChatService = gateway.app.state.runtime.service
+    service: ChatService = gateway.server.lifespan.state["runtime"].service
     return service
 
 

@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from app.chat.clients import ClientCache
 from app.chat.service import ChatCall, ChatService
 from app.config import load_settings
 from app.demo.fake_provider import FakeProviderThread
 from app.providers.transport import AiohttpTransport
-from app.runtime import build_store
+from app.state.build import build_store
 from tests.conftest import FakeFactory, GatewayFactory
 from tests.support.servers import GatewayServer, provider_env
 
@@ -116,7 +117,9 @@ class TestRotation:
         settings = load_settings(provider_env("alpha", fake, keys))
         transport = AiohttpTransport()
         transport.open_session(settings.providers[0].base_url)
-        service = ChatService(settings.providers, transport, build_store(settings))
+        service = ChatService(
+            settings.providers, ClientCache(settings.providers, transport), build_store(settings)
+        )
         call = ChatCall({"messages": MESSAGES})
         try:
             results = await asyncio.gather(*(service.complete(call) for _ in range(3000)))

@@ -66,7 +66,11 @@ def test_an_upstream_400_is_not_counted_as_ok(
     gateway = make_gateway(provider_env("alpha", fake, ["k0"]))
     assert httpx.post(f"{gateway.base_url}/api/chat", json=HI).status_code == 400
     text = httpx.get(f"{gateway.base_url}/metrics").text
-    assert 'keypool_upstream_attempts_total{provider="alpha",result="rejected"} 1.0' in text
+    key = gateway.settings.providers[0].keys[0].fingerprint
+    assert (
+        f'keypool_upstream_attempts_total{{key="{key}",provider="alpha",result="rejected"}} 1.0'
+        in (text)
+    )
     assert 'result="ok"' not in text
 
 

@@ -76,3 +76,13 @@ def test_an_unexpected_error_is_a_500_envelope_and_the_connection_stays_usable(
     assert all("RuntimeError" in r.getMessage() for r in errors)
     assert all(r.exc_info is None for r in errors)
     assert SECRET_TEXT not in logs.text
+
+
+def test_the_500_carries_the_request_id_the_client_can_quote(
+    conn: http.client.HTTPConnection,
+) -> None:
+    conn.request("GET", "/api/boom", headers={"X-Request-Id": "crash-req-1"})
+    answer = conn.getresponse()
+    answer.read()
+    assert answer.status == 500
+    assert answer.getheader("x-request-id") == "crash-req-1"

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from app.chat.clients import ClientCache
 from app.chat.service import ChatService
 from app.config import load_settings
-from app.db.stats_writer import UsageEvent
 from app.providers.errors import UpstreamError
-from app.providers.transport import UpstreamResponse, UpstreamStream
-from app.runtime import build_store
+from app.providers.transport import Transport, UpstreamResponse, UpstreamStream
+from app.state.build import build_store
+from app.usage import UsageEvent
 
 DONE = b"data: [DONE]\n"
 
@@ -114,18 +115,27 @@ class RecordingSink:
         self.events.append(event)
 
 
+def service_over(
+    transport: Transport, keys: Iterable[str], **options: Any
+) -> tuple[ChatService, RecordingSink]:
+    """A ChatService over one provider `alpha` (default model `m`) with these keys, in order."""
+    settings = load_settings(
+        {
+            "ALPHA_API_KEYS": ",".join(keys),
+            "ALPHA_BASE_URL": "http://alpha.invalid/v1",
+            "ALPHA_DEFAULT_MODEL": "m",
+        }
+    )
+    sink = RecordingSink()
+    clients = ClientCache(settings.providers, transport)
+    service = ChatService(settings.providers, clients, build_store(settings), sink=sink, **options)
+    return service, sink
+
+
 def scripted_service(
     answers: Mapping[str, ScriptedStream | UpstreamError],
 ) -> tuple[ChatService, ScriptedTransport, RecordingSink]:
     """A ChatService over one provider whose keys are `answers`' keys, in order."""
-    settings = load_settings(
-        {
-            "ALPHA_API_KEYS": ",".join(answers),
-            "ALPHA_BASE_URL": "http://scripted.invalid/v1",
-            "ALPHA_DEFAULT_MODEL": "m",
-        }
-    )
     transport = ScriptedTransport(answers)
-    sink = RecordingSink()
-    service = ChatService(settings.providers, transport, build_store(settings), sink=sink)
+    service, sink = service_over(transport, answers)
     return service, transport, sink

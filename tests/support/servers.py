@@ -20,14 +20,15 @@ from app.main import create_app
 from app.serving import server_options
 
 
-def require_service(host: str, port: int, name: str) -> None:
-    """A missing service skips locally but fails under CI=true (never a silent skip there)."""
+def require_service(host: str, port: int, name: str, *, always: bool = False) -> None:
+    """A missing service skips locally but fails under CI=true (never a silent skip there);
+    `always` fails it everywhere (tests that must never be skipped)."""
     try:
         with socket.create_connection((host, port), timeout=1):
             return
     except OSError:
         message = f"{name} is not reachable at {host}:{port}"
-        if os.environ.get("CI") == "true":
+        if always or os.environ.get("CI") == "true":
             pytest.fail(f"{message} (CI=true: a missing service is a failure)")
         pytest.skip(message)
 

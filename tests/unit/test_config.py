@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.catalog import CATALOG
 from app.config import ConfigError, fingerprint, load_settings, parse_keys, parse_providers
-from app.providers.catalog import CATALOG
 
 LONG_A = "sk-alpha-0123456789abcdef"
 LONG_B = "sk-bravo-0123456789abcdef"

@@ -1,4 +1,16 @@
-"""Dependency direction: `app/keys` is pure, and aiohttp stays inside `providers/` (and the demo)."""
+"""Dependency direction, for every folder of `app/`: each may import only the rooms below it.
+
+    main, cli ──► runtime ──► api ──► chat ──► providers ──► keys (pure)
+                                 │        ├──► state ─────► keys
+                                 │        └──► usage, config, errors
+                                 ├──► access ──► db, state, config, errors
+                                 ├──► db ──► usage, errors, timefmt
+                                 ├──► vault ──► providers, state, db, keys   (cache ──► state)
+                                 └──► observability ──► chat, providers, state, db, metrics
+
+`app/keys` is pure (no I/O library, no clock, no other room), and aiohttp is imported only by
+`app/providers/transport.py` (and the demo's fake provider).
+"""
 
 from __future__ import annotations
 
@@ -40,8 +52,8 @@ def test_keys_is_pure():
     assert {name: bad for name, bad in found.items() if bad} == {}
 
 
-def test_aiohttp_lives_only_in_providers_and_demo():
-    allowed = (APP / "providers", APP / "demo")
+def test_aiohttp_lives_only_in_the_transport_and_the_demo():
+    allowed = (APP / "providers" / "transport.py", APP / "demo")
     users = [
         str(path.relative_to(APP))
         for path in APP.rglob("*.py")
@@ -49,6 +61,87 @@ def test_aiohttp_lives_only_in_providers_and_demo():
         and any(n.split(".")[0] == "aiohttp" for n in imported(ast.parse(path.read_text())))
     ]
     assert users == []
+
+
+# The rooms each room of app/ may import (a room: a folder, or a top-level module).
+BASE = {"config", "errors", "usage", "timefmt", "catalog", "model_groups"}
+ALLOWED: dict[str, set[str]] = {
+    "keys": set(),
+    "catalog": set(),
+    "model_groups": set(),
+    "errors": set(),
+    "usage": set(),
+    "timefmt": set(),
+    "serving": set(),  # uvicorn's options for `keypool serve` and the demo
+    "schemas": {"errors"},
+    "config": {"catalog", "model_groups"},
+    "providers": {"keys", "config", "errors"},
+    "state": {"keys", "config"},
+    "db": {"errors", "usage", "timefmt", "config"},
+    "chat": {"keys", "providers", "state"} | BASE,
+    "metrics": {"keys", "state"} | BASE,
+    "vault": {"keys", "providers", "state", "db"} | BASE,
+    "cache": {"state"} | BASE,
+    "access": {"db", "state"} | BASE,
+    "observability": {"chat", "keys", "providers", "state", "db", "metrics"} | BASE,
+    "dashboard": BASE,
+    "api": {
+        "access",
+        "chat",
+        "keys",
+        "state",
+        "db",
+        "runtime",
+        "schemas",
+        "metrics",
+        "vault",
+        "observability",
+    }
+    | BASE,
+    "runtime": {"access", "chat", "providers", "state", "db", "metrics", "observability"} | BASE,
+    "main": {"api", "runtime", "observability", "dashboard"} | BASE,
+    "cli": {"access", "db", "demo", "vault", "observability", "metrics", "serving"} | BASE,
+    "demo": {"main", "serving"} | BASE,
+}
+
+
+def room_of(path: Path) -> str:
+    first = path.relative_to(APP).parts[0]
+    return first.removesuffix(".py")
+
+
+def rooms_imported(source: str) -> set[str]:
+    return {n.split(".")[1] for n in imported(ast.parse(source)) if n.startswith("app.")}
+
+
+def test_every_room_imports_only_the_rooms_below_it():
+    wrong: dict[str, set[str]] = {}
+    for path in sorted(APP.rglob("*.py")):
+        room = room_of(path)
+        if room == "__init__":
+            continue
+        assert room in ALLOWED, f"app/{room} is a new room: add its rules to ALLOWED"
+        bad = rooms_imported(path.read_text()) - ALLOWED[room] - {room}
+        if bad:
+            wrong[str(path.relative_to(APP))] = bad
+    assert wrong == {}
+
+
+def test_the_room_rules_have_no_cycle():
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in ALLOWED.get(start, set()) - seen:
+            if nxt == goal or reaches(nxt, goal, seen | {nxt}):
+                return True
+        return False
+
+    assert [room for room in ALLOWED if reaches(room, room, set())] == []
+
+
+def test_the_room_checker_sees_an_upward_import():
+    assert rooms_imported("from app.runtime import Runtime\nimport app.chat.service\n") == {
+        "runtime",
+        "chat",
+    }
 
 
 def test_the_checker_catches_each_kind_of_impurity():

@@ -68,12 +68,22 @@ class FakeProviderConfig:
     """Keys the fake knows, the models it serves (None or empty: any) and the default behaviour.
 
     `default` is used for keys added at run time and, with `accept_any_key`, for unknown keys.
+    `shared_rps`/`shared_rpm` make an account-wide bucket every key draws from as well as its
+    own: once it is empty every key answers 429 with the same announced reset.
     """
 
     keys: dict[str, KeyBehaviour] = field(default_factory=dict)
     models: list[str] | None = field(default_factory=lambda: list(DEFAULT_MODELS))
     accept_any_key: bool = False
     default: KeyBehaviour = field(default_factory=KeyBehaviour)
+    shared_rps: float | None = None
+    shared_rpm: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("shared_rps", "shared_rpm"):
+            limit = getattr(self, name)
+            if limit is not None and limit <= 0:
+                raise ValueError(f"{name} must be positive, got {limit!r}")
 
 
 def config_from_dict(data: Mapping[str, Any]) -> FakeProviderConfig:
@@ -89,7 +99,13 @@ def config_from_dict(data: Mapping[str, Any]) -> FakeProviderConfig:
         models=list(models) if models else None,
         accept_any_key=bool(data.get("accept_any_key", False)),
         default=default,
+        shared_rps=_optional_float(data.get("shared_rps")),
+        shared_rpm=_optional_float(data.get("shared_rpm")),
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def demo_config() -> FakeProviderConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 
 UNLIMITED_REQUESTS = 1_000_000
 UNLIMITED_TOKENS = 10_000_000
@@ -75,6 +76,22 @@ class KeyLimiter:
     def clear(self) -> None:
         for window in self.windows:
             window.clear()
+
+
+def full_limiter(limiters: Sequence[KeyLimiter], now: float) -> KeyLimiter | None:
+    """Take one request from every limiter, or from none: the first full one, else None."""
+    for limiter in limiters:
+        if any(w.remaining(now) <= 0 for w in limiter.windows):
+            return limiter
+    for limiter in limiters:
+        limiter.try_acquire(now)
+    return None
+
+
+def tightest_status(limiters: Sequence[KeyLimiter], now: float) -> tuple[int, int, float]:
+    """(limit, remaining, reset seconds) of the tightest window of all `limiters`."""
+    statuses = [limiter.status(now) for limiter in limiters]
+    return min(statuses, key=lambda s: (s[1], -s[2]))
 
 
 def format_duration(seconds: float) -> str:

@@ -18,7 +18,13 @@ from aiohttp import web
 
 from app.demo.fake import bodies
 from app.demo.fake.bodies import BadRequest, ChatParams, ChunkEncoder
-from app.demo.fake.limits import rate_headers, retry_headers
+from app.demo.fake.limits import (
+    KeyLimiter,
+    full_limiter,
+    rate_headers,
+    retry_headers,
+    tightest_status,
+)
 from app.demo.fake.state import FakeProviderState, KeyRuntime
 
 STATE = web.AppKey("state", FakeProviderState)
@@ -60,7 +66,7 @@ def _json(rt: KeyRuntime | None, status: int, body: bytes, headers: dict[str, st
 
 
 def _window_headers(rt: KeyRuntime) -> dict[str, str]:
-    return rate_headers(*rt.limiter.status(time.monotonic()))
+    return rate_headers(*tightest_status(rt.limiters, time.monotonic()))
 
 
 def _unknown_key() -> web.Response:
@@ -81,8 +87,8 @@ def _rate_limited(rt: KeyRuntime, counted: KeyRuntime | None) -> web.Response:
     return _json(counted, 429, body, headers)
 
 
-def _window_full(rt: KeyRuntime, counted: KeyRuntime | None) -> web.Response:
-    limit, _, reset_s = rt.limiter.status(time.monotonic())
+def _window_full(limiter: KeyLimiter, counted: KeyRuntime | None) -> web.Response:
+    limit, _, reset_s = limiter.status(time.monotonic())
     headers = rate_headers(limit, 0, reset_s)
     headers.update(retry_headers(reset_s))
     body = bodies.error_body(429, f"Rate limit reached for requests: limit {limit}.")
@@ -162,8 +168,9 @@ async def _serve_chat(
     if state.models is not None and params.model not in state.models:
         message = f"The model `{params.model}` does not exist or you do not have access to it."
         return _json(rt, 404, bodies.error_body(404, message), _window_headers(rt))
-    if not rt.limiter.try_acquire(time.monotonic()):
-        return _window_full(rt, rt)
+    full = full_limiter(rt.limiters, time.monotonic())
+    if full is not None:
+        return _window_full(full, rt)
     if params.stream:
         return await _stream(request, state, rt, params)
     if rt.behaviour.mode == "stream_fail_before_first":
@@ -243,8 +250,10 @@ async def list_models(request: web.Request) -> web.StreamResponse:
         forced = await _fault(request, rt, chat=False)
         if forced is not None:
             return forced
-        if rt.limiter.status(time.monotonic())[1] <= 0:
-            return _window_full(rt, None)
+        now = time.monotonic()
+        full = next((lim for lim in rt.limiters if lim.status(now)[1] <= 0), None)
+        if full is not None:
+            return _window_full(full, None)
         return _json(None, 200, bodies.models_body(state.config.models), _window_headers(rt))
 
 

@@ -14,12 +14,20 @@ from app.demo.fake.stats import KeyCounters, ProviderStats
 class KeyRuntime:
     """One key as the server sees it; the behaviour is swapped whole when a test changes it."""
 
-    __slots__ = ("behaviour", "counters", "limiter")
+    __slots__ = ("behaviour", "counters", "limiter", "shared")
 
-    def __init__(self, behaviour: KeyBehaviour, counters: KeyCounters) -> None:
+    def __init__(
+        self, behaviour: KeyBehaviour, counters: KeyCounters, shared: KeyLimiter | None = None
+    ) -> None:
         self.behaviour = behaviour
         self.limiter = KeyLimiter(behaviour.rps, behaviour.rpm)
         self.counters = counters
+        self.shared = shared  # the account-wide bucket, when the fake has one
+
+    @property
+    def limiters(self) -> tuple[KeyLimiter, ...]:
+        """The shared bucket first, so a full account answers with the account's reset."""
+        return (self.limiter,) if self.shared is None else (self.shared, self.limiter)
 
     def update(self, behaviour: KeyBehaviour) -> None:
         # Keep the request log when the limits are unchanged, so a latency tweak
@@ -37,6 +45,8 @@ class FakeProviderState:
         self.models = frozenset(config.models) if config.models else None
         self.stats = ProviderStats()
         self.keys: dict[str, KeyRuntime] = {}
+        shared = (config.shared_rps, config.shared_rpm)
+        self.shared = KeyLimiter(*shared) if shared != (None, None) else None
         for key, behaviour in config.keys.items():
             self.set_key(key, behaviour)
         # Replaced by the runner once the server exists.
@@ -45,7 +55,7 @@ class FakeProviderState:
     def set_key(self, key: str, behaviour: KeyBehaviour) -> None:
         runtime = self.keys.get(key)
         if runtime is None:
-            self.keys[key] = KeyRuntime(behaviour, self.stats.for_key(key))
+            self.keys[key] = KeyRuntime(behaviour, self.stats.for_key(key), self.shared)
         else:
             runtime.update(behaviour)
 
@@ -73,6 +83,8 @@ class FakeProviderState:
         self.stats.reset()
         for runtime in self.keys.values():
             runtime.limiter.clear()
+        if self.shared is not None:
+            self.shared.clear()
 
     def snapshot(self) -> dict[str, Any]:
         return self.stats.snapshot(self.count_connections())

@@ -6,15 +6,15 @@ local function slot_at(rec, tokens)
   local at = now
   if spec.rpm then at = math.max(at, rec.tat_requests) end
   if spec.tpm then
-    local room = spec.tb - math.min(tokens, spec.tb)
-    at = math.max(at, rec.tat_tokens - room * spec.ti)
+    local room = spec.token_burst - math.min(tokens, spec.token_burst)
+    at = math.max(at, rec.tat_tokens - room * spec.token_interval)
   end
   return at
 end
 
 local function take(rec, tokens, at)
-  if spec.rpm then rec.tat_requests = math.max(rec.tat_requests, at) + spec.ri end
-  if spec.tpm then rec.tat_tokens = math.max(rec.tat_tokens, at) + tokens * spec.ti end
+  if spec.rpm then rec.tat_requests = math.max(rec.tat_requests, at) + spec.request_interval end
+  if spec.tpm then rec.tat_tokens = math.max(rec.tat_tokens, at) + tokens * spec.token_interval end
 end
 
 -- transitions.py ----------------------------------------------------------------------------

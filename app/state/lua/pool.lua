@@ -32,7 +32,7 @@ local function pick(free, ask)
     candidates = kept
   end
   for _, i in ipairs(candidates) do if i == ask.preferred then return i end end
-  local index = strategy_pick(candidates, ask.u)
+  local index = strategy_pick(candidates, ask.draw)
   meta.cursor, meta_dirty = (index + 1) % spec.n, true
   return index
 end

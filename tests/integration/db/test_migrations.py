@@ -18,6 +18,7 @@ from app.db.models import Base
 from app.db.session import create_engine
 from tests.support.databases import run_in_thread
 
+TABLES = {"user_profiles", "api_key_stats", "provider_keys", "client_keys", "user_daily_usage"}
 DIALECTS = pytest.mark.parametrize("empty_db_url", ["sqlite", "postgres"], indirect=True)
 
 
@@ -29,6 +30,18 @@ async def table_names(url: str) -> set[str]:
     finally:
         await engine.dispose()
     return set(names) - {"alembic_version"}
+
+
+async def column_names(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            names: set[str] = await conn.run_sync(
+                lambda c: {str(col["name"]) for col in inspect(c).get_columns(table)}
+            )
+    finally:
+        await engine.dispose()
+    return names
 
 
 async def schema_diff(url: str) -> list[object]:
@@ -51,24 +64,37 @@ async def schema_diff(url: str) -> list[object]:
 class TestMigrations:
     async def test_upgrade_creates_tables_and_downgrade_removes_them(self, empty_db_url: str):
         await upgrade_async(empty_db_url)
-        assert await table_names(empty_db_url) == {"user_profiles", "api_key_stats"}
+        assert await table_names(empty_db_url) == TABLES
 
         run_in_thread(downgrade, empty_db_url)
         assert await table_names(empty_db_url) == set()
 
         await upgrade_async(empty_db_url)
-        assert await table_names(empty_db_url) == {"user_profiles", "api_key_stats"}
+        assert await table_names(empty_db_url) == TABLES
 
     async def test_models_match_the_migrated_schema(self, empty_db_url: str):
         await upgrade_async(empty_db_url)
 
         assert await schema_diff(empty_db_url) == []
 
+    async def test_access_step_goes_down_and_up_again(self, empty_db_url: str):
+        await upgrade_async(empty_db_url)
+
+        run_in_thread(downgrade, empty_db_url, "9325c88d3bfb")
+        assert await table_names(empty_db_url) == {"user_profiles", "api_key_stats"}
+        assert "cost_usd" not in await column_names(empty_db_url, "api_key_stats")
+        assert "rpm" not in await column_names(empty_db_url, "user_profiles")
+
+        await upgrade_async(empty_db_url)
+        assert await table_names(empty_db_url) == TABLES
+        assert "cost_usd" in await column_names(empty_db_url, "api_key_stats")
+        assert await schema_diff(empty_db_url) == []
+
     async def test_upgrade_is_idempotent(self, empty_db_url: str):
         await upgrade_async(empty_db_url)
         await upgrade_async(empty_db_url)
 
-        assert await table_names(empty_db_url) == {"user_profiles", "api_key_stats"}
+        assert await table_names(empty_db_url) == TABLES
 
 
 class TestMigrateEntryPoints:

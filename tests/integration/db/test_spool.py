@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.repositories import KeyStatsRepository, UserRepository
 from app.db.spool import Spool
-from app.db.stats_writer import StatsWriter, UsageEvent
+from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
+from app.usage import UsageEvent
 from tests.integration.db.conftest import SwitchableSessions
 
 T0 = 1_767_225_600.0

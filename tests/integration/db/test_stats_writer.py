@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.repositories import KeyStatsRepository
 from app.db.session import create_engine, create_sessionmaker
-from app.db.stats_writer import StatsWriter, UsageEvent
+from app.db.stats_writer import StatsWriter
+from app.usage import UsageEvent
 from tests.integration.db.conftest import SwitchableSessions
 from tests.support.databases import closed_port
 

@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.repositories import NewUser, UserRepository
 from app.db.session import create_engine, create_sessionmaker
-from app.db.stats_writer import StatsWriter, UsageEvent
+from app.db.stats_writer import StatsWriter
 from app.db.user_groups import GroupStat, ProfileDTO, UserGroupService
+from app.usage import UsageEvent
 from tests.integration.db.conftest import SwitchableSessions
 
 Sessions = async_sessionmaker[AsyncSession]

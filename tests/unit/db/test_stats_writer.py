@@ -7,7 +7,8 @@ import logging
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.stats_writer import StatsWriter, UsageEvent
+from app.db.stats_writer import StatsWriter
+from app.usage import UsageEvent
 
 
 def refused() -> AsyncSession:

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.session import DatabaseUnavailable
-from app.db.user_groups import UserGroupService, isoformat_utc
+from app.db.user_groups import UserGroupService
+from app.errors import DatabaseUnavailable
+from app.timefmt import iso_utc
 
 
 def refused() -> AsyncSession:
@@ -88,7 +89,7 @@ class TestWithoutDatabase:
 
 class TestIsoformatUtc:
     def test_renders_utc_with_z(self):
-        assert isoformat_utc(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05Z"
+        assert iso_utc(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05Z"
 
     def test_none_stays_none(self):
-        assert isoformat_utc(None) is None
+        assert iso_utc(None) is None

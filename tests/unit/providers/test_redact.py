@@ -7,7 +7,7 @@ import pytest
 
 from app.providers import errors as up
 from app.providers.redact import MAX_MESSAGE_CHARS, redact_key
-from tests.unit.test_client import PARAMS, SECRET, Reply, client_for
+from tests.unit.providers.test_client import PARAMS, SECRET, Reply, client_for
 
 FP = "alpha:0:WXYZ"
 
@@ -17,7 +17,7 @@ async def test_a_key_straddling_the_cut_comes_back_as_its_fingerprint(pad: int) 
     message = "x" * pad + f"Bearer {SECRET}"[7:] + " was refused"
     body = orjson.dumps({"error": {"message": message}})
     client, _ = client_for(lambda sent: Reply(400, body))
-    with pytest.raises(up.UpstreamBadRequest) as caught:
+    with pytest.raises(up.UpstreamRejected) as caught:
         await client.complete(PARAMS)
     shown = caught.value.upstream_message or ""
     assert len(shown) <= MAX_MESSAGE_CHARS

@@ -12,7 +12,7 @@ from app.keys.model import Ask
 from app.keys.pacing import REQUEST_HEADROOM, Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import RoundRobin
-from app.runtime import build_store
+from app.state.build import build_store
 from app.state.degrading import DegradingStore
 from app.state.memory import MemoryStateStore
 

@@ -1,0 +1,114 @@
+"""The one owner of every lease: a granted key is settled here, exactly once.
+
+A lease ends in one of three places (a failed or cancelled attempt in the fallback loop, a
+complete answer in `ChatService.complete`, the end of a stream), and each ends it the same way:
+`lease.finish(outcome, signal, usage)`. The first call wins; `Settlement.settle` then fans out
+to the three consumers of a finished attempt:
+
+1. the state store (`store.release`): the key's state, breaker and pacing;
+2. the failure nudge (the prober wakes when a key fails);
+3. the usage sink (stats writer and metrics; the place for budgets, caches and cost tracking).
+
+A new feature that must see every finished attempt hooks here (a wrapping `UsageSink`, or a
+subclass of `Settlement`), never at the three call sites.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.config import ProviderConfig
+from app.keys.model import NO_SIGNAL, Outcome, RateLimitSignal, Release
+from app.providers.client import Usage
+from app.state.base import KeyStateStore
+from app.usage import NullSink, UsageEvent, UsageSink
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(slots=True)
+class Lease:
+    """A key granted to one attempt; `finish` it exactly once, when the answer (or stream) ends.
+
+    Later calls are no-ops, so every way out of an attempt may call it without counting twice.
+    """
+
+    provider: ProviderConfig
+    key_index: int
+    model: str
+    group: int | None
+    _owner: Settlement
+    user_id: str | None = None
+    _done: bool = False
+    started_at: float | None = None
+
+    async def finish(
+        self,
+        outcome: Outcome,
+        signal: RateLimitSignal = NO_SIGNAL,
+        usage: Usage | None = None,
+    ) -> None:
+        if self._done:
+            return
+        self._done = True
+        await self._owner.settle(self, outcome, signal, usage)
+
+
+class Settlement:
+    """Issues leases and settles them: store release, failure nudge, usage event."""
+
+    def __init__(
+        self,
+        store: KeyStateStore,
+        sink: UsageSink | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        on_key_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.sink: UsageSink = sink or NullSink()
+        self.clock = clock
+        self.on_key_failure = on_key_failure or _nothing
+
+    def lease(
+        self,
+        provider: ProviderConfig,
+        key_index: int,
+        model: str,
+        group: int | None,
+        user_id: str | None = None,
+    ) -> Lease:
+        return Lease(provider, key_index, model, group, self, user_id)
+
+    async def settle(
+        self, lease: Lease, outcome: Outcome, signal: RateLimitSignal, usage: Usage | None
+    ) -> None:
+        """Called once per lease, by `Lease.finish`."""
+        now = self.clock()
+        latency = now - lease.started_at if lease.started_at is not None else None
+        provider = lease.provider.name
+        await self.store.release(Release(provider, lease.key_index, outcome, now, signal, latency))
+        if outcome is Outcome.AUTH_FAILED or outcome.is_provider_failure:
+            self.on_key_failure()
+        if outcome is Outcome.CANCELLED and usage is None:
+            return
+        self.sink.record(
+            UsageEvent(
+                provider=provider,
+                key_index=lease.key_index,
+                fingerprint=lease.provider.keys[lease.key_index].fingerprint,
+                key_group=lease.group,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                error=outcome.is_key_failure,
+                rate_limited=outcome is Outcome.RATE_LIMITED,
+                at=now,
+                model=lease.model,
+                user_id=lease.user_id,
+                outcome=outcome.value,
+            )
+        )

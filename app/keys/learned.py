@@ -1,0 +1,145 @@
+"""Learned limits: the per-key budgets a provider announces in `x-ratelimit-*` headers.
+
+A provider that sends `x-ratelimit-limit-requests: L` and `x-ratelimit-reset-requests` announces
+a budget of L per some window W, without naming W (OpenAI's requests are per minute, Groq's per
+day, their tokens per minute). Providers refill continuously, and the reset is the time until
+the bucket is full again, so the `L - remaining` units used refill in `reset` seconds:
+W ≈ L · reset / (L - remaining). The estimate is snapped to the nearest usual window (1 s,
+1 min, 1 h, 1 day) because in-flight requests blur `remaining`. With nothing used yet (or no
+`remaining` header) the reset alone bounds W from below, and the shortest usual window at least
+as long as it is taken: the only safe reading of "resets within W".
+
+The pacer then treats L per W exactly like a configured budget; a configured value always wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from app.keys.model import RateLimitSignal
+from app.keys.pacing import Pace
+
+USUAL_WINDOWS_S = (1.0, 60.0, 3600.0, 86400.0)
+LimitSource = Literal["config", "learned"]
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedLimit:
+    """L units per `window_s` seconds, as one response announced them."""
+
+    limit: int
+    window_s: float
+
+    @property
+    def per_minute(self) -> float:
+        """The same rate over 60 s: what `<P>_RPM_PER_KEY` / `<P>_TPM_PER_KEY` would say."""
+        return self.limit * 60.0 / self.window_s
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between evenly spread units (the GCRA emission interval before headroom)."""
+        return self.window_s / self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedLimits:
+    """One key's learned request and token budgets (None: never announced)."""
+
+    requests: LearnedLimit | None = None
+    tokens: LearnedLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveLimits:
+    """What the pacer uses and health shows: per-60-s budgets and where they came from.
+
+    Budgets are exact (a learned 100 per day is 0.0694 per minute); `Pace(rpm=…, tpm=…)`
+    accepts them as they are, since it only ever divides by them.
+    """
+
+    rpm: float | None
+    tpm: float | None
+    source: LimitSource | None
+
+    def as_dict(self) -> dict[str, object]:
+        """The health key entry's `limits` object (whole numbers from 1 up)."""
+        return {"rpm": _shown(self.rpm), "tpm": _shown(self.tpm), "source": self.source}
+
+
+def _shown(value: float | None) -> float | int | None:
+    if value is None:
+        return None
+    return math.floor(value) if value >= 1 else round(value, 4)
+
+
+def infer_window(limit: int, remaining: int | None, reset_s: float) -> float | None:
+    """The window W of a budget `limit` from one response (see the module docstring)."""
+    if limit <= 0 or not math.isfinite(reset_s) or reset_s <= 0:
+        return None
+    if remaining is not None and 0 <= remaining < limit:
+        raw = limit * reset_s / (limit - remaining)
+        return min(USUAL_WINDOWS_S, key=lambda w: abs(math.log(raw / w)))
+    return next((w for w in USUAL_WINDOWS_S if w >= reset_s), None)
+
+
+def learn_one(
+    previous: LearnedLimit | None, limit: int | None, remaining: int | None, reset_s: float | None
+) -> LearnedLimit | None:
+    """The new estimate for one dimension, or the previous one when this response says nothing.
+
+    A response that repeats the limit without a usable reset keeps the known window, so an
+    idle key (remaining == limit, reset 0) does not forget what a busy one taught.
+    """
+    if limit is None or limit <= 0:
+        return previous
+    window = infer_window(limit, remaining, reset_s) if reset_s is not None else None
+    if window is None:
+        if previous is None:
+            return None
+        window = previous.window_s
+    return LearnedLimit(limit, window)
+
+
+def learn(previous: LearnedLimits, signal: RateLimitSignal) -> LearnedLimits:
+    """Fold one successful response's headers into a key's learned limits."""
+    requests = learn_one(
+        previous.requests,
+        signal.limit_requests,
+        signal.remaining_requests,
+        signal.reset_requests_s,
+    )
+    tokens = learn_one(
+        previous.tokens, signal.limit_tokens, signal.remaining_tokens, signal.reset_tokens_s
+    )
+    if requests == previous.requests and tokens == previous.tokens:
+        return previous  # the common case: no allocation, and identity tells "unchanged"
+    return LearnedLimits(requests, tokens)
+
+
+def effective_limits(
+    configured_rpm: float | None, configured_tpm: float | None, learned: LearnedLimits
+) -> EffectiveLimits:
+    """Configured values win per dimension; learned ones fill the gaps.
+
+    `source` is "learned" when any shown value was learned, "config" when all came from the
+    configuration, null when the key is not paced at all.
+    """
+    rpm: float | None = configured_rpm
+    tpm: float | None = configured_tpm
+    source: LimitSource | None = "config" if rpm or tpm else None
+    if rpm is None and learned.requests is not None:
+        rpm, source = learned.requests.per_minute, "learned"
+    if tpm is None and learned.tokens is not None:
+        tpm, source = learned.tokens.per_minute, "learned"
+    return EffectiveLimits(rpm, tpm, source)
+
+
+def pace_with(configured: Pace, learned: LearnedLimits) -> Pace:
+    """The Pace one key should use: the provider's configured budgets, gaps filled by what this
+    key learned, the process share kept. Returns `configured` itself when nothing changes."""
+    limits = effective_limits(configured.rpm, configured.tpm, learned)
+    if (limits.rpm, limits.tpm) == (configured.rpm, configured.tpm):
+        return configured
+    return Pace(limits.rpm, limits.tpm, configured.share)

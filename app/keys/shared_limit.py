@@ -1,0 +1,106 @@
+"""Account-wide (shared) rate limits: when one provider's keys are all limited together.
+
+Some providers limit the account or the IP rather than the key, so every key answers 429 at
+once and trying the next key only burns an attempt. Evidence of that, in `auto` mode: a 429 on a
+second key within `window_s` of one on another key, both announcing resets that overlap (the
+second 429 arrived before the first key's announced reset). The provider then cools as a whole
+until the later reset. `true` treats every 429 as account-wide; `false` never does.
+
+One detector per provider and process; it remembers only the last 429. Pure: callers pass the
+time of each event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from app.keys.model import KeyStatus, RateLimitSignal
+from app.keys.transitions import cool_down
+
+SharedMode = Literal["auto", "true", "false"]
+DETECTION_WINDOW_S = 2.0
+# A forced (`true`) shared limit whose 429 announced no reset still cools the provider briefly.
+UNANNOUNCED_COOLDOWN_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitEvent:
+    """One 429: which key, when, and until when its reset was announced (None: not announced)."""
+
+    key_index: int
+    at: float
+    reset_until: float | None
+
+
+class SharedLimitDetector:
+    """Decides, from a provider's 429s, whether and until when the provider as a whole is limited."""
+
+    __slots__ = ("_last", "_until", "mode", "window_s")
+
+    def __init__(self, mode: SharedMode = "auto", window_s: float = DETECTION_WINDOW_S) -> None:
+        self.mode = mode
+        self.window_s = window_s
+        self._last: LimitEvent | None = None
+        self._until: float | None = None
+
+    def observe(self, key_index: int, at: float, reset_until: float | None) -> float | None:
+        """Record a 429; returns the provider-wide cooldown end when this 429 starts or extends
+        one, else None (the key alone cools, as before)."""
+        event = LimitEvent(key_index, at, reset_until)
+        previous, self._last = self._last, event
+        if self.mode == "false":
+            return None
+        if self.mode == "true":
+            return self._extend(
+                reset_until if reset_until is not None else at + UNANNOUNCED_COOLDOWN_S
+            )
+        if self.active(at) and reset_until is not None:
+            return self._extend(reset_until)  # a shared limit that is still on: keep it honest
+        joint = _joint_reset(previous, event, self.window_s) if previous else None
+        return self._extend(joint) if joint is not None else None
+
+    def until(self, now: float) -> float | None:
+        """The provider-wide cooldown end while it lasts (health: `shared_limit_until`)."""
+        return self._until if self.active(now) else None
+
+    def active(self, now: float) -> bool:
+        return self._until is not None and now < self._until
+
+    def clear(self) -> None:
+        """Forget everything (an admin reset, or a test)."""
+        self._last = self._until = None
+
+    def _extend(self, until: float) -> float:
+        self._until = until if self._until is None else max(self._until, until)
+        return self._until
+
+
+def _joint_reset(first: LimitEvent, second: LimitEvent, window_s: float) -> float | None:
+    """The later reset when two different keys were limited within `window_s` with announced
+    resets that overlap; None when the two 429s say nothing about the account."""
+    a, b = first.reset_until, second.reset_until
+    if first.key_index == second.key_index or a is None or b is None:
+        return None
+    if abs(second.at - first.at) > window_s:
+        return None
+    # [at, reset_until] of each: they overlap when each starts before the other ends.
+    if second.at < a and first.at < b:
+        return max(a, b)
+    return None
+
+
+def announced_reset(signal: RateLimitSignal, now: float) -> float | None:
+    """When a 429 said its key is free again (Retry-After, else an exhausted budget's reset),
+    read the way `transitions` reads it; None when it did not say."""
+    wait = signal.retry_after_s if signal.retry_after_s is not None else signal.exhausted_for_s
+    return now + wait if wait is not None else None
+
+
+def cool_all(statuses: Iterable[KeyStatus], until: float, now: float) -> None:
+    """Cool every key of the provider until the shared reset, as an announced cooldown: then
+    selection, Retry-After, reservations and health need nothing new (failed and disabled keys
+    keep their state; a longer cooldown already running is kept)."""
+    for status in statuses:
+        cool_down(status, now, until - now)

@@ -1,0 +1,1 @@
+"""Encrypted provider keys added at run time (shared pool and bring-your-own-key)."""

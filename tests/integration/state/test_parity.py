@@ -1,0 +1,169 @@
+"""The Redis script is a port of app/keys: random operations on both must give identical answers.
+
+Each run drives a MemoryStateStore (the pure KeyPool) and a RedisStateStore with the same seeded
+sequence of acquires, releases with every outcome and signal, rechecks, probes, admin switches
+and clock steps, and compares every grant and the whole provider snapshot after every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+import pytest
+
+from app.keys.breaker import CircuitBreaker
+from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal, Release
+from app.keys.pacing import Pace
+from app.keys.pool import KeyPool
+from app.keys.strategies import make_strategy
+from app.state.base import ProviderSnapshot
+from app.state.memory import MemoryStateStore
+from tests.integration.state.conftest import REDIS_HOST, REDIS_PORT, Namespace
+from tests.support.servers import require_service
+
+SIZE = 4
+STEPS = 250
+PACES = {
+    "unpaced": Pace(),
+    "rpm": Pace(rpm=120),
+    "rpm_and_tpm": Pace(rpm=300, tpm=20_000),
+}
+OPERATIONS = ["acquire", "release", "recheck", "switch", "probe", "tick"]
+# Every outcome occurs; successes and rate limits most, as in real traffic.
+OUTCOMES = [*Outcome, *[Outcome.OK] * 5, *[Outcome.RATE_LIMITED] * 2]
+WEIGHTS = [5, 4, 1, 0.4, 0.6, 2]
+
+
+@pytest.fixture(autouse=True)
+def redis_is_required() -> None:
+    """The key logic is written twice (Python and Lua): this test never skips, Redis or not."""
+    require_service(REDIS_HOST, REDIS_PORT, "Redis (the Python/Lua parity test)", always=True)
+
+
+def pools(strategy: str, pace: Pace) -> dict[str, KeyPool]:
+    breaker = CircuitBreaker(threshold=3, reset_s=5.0)
+    return {"p": KeyPool(SIZE, make_strategy(strategy), pace=pace, breaker=breaker)}
+
+
+def random_ask(rng: random.Random) -> Ask:
+    avoid = {rng.randrange(SIZE): rng.randint(1, 2) for _ in range(rng.choice([0, 0, 0, 2]))}
+    return Ask(
+        exclude=frozenset(rng.sample(range(SIZE), rng.choice([0, 0, 1, 2]))),
+        preferred=rng.choice([None, None, rng.randrange(SIZE)]),
+        avoid=avoid,
+        tokens=rng.choice([0, 50, 400, 3_000]),
+        reserve=rng.random() < 0.6,
+        max_wait_s=rng.choice([0.0, 2.0, 30.0]),
+        max_queue_s=rng.choice([0.0, 0.3, 1.0]),
+        admit=rng.random() < 0.8,
+    )
+
+
+def random_signal(rng: random.Random) -> RateLimitSignal:
+    return rng.choice(
+        [
+            NO_SIGNAL,
+            NO_SIGNAL,
+            RateLimitSignal(retry_after_s=rng.choice([0.5, 3.0, 20.0])),
+            RateLimitSignal(remaining_requests=rng.randint(0, 3), reset_requests_s=2.5),
+            RateLimitSignal(remaining_requests=rng.randint(1, 3), reset_requests_s=30.0),
+            RateLimitSignal(remaining_requests=0, reset_requests_s=1.5, retry_after_s=4.0),
+        ]
+    )
+
+
+def same_number(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and a == pytest.approx(b, rel=1e-9, abs=1e-6)
+    return bool(a == b)
+
+
+def assert_same_grant(memory: Grant, shared: Grant, step: int) -> None:
+    for field in dataclasses.fields(Grant):
+        a, b = getattr(memory, field.name), getattr(shared, field.name)
+        assert same_number(a, b), f"step {step}: grant.{field.name} {a!r} != {b!r}"
+
+
+def assert_same_status(memory: KeyStatus, shared: KeyStatus, where: str) -> None:
+    for field in dataclasses.fields(KeyStatus):
+        a, b = getattr(memory, field.name), getattr(shared, field.name)
+        assert same_number(a, b), f"{where}: {field.name} {a!r} != {b!r}"
+
+
+def assert_same_snapshot(memory: ProviderSnapshot, shared: ProviderSnapshot, step: int) -> None:
+    assert memory.circuit == shared.circuit, f"step {step}: circuit"
+    for index, (a, b) in enumerate(zip(memory.keys, shared.keys, strict=True)):
+        assert_same_status(a, b, f"step {step}, key {index}")
+
+
+class Twins:
+    """The two stores, driven in lockstep."""
+
+    def __init__(self, ns: Namespace, strategy: str, pace: Pace, seed: int) -> None:
+        self.memory = MemoryStateStore(pools(strategy, pace), rng=random.Random(0))
+        self.shared = ns.store(pools(strategy, pace))
+        self.rng = random.Random(seed)
+        self.now = 1_000.0
+        self.held: list[int] = []
+
+    async def step(self, n: int) -> None:
+        operation = self.rng.choices(OPERATIONS, WEIGHTS)[0]
+        await getattr(self, operation)(n)
+        a = await self.memory.snapshot("p", self.now)
+        b = await self.shared.snapshot("p", self.now)
+        assert_same_snapshot(a, b, n)
+
+    async def acquire(self, n: int) -> None:
+        ask = random_ask(self.rng)
+        a = await self.memory.acquire("p", self.now, ask)
+        b = await self.shared.acquire("p", self.now, ask)
+        assert_same_grant(a, b, n)
+        if a.index is not None:
+            self.held.append(a.index)
+
+    async def release(self, n: int) -> None:
+        if not self.held:
+            return
+        index = self.held.pop(self.rng.randrange(len(self.held)))
+        outcome = self.rng.choice(OUTCOMES)
+        signal = random_signal(self.rng)
+        latency = self.rng.choice([None, 0.05, 0.4, 3.0])
+        for store in (self.memory, self.shared):
+            await store.release(Release("p", index, outcome, self.now, signal, latency))
+
+    async def recheck(self, n: int) -> None:
+        if self.held:
+            index, tokens = self.rng.choice(self.held), self.rng.choice([0, 400])
+            a = await self.memory.recheck("p", index, self.now, tokens)
+            b = await self.shared.recheck("p", index, self.now, tokens)
+            assert same_number(a, b), f"step {n}: recheck {a} != {b}"
+
+    async def switch(self, n: int) -> None:
+        index, disabled = self.rng.randrange(SIZE), self.rng.random() < 0.3
+        a = await self.memory.set_disabled("p", index, disabled)
+        b = await self.shared.set_disabled("p", index, disabled)
+        assert_same_status(dataclasses.replace(a, in_flight=b.in_flight), b, f"step {n}")
+
+    async def probe(self, n: int) -> None:
+        index = self.rng.randrange(SIZE)
+        ok, auth_failed = self.rng.random() < 0.7, self.rng.random() < 0.1
+        kwargs = {"ok": ok, "auth_failed": auth_failed, "now": self.now}
+        a = await self.memory.record_probe("p", index, **kwargs)  # type: ignore[arg-type]
+        b = await self.shared.record_probe("p", index, **kwargs)  # type: ignore[arg-type]
+        assert_same_status(a, b, f"step {n}")
+
+    async def tick(self, n: int) -> None:
+        self.now += self.rng.choice([0.05, 0.2, 0.7, 1.5, 4.0])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("pace", list(PACES))
+@pytest.mark.parametrize("strategy", ["round_robin", "least_busy"])
+async def test_the_script_decides_exactly_as_the_pure_pool(
+    redis_ns: Namespace, strategy: str, pace: str, seed: int
+) -> None:
+    twins = Twins(redis_ns, strategy, PACES[pace], seed)
+    for n in range(STEPS):
+        await twins.step(n)

@@ -1,0 +1,199 @@
+"""The Redis store as several instances see it: one cursor, one budget, one breaker, live counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from app.keys.breaker import CircuitBreaker, CircuitState
+from app.keys.model import NO_SIGNAL, Ask, KeyState, Outcome, RateLimitSignal, Release
+from app.keys.pacing import REQUEST_HEADROOM, Pace
+from app.keys.pool import KeyPool
+from app.keys.strategies import make_strategy
+from app.state.redis import RedisStateStore
+from app.state.redis_scripts import INSTANCE_TTL_S, TRIAL_LEASE_S
+from tests.integration.state.conftest import Namespace
+
+T0 = 50_000.0
+GAP = 0.1 * (1 + REQUEST_HEADROOM)  # 600 RPM
+
+
+def instance(
+    ns: Namespace,
+    size: int = 4,
+    *,
+    strategy: str = "round_robin",
+    weights: tuple[float, ...] = (),
+    pace: Pace | None = None,
+    breaker: tuple[int, float] = (5, 60.0),
+) -> RedisStateStore:
+    """One gateway process's view of provider "p"; several share the namespace."""
+    pool = KeyPool(
+        size,
+        make_strategy(strategy, weights),
+        pace=pace or Pace(),
+        breaker=CircuitBreaker(*breaker),
+    )
+    return ns.store({"p": pool})
+
+
+async def serve(store: RedisStateStore, now: float = T0, ask: Ask | None = None) -> int | None:
+    """One attempt that succeeds at once."""
+    grant = await store.acquire("p", now, ask or Ask())
+    if grant.index is not None:
+        await store.release(Release("p", grant.index, Outcome.OK, now))
+    return grant.index
+
+
+class TestOnePoolForEveryInstance:
+    async def test_instances_take_turns_on_one_round_robin_cursor(self, redis_ns: Namespace):
+        a, b = instance(redis_ns), instance(redis_ns)
+        order = [a, a, b, a, b, b, a, b]
+        assert [await serve(store) for store in order] == [0, 1, 2, 3, 0, 1, 2, 3]
+
+    async def test_a_key_disabled_through_one_instance_is_skipped_by_the_other(
+        self, redis_ns: Namespace
+    ):
+        a, b = instance(redis_ns), instance(redis_ns)
+        await a.set_disabled("p", 1, True)
+        assert {await serve(b) for _ in range(6)} == {0, 2, 3}
+        await b.set_disabled("p", 1, False)
+        assert 1 in {await serve(a) for _ in range(4)}
+
+    async def test_a_cooldown_one_instance_learned_holds_for_the_other(self, redis_ns: Namespace):
+        a, b = instance(redis_ns, 2), instance(redis_ns, 2)
+        grant = await a.acquire("p", T0, Ask(preferred=0))
+        signal = RateLimitSignal(retry_after_s=30)
+        await a.release(Release("p", 0, Outcome.RATE_LIMITED, T0, signal))
+        assert grant.index == 0
+        assert {await serve(b, T0 + 1) for _ in range(3)} == {1}
+        await b.set_disabled("p", 1, True)
+        refused = await a.acquire("p", T0 + 1, Ask())
+        assert (refused.index, refused.refused) == (None, "rate_limited")
+        assert refused.wait_s == pytest.approx(29)
+        assert await serve(b, T0 + 31, Ask(preferred=0)) == 0
+
+    async def test_paced_turns_are_never_booked_twice_across_instances(self, redis_ns: Namespace):
+        a, b = instance(redis_ns, 1, pace=Pace(rpm=600)), instance(redis_ns, 1, pace=Pace(rpm=600))
+        ask = Ask(reserve=True, max_queue_s=1.0)
+        delays = [(await store.acquire("p", T0, ask)).delay_s for store in (a, b, a, b, b)]
+        assert delays == pytest.approx([0.0, GAP, 2 * GAP, 3 * GAP, 4 * GAP])
+
+    async def test_the_provider_rotation_of_path_a_is_shared(self, redis_ns: Namespace):
+        a, b = instance(redis_ns), instance(redis_ns)
+        offsets = [await store.next_provider_offset(3) for store in (a, b, b, a, b)]
+        assert offsets == [0, 1, 2, 0, 1]
+
+
+class TestInFlight:
+    async def test_a_crashed_instance_stops_pinning_a_key_once_its_heartbeat_expires(
+        self, redis_ns: Namespace
+    ):
+        crashed, b = instance(redis_ns, 2, strategy="least_busy"), instance(redis_ns, 2)
+        await crashed.heartbeat(T0)
+        assert (await crashed.acquire("p", T0, Ask())).index == 0  # never released
+        assert [k.in_flight for k in (await b.snapshot("p", T0 + 1)).keys] == [1, 0]
+        later = T0 + INSTANCE_TTL_S + 1
+        assert [k.in_flight for k in (await b.snapshot("p", later)).keys] == [0, 0]
+
+    async def test_a_live_instance_keeps_its_requests_counted(self, redis_ns: Namespace):
+        busy, b = instance(redis_ns, 2), instance(redis_ns, 2)
+        await busy.heartbeat(T0)
+        await busy.acquire("p", T0, Ask())
+        await busy.heartbeat(T0 + INSTANCE_TTL_S)
+        later = T0 + INSTANCE_TTL_S + 1
+        assert [k.in_flight for k in (await b.snapshot("p", later)).keys] == [1, 0]
+
+    async def test_least_busy_counts_every_instance_in_flight(self, redis_ns: Namespace):
+        a = instance(redis_ns, 2, strategy="least_busy")
+        b = instance(redis_ns, 2, strategy="least_busy")
+        first = await a.acquire("p", T0, Ask())
+        second = await b.acquire("p", T0, Ask())
+        assert {first.index, second.index} == {0, 1}
+
+
+class TestBreaker:
+    async def open_breaker(self, store: RedisStateStore) -> None:
+        for _ in range(2):
+            grant = await store.acquire("p", T0, Ask())
+            assert grant.index is not None
+            await store.release(Release("p", grant.index, Outcome.SERVER_ERROR, T0))
+
+    async def test_one_instance_opens_it_for_all_and_one_trial_goes_at_half_open(
+        self, redis_ns: Namespace
+    ):
+        a = instance(redis_ns, breaker=(2, 10.0))
+        b = instance(redis_ns, breaker=(2, 10.0))
+        await self.open_breaker(a)
+        assert (await b.acquire("p", T0 + 1, Ask())).refused == "circuit_open"
+        assert (await b.snapshot("p", T0 + 10)).circuit is CircuitState.HALF_OPEN
+        trial = await a.acquire("p", T0 + 10, Ask())
+        assert trial.index is not None
+        assert (await b.acquire("p", T0 + 10, Ask())).refused == "circuit_open"
+        await a.release(Release("p", trial.index, Outcome.OK, T0 + 11))
+        assert await serve(b, T0 + 11) is not None
+        assert (await b.snapshot("p", T0 + 11)).circuit is CircuitState.CLOSED
+
+    async def test_a_trial_whose_instance_vanished_is_given_up_after_its_lease(
+        self, redis_ns: Namespace
+    ):
+        a = instance(redis_ns, breaker=(2, 10.0))
+        b = instance(redis_ns, breaker=(2, 10.0))
+        await self.open_breaker(a)
+        assert (await a.acquire("p", T0 + 10, Ask())).index is not None  # a dies holding it
+        assert (await b.acquire("p", T0 + 11, Ask())).refused == "circuit_open"
+        assert (await b.acquire("p", T0 + 10 + TRIAL_LEASE_S, Ask())).index is not None
+
+
+class TestStrategies:
+    async def test_weighted_never_picks_a_key_of_weight_zero(self, redis_ns: Namespace):
+        store = instance(redis_ns, 3, strategy="weighted", weights=(1, 0, 3))
+        picks = Counter([await serve(store) for _ in range(200)])
+        assert set(picks) == {0, 2}
+        assert picks[2] > picks[0]
+
+    async def test_random_spreads_over_every_free_key(self, redis_ns: Namespace):
+        store = instance(redis_ns, 4, strategy="random")
+        assert {await serve(store) for _ in range(80)} == {0, 1, 2, 3}
+
+
+class TestStoredState:
+    async def test_everything_lives_under_the_prefix_and_names_keys_by_index_only(
+        self, redis_ns: Namespace
+    ):
+        store = instance(redis_ns)
+        await store.heartbeat(T0)
+        await serve(store)
+        await store.next_provider_offset(2)
+        assert await redis_ns.keys() == [
+            f"{redis_ns.prefix}instances",
+            f"{redis_ns.prefix}pool:p",
+            f"{redis_ns.prefix}providers:cursor",
+        ]
+        fields: list[bytes] = await redis_ns.client.hkeys(f"{redis_ns.prefix}pool:p")  # type: ignore[misc]
+        assert sorted(f.decode() for f in fields) == ["0", "meta"]
+
+    async def test_budgets_and_cooldowns_of_a_lone_instance_join_the_shared_record(
+        self, redis_ns: Namespace
+    ):
+        a, b = instance(redis_ns, 2), instance(redis_ns, 2)
+        alone = KeyPool(2, make_strategy("round_robin"))
+        alone.statuses[0].tat_requests = T0 + 5
+        alone.statuses[1].state = KeyState.RATE_LIMITED
+        alone.statuses[1].cooldown_until, alone.statuses[1].announced = T0 + 20, True
+        await a.merge("p", alone, T0)
+        keys = (await b.snapshot("p", T0)).keys
+        assert keys[0].tat_requests == T0 + 5
+        assert (keys[1].state, keys[1].cooldown_until) == (KeyState.RATE_LIMITED, T0 + 20)
+
+    async def test_a_learned_budget_is_spent_by_every_instance(self, redis_ns: Namespace):
+        a, b = instance(redis_ns, 1), instance(redis_ns, 1)
+        signal = RateLimitSignal(remaining_requests=2, reset_requests_s=30)
+        grant = await a.acquire("p", T0, Ask())
+        await a.release(Release("p", 0, Outcome.OK, T0, signal))
+        assert grant.index == 0
+        assert (await a.acquire("p", T0, Ask())).index == 0
+        assert (await b.acquire("p", T0, Ask())).index == 0  # the last one: cools the key
+        assert (await b.acquire("p", T0, Ask())).refused == "rate_limited"
+        await a.release(Release("p", 0, Outcome.OK, T0, NO_SIGNAL))

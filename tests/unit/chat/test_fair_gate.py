@@ -1,0 +1,105 @@
+"""The async fair gate: waiters wake in fair order, time out on their deadline, pass turns on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.chat.fair_gate import FairGate
+from app.keys.codel import StandingQueue
+from app.keys.fairness import FairQueue, Refusal, Ticket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ticket_of(entry: Ticket | Refusal) -> Ticket:
+    assert isinstance(entry, Ticket)
+    return entry
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+class TestFairGate:
+    async def test_turns_go_to_waiters_in_fair_order(self):
+        gate = FairGate(FairQueue(), Clock())
+        woken: list[str] = []
+
+        async def waiter(user: str) -> None:
+            ticket = ticket_of(gate.enter(user, 1.0, 2_000.0, None))
+            assert await gate.wait(ticket)
+            woken.append(user)
+
+        tasks = [asyncio.create_task(waiter(u)) for u in ["bursty"] * 3 + ["polite"]]
+        await settle()
+        for _ in range(4):
+            assert gate.turn_available() == 1
+            await settle()
+        await asyncio.gather(*tasks)
+        assert woken == ["bursty", "polite", "bursty", "bursty"]
+
+    async def test_hopeless_deadline_is_refused_without_waiting(self):
+        gate = FairGate(FairQueue(), Clock())
+        for _ in range(5):
+            ticket_of(gate.enter("a", 1.0, 2_000.0, 1.0))
+        refusal = gate.enter("a", 1.0, 1_002.0, 1.0)
+        assert isinstance(refusal, Refusal)
+        assert refusal.retry_after_s == pytest.approx(6.0)
+
+    async def test_a_deadline_ends_the_wait(self):
+        clock = Clock()
+        gate = FairGate(FairQueue(), clock)
+        ticket = ticket_of(gate.enter("a", 1.0, clock.now + 0.01, None))
+        assert await gate.wait(ticket) is False
+        assert len(gate) == 0
+        assert gate.turn_available() == 0
+
+    async def test_a_cancelled_chosen_waiter_passes_its_turn_on(self):
+        gate = FairGate(FairQueue(), Clock())
+        first = ticket_of(gate.enter("a", 1.0, 2_000.0, None))
+        second = ticket_of(gate.enter("b", 1.0, 2_000.0, None))
+        waiting_first = asyncio.create_task(gate.wait(first))
+        waiting_second = asyncio.create_task(gate.wait(second))
+        await settle()
+        waiting_first.cancel()  # the client of "a" leaves...
+        assert gate.turn_available() == 1  # ...just as "a" is chosen, before it could run
+        with pytest.raises(asyncio.CancelledError):
+            await waiting_first
+        assert await asyncio.wait_for(waiting_second, 1.0) is True
+
+    async def test_a_waiter_cancelled_while_queued_leaves_the_queue(self):
+        gate = FairGate(FairQueue(), Clock())
+        ticket = ticket_of(gate.enter("a", 1.0, 2_000.0, None))
+        task = asyncio.create_task(gate.wait(ticket))
+        await settle()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(gate) == 0
+        assert gate.turn_available() == 0
+
+    async def test_a_standing_queue_sheds_the_excess_early(self):
+        clock = Clock()
+        gate = FairGate(FairQueue(), clock, StandingQueue(target_s=0.5, interval_s=5.0))
+        tickets = [ticket_of(gate.enter(f"u{i}", 1.0, clock.now + 60, 1.0)) for i in range(20)]
+        waits = [asyncio.create_task(gate.wait(t)) for t in tickets]
+        await settle()
+        for _ in range(7):  # one turn a second, each after a wait of seconds
+            clock.now += 1.0
+            gate.turn_available()
+        refusal = gate.enter("late", 1.0, clock.now + 60, 1.0)
+        assert isinstance(refusal, Refusal)
+        assert refusal.reason == "standing_queue"
+        assert refusal.retry_after_s >= 1
+        gate.turn_available(len(tickets))
+        assert all(await asyncio.gather(*waits))
+        assert isinstance(gate.enter("later", 1.0, clock.now + 60, 1.0), Ticket)  # drained
