@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-peers migrate clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-peers soak migrate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: $(STAMP)  ## ~6-7 min; writes bench/results.md + bench/results.json
 
 bench-quick: $(STAMP)  ## ~2.5 min, for checking the harness
 	$(BIN)/python -m bench.run --quick
+
+soak: $(STAMP)  ## 10-min fault soak; writes bench/soak-results.md + .json (SOAK_ARGS="--duration 60")
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 bench-peers: $(STAMP)
 	$(BIN)/python -m bench.peers

@@ -14,8 +14,10 @@ from app.api import admin, chat, clients, health, me, metrics, observability, op
 from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import ChatCORSMiddleware, parse_origins
+from app.api.crashguard import GuardedFastAPI
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
+from app.api.openapi_doc import install_openapi
 from app.config import ConfigError, Settings, load_settings
 from app.dashboard import routes as dashboard
 from app.observability import logs
@@ -46,7 +48,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    app = FastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs_enabled  # off by default: the schema maps every route for a scanner
+    app = GuardedFastAPI(
+        title="keypool",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(AccessMiddleware)  # inside the body limit: it may read a /v1 body
@@ -70,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in modules:
         app.include_router(module.router)
     install_fast_routes(app)
+    install_openapi(app)
     return app
 
 

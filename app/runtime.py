@@ -15,9 +15,11 @@ from app.cache.service import ResponseCache, build_cache
 from app.chat.assembly import build_chat
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
+from app.chat.userstreams import UserStreams
 from app.config import Settings
 from app.db.migrate import upgrade_async
 from app.db.session import create_engine, create_sessionmaker, mask_url
+from app.db.spool import Spool
 from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
 from app.metrics import MeteredSink, Metrics
@@ -44,6 +46,7 @@ class Runtime:
     access: Access
     metrics: Metrics = field(default_factory=Metrics)
     observability: Observability | None = None
+    user_streams: UserStreams = field(default_factory=lambda: UserStreams(None))
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -100,7 +103,8 @@ async def build_runtime(settings: Settings) -> Runtime:
     await migrate(settings)
     engine = create_engine(settings.database_url)
     sessions = create_sessionmaker(engine)
-    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s)
+    spool = Spool(settings.stats_spool_path)
+    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s, spool=spool)
     metrics = Metrics()
     observability = Observability(
         settings.providers,
@@ -110,7 +114,11 @@ async def build_runtime(settings: Settings) -> Runtime:
         log_prompts=settings.log_prompts,
     )
     observability.start()
-    groups = UserGroupService(sessions, settings.groups)
+    # Without client keys nothing else bounds how many user ids a caller may invent.
+    new_users = settings.new_users_per_minute if settings.auth_mode == "none" else None
+    groups = UserGroupService(
+        sessions, settings.groups, spool=spool, new_users_per_minute=new_users
+    )
     await stats.start()
     await groups.start()
     store = build_store(settings)
@@ -133,6 +141,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         metrics,
     )
     runtime.observability = observability
+    runtime.user_streams = UserStreams(settings.max_streams_per_user)
     runtime.background.append(asyncio.create_task(chat.prober.run(), name="keypool-prober"))
     watcher = StateWatcher(settings.providers, store, observability)
     runtime.background.append(asyncio.create_task(watcher.run(), name="keypool-watcher"))

@@ -32,6 +32,7 @@ class UsageEvent:
     model: str | None = None
     user_id: str | None = None
     cost_usd: float = 0.0
+    outcome: str = ""  # the attempt's Outcome value, for metrics ("" when not known)
 
 
 class UsageSink(Protocol):

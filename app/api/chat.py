@@ -41,8 +41,9 @@ async def chat_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    opening = service.open_stream(chat_call(body, user_id_of(request, body.user_id)))
-    return await stream_answer(request, opening, keypool_sse, stream_headers)
+    call = chat_call(body, user_id_of(request, body.user_id))
+    opening = service.open_stream(call)
+    return await stream_answer(request, opening, keypool_sse, stream_headers, call.user_id)
 
 
 @router.post("/batch")

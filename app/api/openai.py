@@ -39,7 +39,9 @@ async def chat_completions(request: Request) -> Response:
         def render(stream: ChatStream) -> AsyncIterator[bytes]:
             return openai_chunks(stream, include_usage)
 
-        return await stream_answer(request, service.open_stream(call), render, stream_headers)
+        return await stream_answer(
+            request, service.open_stream(call), render, stream_headers, call.user_id
+        )
     done = await answer(service, runtime.cache, request, call, "openai", completion_body)
     return json_response(done.body, headers=done.headers())
 

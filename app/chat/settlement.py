@@ -109,5 +109,6 @@ class Settlement:
                 at=now,
                 model=lease.model,
                 user_id=lease.user_id,
+                outcome=outcome.value,
             )
         )

@@ -122,6 +122,15 @@ class UserRepository:
         stmt = select(UserProfile.api_key_group, func.count()).group_by(UserProfile.api_key_group)
         return {grp: int(n) for grp, n in (await self.session.execute(stmt)).tuples()}
 
+    async def recent_groups(self, limit: int) -> list[tuple[str, int]]:
+        """(user_id, group) of the `limit` most recently created users, newest first."""
+        stmt = (
+            select(UserProfile.user_id, UserProfile.api_key_group)
+            .order_by(UserProfile.created_at.desc(), UserProfile.user_id)
+            .limit(limit)
+        )
+        return [(uid, grp) for uid, grp in (await self.session.execute(stmt)).tuples()]
+
     async def list_for_rebalance(self) -> list[tuple[str, int]]:
         """Every (user_id, group), oldest first: earlier users keep their group first."""
         stmt = select(UserProfile.user_id, UserProfile.api_key_group).order_by(

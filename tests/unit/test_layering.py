@@ -73,6 +73,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "usage": set(),
     "timefmt": set(),
+    "serving": set(),  # uvicorn's options for `keypool serve` and the demo
     "schemas": {"errors"},
     "config": {"catalog", "model_groups"},
     "providers": {"keys", "config", "errors"},
@@ -102,8 +103,8 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"access", "chat", "providers", "state", "db", "metrics", "observability", "cache"}
     | BASE,
     "main": {"api", "runtime", "observability", "dashboard"} | BASE,
-    "cli": {"access", "db", "demo", "vault", "observability", "metrics"} | BASE,
-    "demo": {"main"} | BASE,
+    "cli": {"access", "db", "demo", "vault", "observability", "metrics", "serving"} | BASE,
+    "demo": {"main", "serving"} | BASE,
 }
 
 
