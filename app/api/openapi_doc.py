@@ -85,8 +85,19 @@ _ADMIN_ERRORS = {
     "401": "unauthorized: missing or wrong admin token",
     "403": "admin_disabled: no ADMIN_TOKEN configured",
     "404": "unknown_key / unknown_user / not_found",
-    "422": "invalid_request (a path parameter of the wrong type)",
+    "409": "vault_disabled / duplicate_key / key_from_environment",
+    "422": "invalid_request (a path parameter of the wrong type) / invalid_key",
     "500": "internal_error",
+    "502": "upstream_unreachable: a new key could not be checked",
+    "503": "database_unavailable",
+}
+_ME_ERRORS = {
+    "401": "unauthorized: missing, unknown or revoked client key",
+    "404": "not_found: served only with AUTH_MODE=token",
+    "409": "vault_disabled / duplicate_key",
+    "422": "invalid_request / invalid_key",
+    "500": "internal_error",
+    "502": "upstream_unreachable: the key could not be checked",
     "503": "database_unavailable",
 }
 _PLAIN_ERRORS = {"500": "internal_error", "503": "not_ready / overloaded"}
@@ -111,6 +122,22 @@ def _errors(statuses: dict[str, str], schema: str) -> dict[str, Any]:
     }
 
 
+def _document_errors(path: str, op: dict[str, Any], responses: dict[str, Any]) -> None:
+    """Each family of routes answers its own error shape for its own reasons."""
+    if path.startswith("/v1/"):
+        responses.update(_errors(_OPENAI_ERRORS, "OpenAIError"))
+    elif path.startswith("/api/admin/"):
+        op["security"] = [{"AdminToken": []}]
+        responses.update(_errors(_ADMIN_ERRORS, "ErrorEnvelope"))
+    elif path.startswith("/api/me/"):
+        op["security"] = [{"ClientKey": []}]
+        responses.update(_errors(_ME_ERRORS, "ErrorEnvelope"))
+    elif path.startswith("/api/chat"):
+        responses.update(_errors(_CHAT_ERRORS, "ErrorEnvelope"))
+    else:
+        responses.update(_errors(_PLAIN_ERRORS, "ErrorEnvelope"))
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = spec.setdefault("components", {})
@@ -125,20 +152,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components["securitySchemes"] = {
         "AdminToken": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN"},
         "MetricsToken": {"type": "http", "scheme": "bearer", "description": "METRICS_TOKEN"},
+        "ClientKey": {"type": "http", "scheme": "bearer", "description": "a kp-... client key"},
     }
     for path, operations in spec["paths"].items():
         for method, op in operations.items():
             responses = op.setdefault("responses", {})
             responses.pop("422", None)  # FastAPI's own shape; ours is the envelope
-            if path.startswith("/v1/"):
-                responses.update(_errors(_OPENAI_ERRORS, "OpenAIError"))
-            elif path.startswith("/api/admin/"):
-                op["security"] = [{"AdminToken": []}]
-                responses.update(_errors(_ADMIN_ERRORS, "ErrorEnvelope"))
-            elif path.startswith("/api/chat"):
-                responses.update(_errors(_CHAT_ERRORS, "ErrorEnvelope"))
-            else:
-                responses.update(_errors(_PLAIN_ERRORS, "ErrorEnvelope"))
+            _document_errors(path, op, responses)
             if path == "/metrics":
                 responses["200"] = {
                     "description": "Prometheus text exposition format",
