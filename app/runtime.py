@@ -11,16 +11,22 @@ from typing import TypedDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.access.service import Access, build_access
+from app.access.spend import SpendSink
+from app.cache.service import ResponseCache, build_cache
 from app.chat.assembly import build_chat
 from app.chat.live import LiveKeys
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
+from app.chat.userstreams import UserStreams
 from app.config import Settings
 from app.db.migrate import upgrade_async
 from app.db.session import create_engine, create_sessionmaker, mask_url
+from app.db.spool import Spool
 from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
 from app.metrics import MeteredSink, Metrics
+from app.observability.hub import Observability
+from app.observability.watch import StateWatcher
 from app.providers.transport import AiohttpTransport, Transport
 from app.state.base import KeyStateStore
 from app.state.build import build_store
@@ -46,10 +52,13 @@ class Runtime:
     prober: KeyProber
     access: Access
     metrics: Metrics = field(default_factory=Metrics)
+    observability: Observability | None = None
+    user_streams: UserStreams = field(default_factory=lambda: UserStreams(None))
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
     vault: VaultKeys | None = None  # None: KEYPOOL_MASTER_KEY unset, the vault is off
+    cache: ResponseCache | None = None  # the response cache; None with CACHE_MODE=off
 
     def redis_status(self) -> str:
         """ "off" without REDIS_URL; else whether the shared state is in use right now."""
@@ -64,7 +73,11 @@ class Runtime:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.aclose()
         await self.access.aclose()
+        if self.observability is not None:
+            await self.observability.aclose()
         await self.groups.aclose()
         await self.stats.aclose()
         await self.store.aclose()
@@ -78,6 +91,7 @@ class LifespanState(TypedDict):
     runtime: Runtime
     access: Access  # client keys, per-user limits and spend: read by api/access and api/clients
     vault: VaultKeys | None  # run-time and users' own keys: read by api/vault (None: off)
+    observability: Observability | None  # read by the RequestObserver middleware
 
 
 async def migrate(settings: Settings) -> None:
@@ -98,9 +112,22 @@ async def build_runtime(settings: Settings) -> Runtime:
     await migrate(settings)
     engine = create_engine(settings.database_url)
     sessions = create_sessionmaker(engine)
-    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s)
+    spool = Spool(settings.stats_spool_path)
+    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s, spool=spool)
     metrics = Metrics()
-    groups = UserGroupService(sessions, settings.groups)
+    observability = Observability(
+        settings.providers,
+        metrics,
+        webhook_url=settings.alert_webhook_url,
+        alert_cooldown_s=settings.alert_cooldown_s,
+        log_prompts=settings.log_prompts,
+    )
+    observability.start()
+    # Without client keys nothing else bounds how many user ids a caller may invent.
+    new_users = settings.new_users_per_minute if settings.auth_mode == "none" else None
+    groups = UserGroupService(
+        sessions, settings.groups, spool=spool, new_users_per_minute=new_users
+    )
     await stats.start()
     await groups.start()
     # Raises WrongMasterKey (one line, exit 2) when the master key does not open the rows.
@@ -121,14 +148,17 @@ async def build_runtime(settings: Settings) -> Runtime:
         byok = ByokPools({p.name: p for p in settings.providers}, vault.byok, transport)
         return byok
 
+    access = await build_access(settings, sessions)
+    # Cost and budgets: each settled attempt is priced and booked before it is counted.
+    sink = SpendSink(MeteredSink(stats, metrics, observability.summary), access)
     chat = build_chat(
         serving,
         store,
-        sink=MeteredSink(stats, metrics),
+        sink=sink,
         groups=groups,
         own_keys=own_keys if vault is not None else None,
+        prices=access.prices,
     )
-    access = await build_access(settings, sessions)
     runtime = Runtime(
         settings,
         chat.service,
@@ -142,12 +172,21 @@ async def build_runtime(settings: Settings) -> Runtime:
         metrics,
         vault=vault,
     )
+    runtime.observability = observability
+    runtime.user_streams = UserStreams(settings.max_streams_per_user)
     runtime.background.append(asyncio.create_task(chat.prober.run(), name="keypool-prober"))
     if vault is not None:
         live = LiveKeys(chat.directory, chat.clients, store)
         forget = byok.forget if byok is not None else None
         VaultServing(vault, live.apply, forget).start()
         runtime.background.append(asyncio.create_task(vault.run(), name="keypool-vault"))
+    # The live key lists: vault keys added or removed while serving show up in the next look.
+    observability.follow(chat.directory.all)
+    watcher = StateWatcher(chat.directory.all, store, observability)
+    runtime.background.append(asyncio.create_task(watcher.run(), name="keypool-watcher"))
+    # Hits, misses and bypasses reach /metrics from the answers' x-keypool-cache header
+    # (RequestObserver), so the cache itself needs no collector.
+    runtime.cache = response_cache(settings)
     runtime.ready = True
     return runtime
 
@@ -181,3 +220,18 @@ def check_master_key(settings: Settings) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+def response_cache(settings: Settings) -> ResponseCache | None:
+    """The response cache (shared through Redis when REDIS_URL is set); None when off."""
+    if settings.cache_mode == "off":
+        return None
+    return build_cache(
+        mode=settings.cache_mode,
+        scope=settings.cache_scope,
+        ttl_s=settings.cache_ttl_s,
+        max_entries=settings.cache_max_entries,
+        redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        prefix=settings.keypool_redis_prefix + "cache:",
+        timeout_s=settings.redis_timeout_s,
+    )

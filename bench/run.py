@@ -1,6 +1,6 @@
 """`make bench`: run every scenario against direct / passthrough / gateway and write results.
 
-python -m bench.run [--quick] [--only latency,throughput,streaming,goodput,failover,redis]
+python -m bench.run [--quick] [--only latency,throughput,streaming,goodput,failover,redis,access_cache]
 """
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import s1_latency, s2_throughput, s3_streaming, s4_goodput, s5_failover, s6_redis
+from bench import (
+    access_cache,
+    s1_latency,
+    s2_throughput,
+    s3_streaming,
+    s4_goodput,
+    s5_failover,
+    s6_redis,
+)
 from bench.common import Ctx, Section, describe
 from bench.procs import install_cleanup, pin_self_to_loadgen_core, stop_all
 from bench.report import loadavg, markdown, meta, write
@@ -29,6 +37,7 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Section]]] = {
     "goodput": s4_goodput.run,
     "failover": s5_failover.run,
     "redis": s6_redis.run,
+    "access_cache": access_cache.run,
 }
 
 

@@ -15,7 +15,7 @@ from app.chat.directory import ProviderDirectory
 from app.chat.pools import OwnPools, PoolResolver, SharedPools, WithOwnKeys
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
-from app.chat.usage import GroupResolver
+from app.chat.usage import GroupResolver, Pricing
 from app.config import Settings
 from app.keys.backoff import WaitPolicy
 from app.providers.transport import AiohttpTransport, Transport
@@ -39,6 +39,7 @@ def build_chat(
     sink: UsageSink | None = None,
     groups: GroupResolver | None = None,
     own_keys: Callable[[Transport], OwnPools] | None = None,
+    prices: Pricing | None = None,
 ) -> ChatParts:
     """Transport, clients, prober and service; the prober is built but not started.
 
@@ -75,6 +76,7 @@ def build_chat(
         on_key_failure=prober.nudge,
         model_groups=settings.groups_by_name,
         pools=pools,
+        prices=prices,
     )
     service.bind_loop(asyncio.get_running_loop())
     return ChatParts(transport, service, prober, directory, clients)

@@ -141,5 +141,6 @@ class Settlement:
                 model=lease.model,
                 user_id=lease.user_id,
                 byok=lease.byok,
+                outcome=outcome.value,
             )
         )
