@@ -394,4 +394,3 @@ class TestInFlight:
             assert [k["state"] for k in settled] == ["active", "active"]
         finally:
             gateway.stop()
-
