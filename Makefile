@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit integration bench bench-quick bench-peers migrate clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-peers soak migrate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The dashboard test drives Debian's headless Chromium through chromium-driver (no browser
+# download); installed here when missing (needs root, as on CI).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 run: $(STAMP)
 	$(BIN)/keypool demo
@@ -24,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
@@ -38,6 +44,9 @@ bench: $(STAMP)  ## ~6-7 min; writes bench/results.md + bench/results.json
 
 bench-quick: $(STAMP)  ## ~2.5 min, for checking the harness
 	$(BIN)/python -m bench.run --quick
+
+soak: $(STAMP)  ## 10-min fault soak; writes bench/soak-results.md + .json (SOAK_ARGS="--duration 60")
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 bench-peers: $(STAMP)
 	$(BIN)/python -m bench.peers

@@ -10,14 +10,30 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, clients, health, metrics, openai, websocket
+from app.api import (
+    admin,
+    chat,
+    clients,
+    health,
+    me,
+    metrics,
+    observability,
+    openai,
+    vault,
+    websocket,
+)
 from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import ChatCORSMiddleware, parse_origins
+from app.api.crashguard import GuardedFastAPI
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
+from app.api.openapi_doc import install_openapi
 from app.config import ConfigError, Settings, load_settings
-from app.runtime import LifespanState, build_runtime
+from app.dashboard import routes as dashboard
+from app.observability import logs
+from app.observability.middleware import RequestObserver
+from app.runtime import LifespanState, build_runtime, check_master_key
 
 logger = logging.getLogger("keypool")
 
@@ -33,37 +49,65 @@ async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
     # every 700 allocations ran several times per request.
     gc.set_threshold(20_000, 20, 20)
     try:
-        yield LifespanState(runtime=runtime, access=runtime.access)
+        yield LifespanState(
+            runtime=runtime,
+            access=runtime.access,
+            observability=runtime.observability,
+            vault=runtime.vault,
+        )
     finally:
         await runtime.aclose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
-    app = FastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
+    configure_logging(settings.log_level, settings.log_format)
+    docs = settings.docs_enabled  # off by default: the schema maps every route for a scanner
+    app = GuardedFastAPI(
+        title="keypool",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(AccessMiddleware)  # inside the body limit: it may read a /v1 body
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
-    for module in (chat, websocket, openai, admin, clients, health, metrics):
+    # Outermost: ids, timing and logs cover the body limit, CORS and access refusals (401/429) too.
+    app.add_middleware(RequestObserver)
+    modules = (
+        chat,
+        websocket,
+        openai,
+        admin,
+        clients,
+        me,
+        vault,
+        health,
+        metrics,
+        observability,
+        dashboard,
+    )
+    for module in modules:
         app.include_router(module.router)
     install_fast_routes(app)
+    install_openapi(app)
     return app
 
 
-def configure_logging(level: str) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    logs.configure(level, log_format)
 
 
 def _app_from_environment() -> FastAPI:
     try:
-        return create_app()
+        settings = load_settings()
+        check_master_key(settings)
+        return create_app(settings)
     except ConfigError as exc:
         print(f"keypool: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         raise SystemExit(2) from None

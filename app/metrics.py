@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.config import ProviderConfig
 from app.keys.model import KeyState
@@ -13,6 +17,10 @@ from app.usage import UsageEvent, UsageSink
 
 _STATES = tuple(state.value for state in KeyState)
 _CIRCUITS = ("closed", "open", "half_open")
+_NOT_OK = {"bad_request": "rejected", "not_found": "rejected", "cancelled": "cancelled"}
+# Seconds; chat answers run from milliseconds (cache, fake) to minutes (long completions).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -22,8 +30,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.attempts = Counter(
             "keypool_upstream_attempts",
-            "Upstream attempts by provider and result (ok, error, rate_limited).",
-            ["provider", "result"],
+            "Upstream attempts by provider, key (its fingerprint, or byok: a user's own key) and "
+            "result (ok, error, rate_limited, rejected, cancelled).",
+            ["provider", "key", "result"],
             registry=self.registry,
         )
         self.tokens = Counter(
@@ -35,29 +44,131 @@ class Metrics:
         self.key_state = Gauge(
             "keypool_key_state",
             "1 for each key's current state (active, rate_limited, failed, disabled).",
-            ["provider", "key_index", "state"],
+            ["provider", "key_index", "key", "state"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.in_flight = Gauge(
             "keypool_key_in_flight",
             "Requests in flight per key.",
             ["provider", "key_index"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.circuit = Gauge(
             "keypool_circuit_state",
             "1 for each provider's breaker state.",
             ["provider", "state"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
+        self._add_request_families()
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _add_request_families(self) -> None:
+        registry = self.registry
+        self.requests = Counter(
+            "keypool_requests",
+            "Chat requests answered, by route, path (A/B), provider and HTTP status.",
+            ["route", "path", "provider", "status"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "keypool_request_duration_seconds",
+            "Time to answer a chat request (to the last byte), by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "keypool_upstream_duration_seconds",
+            "Time of one upstream attempt, by provider.",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "keypool_time_to_first_token_seconds",
+            "Time from a streamed request to its first token, by provider.",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.cost = Counter(
+            "keypool_cost_usd",
+            "Cost of answered requests in USD, by provider.",
+            ["provider"],
+            registry=registry,
+        )
+        self.cache = Counter(
+            "keypool_cache_requests",
+            "Response cache lookups by result (hit, miss, bypass).",
+            ["result"],
+            registry=registry,
+        )
+        self.user_rejections = Counter(
+            "keypool_user_rejections",
+            "Requests refused before any key was used, by reason (e.g. user_rate_limited).",
+            ["reason"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "keypool_alerts", "Alerts emitted, by type.", ["type"], registry=registry
+        )
+
+    # Recording: label children are cached in one dict, so a call is a lookup and an add.
+
+    def observe_request(
+        self, route: str, path: str, provider: str, status: int, seconds: float
+    ) -> None:
+        key = ("req", route, path, provider, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, path, provider, str(status)),
+                self.request_duration.labels(route),
+            )
+            self._children[key] = children
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
+
+    def _child(self, family: Counter | Histogram, *labels: str) -> Any:
+        key = (id(family), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
+    def observe_upstream(self, provider: str, seconds: float) -> None:
+        """One upstream attempt's duration (the settlement hook calls this)."""
+        self._child(self.upstream_duration, provider).observe(seconds)
+
+    def observe_ttft(self, provider: str, seconds: float) -> None:
+        self._child(self.ttft, provider).observe(seconds)
+
+    def add_cost(self, provider: str, usd: float) -> None:
+        if usd > 0:
+            self._child(self.cost, provider).inc(usd)
+
+    def count_cache(self, result: str) -> None:
+        self._child(self.cache, result).inc()
+
+    def count_rejection(self, reason: str) -> None:
+        self._child(self.user_rejections, reason).inc()
+
+    def count_alert(self, kind: str) -> None:
+        self._child(self.alerts, kind).inc()
 
     def observe(self, event: UsageEvent) -> None:
         result = "rate_limited" if event.rate_limited else "error" if event.error else "ok"
-        self.attempts.labels(event.provider, result).inc()
+        if result == "ok" and event.outcome in _NOT_OK:
+            result = _NOT_OK[event.outcome]  # an upstream 400/404 is an answer, not a success
+        self._child(self.attempts, event.provider, event.key_label, result).inc()
         if event.prompt_tokens:
-            self.tokens.labels(event.provider, "prompt").inc(event.prompt_tokens)
+            self._child(self.tokens, event.provider, "prompt").inc(event.prompt_tokens)
         if event.completion_tokens:
-            self.tokens.labels(event.provider, "completion").inc(event.completion_tokens)
+            self._child(self.tokens, event.provider, "completion").inc(event.completion_tokens)
 
     async def render(self, providers: tuple[ProviderConfig, ...], store: KeyStateStore) -> bytes:
         """Refresh the pool gauges from the state store, then serialise everything."""
@@ -66,21 +177,56 @@ class Metrics:
             snap = await store.snapshot(provider.name, now)
             for index, status in enumerate(snap.keys):
                 current = status.effective_state(now).value
+                fingerprint = provider.keys[index].fingerprint
                 for state in _STATES:
-                    self.key_state.labels(provider.name, str(index), state).set(state == current)
+                    child = self.key_state.labels(provider.name, str(index), fingerprint, state)
+                    child.set(state == current)
                 self.in_flight.labels(provider.name, str(index)).set(status.in_flight)
             for state in _CIRCUITS:
                 self.circuit.labels(provider.name, state).set(state == snap.circuit.value)
-        return generate_latest(self.registry)
+        return generate_latest(self.registry if not multiprocess_dir() else _merged_registry())
+
+
+def prepare_multiprocess(workers: int) -> str | None:
+    """Before starting several workers: give them one fresh directory for their samples.
+
+    prometheus-client's multiprocess mode: every worker writes its counters and histograms to
+    memory-mapped files there, and whichever worker answers /metrics sums them all. A directory
+    the operator set is used as is (it must be emptied between runs, as prometheus-client says).
+    """
+    if workers > 1 and not multiprocess_dir():
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="keypool-metrics-")
+    return multiprocess_dir()
+
+
+def multiprocess_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR: set (before start) when several workers serve one port."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def _merged_registry() -> CollectorRegistry:
+    """Every worker's samples, summed by prometheus-client from its per-process files."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 class MeteredSink:
     """Counts each settled attempt, then hands it to the stats writer; O(1), no I/O."""
 
-    def __init__(self, inner: UsageSink, metrics: Metrics) -> None:
+    def __init__(
+        self, inner: UsageSink, metrics: Metrics, summary: TokenCounter | None = None
+    ) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.summary = summary
 
     def record(self, event: UsageEvent) -> None:
         self.metrics.observe(event)
+        if self.summary is not None:
+            self.summary.add_tokens(event.prompt_tokens + event.completion_tokens)
         self.inner.record(event)
+
+
+class TokenCounter(Protocol):
+    def add_tokens(self, tokens: int) -> None: ...

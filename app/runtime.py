@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.access.service import Access, build_access
+from app.access.spend import SpendSink
+from app.cache.service import ResponseCache, build_cache
 from app.chat.assembly import build_chat
+from app.chat.live import LiveKeys
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
+from app.chat.userstreams import UserStreams
 from app.config import Settings
 from app.db.migrate import upgrade_async
 from app.db.session import create_engine, create_sessionmaker, mask_url
+from app.db.spool import Spool
 from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
 from app.metrics import MeteredSink, Metrics
-from app.providers.transport import AiohttpTransport
+from app.observability.hub import Observability
+from app.observability.watch import StateWatcher
+from app.providers.transport import AiohttpTransport, Transport
 from app.state.base import KeyStateStore
 from app.state.build import build_store
 from app.state.degrading import DegradingStore
+from app.vault.byok import ByokPools
+from app.vault.keys import VaultKeys
+from app.vault.rotation import verify_master_key_sync
+from app.vault.serving import VaultServing
+from app.vault.wiring import open_vault
 
 logger = logging.getLogger("keypool")
 
@@ -39,9 +52,13 @@ class Runtime:
     prober: KeyProber
     access: Access
     metrics: Metrics = field(default_factory=Metrics)
+    observability: Observability | None = None
+    user_streams: UserStreams = field(default_factory=lambda: UserStreams(None))
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    vault: VaultKeys | None = None  # None: KEYPOOL_MASTER_KEY unset, the vault is off
+    cache: ResponseCache | None = None  # the response cache; None with CACHE_MODE=off
 
     def redis_status(self) -> str:
         """ "off" without REDIS_URL; else whether the shared state is in use right now."""
@@ -56,7 +73,11 @@ class Runtime:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.aclose()
         await self.access.aclose()
+        if self.observability is not None:
+            await self.observability.aclose()
         await self.groups.aclose()
         await self.stats.aclose()
         await self.store.aclose()
@@ -69,6 +90,8 @@ class LifespanState(TypedDict):
 
     runtime: Runtime
     access: Access  # client keys, per-user limits and spend: read by api/access and api/clients
+    vault: VaultKeys | None  # run-time and users' own keys: read by api/vault (None: off)
+    observability: Observability | None  # read by the RequestObserver middleware
 
 
 async def migrate(settings: Settings) -> None:
@@ -89,16 +112,53 @@ async def build_runtime(settings: Settings) -> Runtime:
     await migrate(settings)
     engine = create_engine(settings.database_url)
     sessions = create_sessionmaker(engine)
-    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s)
+    spool = Spool(settings.stats_spool_path)
+    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s, spool=spool)
     metrics = Metrics()
-    groups = UserGroupService(sessions, settings.groups)
+    observability = Observability(
+        settings.providers,
+        metrics,
+        webhook_url=settings.alert_webhook_url,
+        alert_cooldown_s=settings.alert_cooldown_s,
+        log_prompts=settings.log_prompts,
+    )
+    observability.start()
+    # Without client keys nothing else bounds how many user ids a caller may invent.
+    new_users = settings.new_users_per_minute if settings.auth_mode == "none" else None
+    groups = UserGroupService(
+        sessions, settings.groups, spool=spool, new_users_per_minute=new_users
+    )
     await stats.start()
     await groups.start()
-    store = build_store(settings)
+    # Raises WrongMasterKey (one line, exit 2) when the master key does not open the rows.
+    vault = await open_vault(settings, engine)
+    serving = settings
+    if vault is not None:
+        # Environment keys, then vault keys; key groups stay as the environment sets them.
+        merged = [vault.with_vault_keys(p) for p in settings.providers]
+        serving = settings.model_copy(update={"providers": merged, "key_groups": settings.groups})
+    store = build_store(serving)
     if isinstance(store, DegradingStore):
         await store.start()
-    chat = build_chat(settings, store, sink=MeteredSink(stats, metrics), groups=groups)
+    byok: ByokPools | None = None
+
+    def own_keys(transport: Transport) -> ByokPools:
+        nonlocal byok
+        assert vault is not None
+        byok = ByokPools({p.name: p for p in settings.providers}, vault.byok, transport)
+        return byok
+
     access = await build_access(settings, sessions)
+    # Cost and budgets: each settled attempt is priced and booked before it is counted.
+    sink = SpendSink(MeteredSink(stats, metrics, observability.summary), access)
+    chat = build_chat(
+        serving,
+        store,
+        sink=sink,
+        groups=groups,
+        own_keys=own_keys if vault is not None else None,
+        prices=access.prices,
+    )
     runtime = Runtime(
         settings,
         chat.service,
@@ -110,7 +170,68 @@ async def build_runtime(settings: Settings) -> Runtime:
         chat.prober,
         access,
         metrics,
+        vault=vault,
     )
+    runtime.observability = observability
+    runtime.user_streams = UserStreams(settings.max_streams_per_user)
     runtime.background.append(asyncio.create_task(chat.prober.run(), name="keypool-prober"))
+    if vault is not None:
+        live = LiveKeys(chat.directory, chat.clients, store)
+        forget = byok.forget if byok is not None else None
+        VaultServing(vault, live.apply, forget).start()
+        runtime.background.append(asyncio.create_task(vault.run(), name="keypool-vault"))
+    # The live key lists: vault keys added or removed while serving show up in the next look.
+    observability.follow(chat.directory.all)
+    watcher = StateWatcher(chat.directory.all, store, observability)
+    runtime.background.append(asyncio.create_task(watcher.run(), name="keypool-watcher"))
+    # Hits, misses and bypasses reach /metrics from the answers' x-keypool-cache header
+    # (RequestObserver), so the cache itself needs no collector.
+    runtime.cache = response_cache(settings)
     runtime.ready = True
     return runtime
+
+
+def check_master_key(settings: Settings) -> None:
+    """Before serving: a KEYPOOL_MASTER_KEY that does not open the stored keys raises
+    WrongMasterKey (a ConfigError: one line, non-zero exit), never a traceback at start-up.
+
+    `uvicorn app.main:app` builds the app inside its running loop, so the check then runs on a
+    thread of its own.
+    """
+    key = settings.keypool_master_key
+    if key is None:
+        return
+    secret = key.get_secret_value()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        verify_master_key_sync(settings.database_url, secret)
+        return
+    failure: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            verify_master_key_sync(settings.database_url, secret)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=check, name="keypool-master-key-check")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def response_cache(settings: Settings) -> ResponseCache | None:
+    """The response cache (shared through Redis when REDIS_URL is set); None when off."""
+    if settings.cache_mode == "off":
+        return None
+    return build_cache(
+        mode=settings.cache_mode,
+        scope=settings.cache_scope,
+        ttl_s=settings.cache_ttl_s,
+        max_entries=settings.cache_max_entries,
+        redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        prefix=settings.keypool_redis_prefix + "cache:",
+        timeout_s=settings.redis_timeout_s,
+    )

@@ -16,7 +16,8 @@ class UsageEvent:
 
     ``error`` marks a failed attempt and ``rate_limited`` a 429 (set both for a 429).
     ``at`` is unix seconds; 0 means "now" by the writer's clock. ``model`` and ``user_id``
-    (None when unknown) are there for cost tracking per model and per user.
+    (None when unknown) are there for cost tracking per model and per user; ``cost_usd`` is
+    the attempt's price (set by the spend sink, `access.spend.SpendSink`; 0 when unpriced).
     """
 
     provider: str
@@ -30,6 +31,18 @@ class UsageEvent:
     at: float = 0.0
     model: str | None = None
     user_id: str | None = None
+    # A user's own key (bring your own key): not a shared pool key, so no per-key stats row;
+    # `key_index` is its index in the user's private pool and means nothing to the shared one.
+    byok: bool = False
+
+    cost_usd: float = 0.0
+    outcome: str = ""  # the attempt's Outcome value, for metrics ("" when not known)
+
+    @property
+    def key_label(self) -> str:
+        """The key as metrics label it: its fingerprint, or "byok" (one label for every
+        user's own key, so users do not multiply the series)."""
+        return "byok" if self.byok else self.fingerprint
 
 
 class UsageSink(Protocol):

@@ -1,6 +1,7 @@
 """`make bench`: run every scenario against direct / passthrough / gateway and write results.
 
-python -m bench.run [--quick] [--only latency,throughput,streaming,goodput,failover,redis,scheduling]
+python -m bench.run [--quick]
+    [--only latency,throughput,streaming,goodput,failover,redis,scheduling,access_cache]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import (
+    access_cache,
     s1_latency,
     s2_throughput,
     s3_streaming,
@@ -38,6 +40,7 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Section]]] = {
     "failover": s5_failover.run,
     "redis": s6_redis.run,
     "scheduling": s7_scheduling.run,
+    "access_cache": access_cache.run,
 }
 
 

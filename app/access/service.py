@@ -14,7 +14,13 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.access.budgets import BudgetLedger, WarningSink, log_budget_warning, utc_day
+from app.access.budgets import (
+    BudgetLedger,
+    WarningSink,
+    log_budget_exceeded,
+    log_budget_warning,
+    utc_day,
+)
 from app.access.clientkeys import ClientKeyIndex, generate_key, hash_key, key_prefix
 from app.access.prices import PriceBook
 from app.access.principal import Principal, resolve
@@ -68,6 +74,7 @@ class Access:
         limiter: Limiter | None = None,
         clock: Callable[[], float] = time.time,
         on_budget_warning: WarningSink = log_budget_warning,
+        on_budget_exceeded: WarningSink = log_budget_exceeded,
     ) -> None:
         self.mode: AuthMode = settings.auth_mode
         self.tiers: Tiers = parse_tiers(
@@ -82,7 +89,10 @@ class Access:
         self.index = ClientKeyIndex()
         self.users: dict[str, UserLimits] = {}
         self.limiter: Limiter = limiter or LocalLimiter()
-        self.ledger = BudgetLedger(clock, on_budget_warning)
+        self.ledger = BudgetLedger(clock, on_budget_warning, on_budget_exceeded)
+        # The budget each authenticated user was last admitted under (a client key's own
+        # budget may differ from the user's): what their spend is booked against.
+        self._budgets: dict[str, float] = {}
         self.usage = UsageWriter(
             sessionmaker, flush_interval_s=settings.stats_flush_interval_s, clock=clock
         )
@@ -148,6 +158,7 @@ class Access:
 
     def budget_left_s(self, principal: Principal) -> float | None:
         """None when the user may spend; else seconds until its budget renews."""
+        self._budgets[principal.user_id] = principal.daily_budget_usd
         return self.ledger.exhausted(principal.user_id, principal.daily_budget_usd)
 
     async def admit(self, principal: Principal) -> Decision:
@@ -175,6 +186,14 @@ class Access:
         delta = DailyUsage(1, prompt_tokens, completion_tokens, cost)
         self.usage.add(user_id, utc_day(self.clock()), delta)
         return cost
+
+    def spend_budget(self, user_id: str) -> float:
+        """The budget a user's spend counts against: 0 (none) in `none` mode, where users are
+        self-declared; else the budget they were last admitted under, or their own/tier one."""
+        if self.mode == "none":
+            return 0.0
+        seen = self._budgets.get(user_id)
+        return seen if seen is not None else self.for_user(user_id).daily_budget_usd
 
     # --- admin --------------------------------------------------------------------------
 

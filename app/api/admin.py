@@ -15,16 +15,22 @@ from app.config import ProviderConfig
 from app.errors import DatabaseUnavailable, UnknownKey, UnknownUser
 from app.runtime import Runtime
 from app.timefmt import iso_utc
+from app.vault.service import source_fields
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[AdminAuth])
 
 
 def _key(runtime: Runtime, provider: str, key_index: int) -> ProviderConfig:
-    config = next((p for p in runtime.settings.providers if p.name == provider.lower()), None)
+    # The current key lists: vault keys are switched like environment keys.
+    config = next((p for p in runtime.service.providers if p.name == provider.lower()), None)
     if config is None or not 0 <= key_index < len(config.keys):
         raise UnknownKey(
             f"no key {key_index} for provider {provider!r}",
-            details={"provider": provider, "key_index": key_index},
+            # A 20-digit index is a valid int but not a JSON one orjson will write.
+            details={
+                "provider": provider,
+                "key_index": key_index if abs(key_index) < 2**63 else None,
+            },
         )
     return config
 
@@ -32,6 +38,9 @@ def _key(runtime: Runtime, provider: str, key_index: int) -> ProviderConfig:
 @router.get("/api-keys/health")
 async def keys_health(runtime: RuntimeDep) -> Response:
     health, providers = await pool_health(runtime.service.providers, runtime.store, time.time())
+    for provider in providers:
+        for entry in provider["keys"]:
+            entry.update(source_fields(runtime.vault, provider["name"], entry["key_index"]))
     try:
         groups = [
             {
@@ -55,7 +64,8 @@ async def _set_disabled(
 ) -> Response:
     config = _key(runtime, provider, key_index)
     status = await runtime.store.set_disabled(config.name, key_index, disabled)
-    return json_response(key_entry(config, key_index, status, time.time()))
+    entry = key_entry(config, key_index, status, time.time())
+    return json_response({**entry, **source_fields(runtime.vault, config.name, key_index)})
 
 
 @router.post("/api-keys/{provider}/{key_index}/disable")

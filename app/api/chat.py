@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import body_doc, read_model, validate
+from app.api.cached import answer
 from app.api.calls import chat_call, tier_of, user_id_of
 from app.api.deps import runtime_of
-from app.api.responses import json_response, keypool_headers, stream_headers
+from app.api.responses import json_response, stream_headers
 from app.api.sse import keypool_sse, stream_answer
 from app.chat.batch import run_batch
-from app.chat.service import ChatCall
+from app.chat.fallback import KeySpread
+from app.chat.service import ChatCall, ChatResult
 from app.errors import InvalidRequest
 from app.schemas import BatchRequest, ChatRequest
 
@@ -26,12 +30,9 @@ async def chat(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    result = await service.complete(
-        chat_call(body, user_id_of(request, body.user_id), tier_of(request))
-    )
-    return json_response(
-        result.as_dict(), headers=keypool_headers(result.provider, result.key_index)
-    )
+    call = chat_call(body, user_id_of(request, body.user_id), tier_of(request))
+    done = await answer(service, runtime.cache, call, "chat", ChatResult.as_dict)
+    return json_response(done.body, headers=done.headers())
 
 
 @router.post("/stream", openapi_extra=_BODY_DOC)
@@ -40,10 +41,9 @@ async def chat_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    opening = service.open_stream(
-        chat_call(body, user_id_of(request, body.user_id), tier_of(request))
-    )
-    return await stream_answer(request, opening, keypool_sse, stream_headers)
+    call = chat_call(body, user_id_of(request, body.user_id), tier_of(request))
+    opening = service.open_stream(call)
+    return await stream_answer(request, opening, keypool_sse, stream_headers, call.user_id)
 
 
 @router.post("/batch")
@@ -53,7 +53,12 @@ async def chat_batch(request: Request) -> Response:
     service, settings = runtime.service, runtime.settings
     envelope = await read_model(request, BatchRequest, settings.max_message_chars)
     items = [batch_item(item, request, settings.max_message_chars) for item in envelope.requests]
-    return json_response({"results": await run_batch(service, items)})
+
+    async def complete(call: ChatCall, spread: KeySpread) -> dict[str, Any]:
+        done = await answer(service, runtime.cache, call, "chat", ChatResult.as_dict, spread=spread)
+        return done.body
+
+    return json_response({"results": await run_batch(service, items, complete)})
 
 
 def batch_item(item: object, request: Request, max_chars: int) -> ChatCall | InvalidRequest:

@@ -38,7 +38,12 @@ def provider_entry(provider: ProviderConfig, snap: ProviderSnapshot, now: float)
         "default_model": provider.default_model,
         "circuit": snap.circuit.value,
         "shared_limit_until": iso_utc(snap.shared_limit_until),
-        "keys": [key_entry(provider, i, s, now) for i, s in enumerate(snap.keys)],
+        # A key list that changed during the snapshot's round trip shows what both agree on.
+        "keys": [
+            key_entry(provider, i, s, now)
+            for i, s in enumerate(snap.keys)
+            if i < len(provider.keys)
+        ],
     }
 
 

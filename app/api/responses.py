@@ -16,7 +16,7 @@ def json_response(
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-def keypool_headers(provider: str, key_index: int) -> dict[str, str]:
+def keypool_headers(provider: str, key_index: int | str) -> dict[str, str]:
     return {"x-keypool-provider": provider, "x-keypool-key-index": str(key_index)}
 
 

@@ -7,15 +7,18 @@ its constructor. Must run on the event loop that will serve (aiohttp sessions bi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.chat.clients import ClientCache
+from app.chat.directory import ProviderDirectory
+from app.chat.pools import OwnPools, PoolResolver, SharedPools, WithOwnKeys
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
-from app.chat.usage import GroupResolver
+from app.chat.usage import GroupResolver, Pricing
 from app.config import Settings
 from app.keys.backoff import WaitPolicy
-from app.providers.transport import AiohttpTransport
+from app.providers.transport import AiohttpTransport, Transport
 from app.state.base import KeyStateStore
 from app.usage import UsageSink
 
@@ -25,6 +28,8 @@ class ChatParts:
     transport: AiohttpTransport
     service: ChatService
     prober: KeyProber
+    directory: ProviderDirectory  # the live key lists (`chat.live.LiveKeys` changes them)
+    clients: ClientCache
 
 
 def build_chat(
@@ -33,21 +38,32 @@ def build_chat(
     *,
     sink: UsageSink | None = None,
     groups: GroupResolver | None = None,
+    own_keys: Callable[[Transport], OwnPools] | None = None,
+    prices: Pricing | None = None,
 ) -> ChatParts:
-    """Transport, clients, prober and service; the prober is built but not started."""
+    """Transport, clients, prober and service; the prober is built but not started.
+
+    `own_keys` (the key vault's users' own keys) builds the private pools on the transport.
+    """
     transport = AiohttpTransport()
     for provider in settings.providers:
         transport.open_session(provider.base_url)
     clients = ClientCache(settings.providers, transport)
+    directory = ProviderDirectory(settings.providers)
+    pools: PoolResolver = (
+        SharedPools(directory, store, clients)
+        if own_keys is None
+        else WithOwnKeys(directory, store, clients, own_keys(transport))
+    )
     prober = KeyProber(
-        settings.providers,
+        directory,
         store,
         clients,
         interval_s=settings.probe_interval_s,
         min_active_keys=settings.min_active_keys,
     )
     service = ChatService(
-        settings.providers,
+        directory,
         clients,
         store,
         sink=sink,
@@ -61,6 +77,8 @@ def build_chat(
         model_groups=settings.groups_by_name,
         tier_weights=settings.tier_weight_map,
         fair_queueing=settings.fair_queueing,
+        pools=pools,
+        prices=prices,
     )
     service.bind_loop(asyncio.get_running_loop())
-    return ChatParts(transport, service, prober)
+    return ChatParts(transport, service, prober, directory, clients)

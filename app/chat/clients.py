@@ -13,6 +13,7 @@ class ClientCache:
     """Path A reuses these; Path B derives a per-model client that shares the same connection pool."""
 
     def __init__(self, providers: Sequence[ProviderConfig], transport: Transport) -> None:
+        self._transport = transport
         self._clients = {
             (p.name, i): ProviderClient(p, i, transport, p.default_model)
             for p in providers
@@ -21,3 +22,12 @@ class ClientCache:
 
     def get(self, provider: str, index: int, model: str) -> ProviderClient:
         return self._clients[(provider, index)].with_model(model)
+
+    def rebuild(self, config: ProviderConfig) -> None:
+        """A provider's key list changed (key vault): its clients follow it, index by index."""
+        clients = {k: c for k, c in self._clients.items() if k[0] != config.name}
+        for i in range(len(config.keys)):
+            clients[(config.name, i)] = ProviderClient(
+                config, i, self._transport, config.default_model
+            )
+        self._clients = clients

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ class Attempt:
     """One failed try, as listed in `attempts` of the answer (no key material, index only)."""
 
     provider: str
-    key_index: int
+    key_index: int | str  # "byok": a user's own key
     error: str
     status: int | None
 
@@ -60,7 +61,7 @@ def exhausted_error(
     attempts: list[Attempt],
     skipped: dict[str, str],
     retry_after_s: float | None,
-    untried: dict[int, str] | None = None,
+    untried: Mapping[int, str] | Mapping[str, str] | None = None,
 ) -> KeypoolError:
     """429 when every failure was a rate limit (with Retry-After), 503 otherwise.
 
@@ -79,7 +80,8 @@ def exhausted_error(
             message = f"every member of model group {route.group!r} failed; see errors"
     else:
         provider = route.providers[0].name
-        errors = {str(i): reason for i, reason in sorted((untried or {}).items())}
+        pairs: list[tuple[int | str, str]] = [(i, r) for i, r in (untried or {}).items()]
+        errors = {str(i): reason for i, reason in sorted(pairs, key=_by_index)}
         errors.update({str(a.key_index): a.error for a in attempts})
         details = {"provider": provider, "model": route.model, "errors": errors, "attempts": tried}
         message = f"every key of provider {provider!r} failed for model {route.model!r}"
@@ -92,3 +94,8 @@ def exhausted_error(
     if route.spans_providers:
         return AllProvidersFailed(message, details=details)
     return AllKeysFailed(message, details=details)
+
+
+def _by_index(item: tuple[int | str, str]) -> tuple[int, str]:
+    key = item[0]
+    return (key, "") if isinstance(key, int) else (-1, key)

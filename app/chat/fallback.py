@@ -9,6 +9,7 @@ Anything else is answered at once (429 with Retry-After when only rate limits st
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from app.chat.clients import ClientCache
 from app.chat.failures import Attempt, exhausted_error, final_error
 from app.chat.fair_gate import FairGate
+from app.chat.pools import BYOK, KeyPoolView, PoolResolver
 from app.chat.routing import Route
 from app.chat.settlement import Lease, Settlement
 from app.chat.usage import prompt_text
@@ -84,6 +86,7 @@ class _Job(Generic[T]):
     closed: set[str] = field(default_factory=set)  # providers this request is done with
     skipped: dict[str, str] = field(default_factory=dict)
     refusals: dict[str, Grant] = field(default_factory=dict)  # the last "no key" per provider
+    views: dict[str, KeyPoolView] = field(default_factory=dict)  # the keys last asked, per provider
     cooldown_waits: int = 0
 
     @property
@@ -111,7 +114,9 @@ class FallbackRunner:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         fair_queueing: bool = True,
+        pools: PoolResolver | None = None,
     ) -> None:
+        self.pools = pools  # None: every request is served by `store` and `clients`
         self.store = store
         self.clients = clients
         self.settlement = settlement
@@ -155,11 +160,11 @@ class FallbackRunner:
                     return success
                 if job.spent:
                     raise await self._exhausted(job)
-            if single:
-                grant = await self._wait_in_line(job, providers[0])
-                if grant is None:
+            if single and not self._own_keys(job, providers[0]):
+                turn = await self._wait_in_line(job, providers[0])
+                if turn is None:
                     raise await self._exhausted(job)
-                success = await self._try(job, providers[0], grant)
+                success = await self._try(job, providers[0], *turn)
                 if success is not None:
                     return success
                 if job.spent:
@@ -176,11 +181,11 @@ class FallbackRunner:
     ) -> Success[T] | None:
         """Try this provider's keys one after another until one answers or none is left."""
         while provider.name not in job.closed and not job.spent:
-            grant = await self._acquire(job, provider, reserve=reserve)
+            grant, view = await self._acquire(job, provider, reserve=reserve)
             if grant.index is None:
                 self._refused(job, provider.name, grant)
                 return None
-            success = await self._try(job, provider, grant)
+            success = await self._try(job, provider, grant, view)
             if success is not None:
                 return success
         return None
@@ -197,12 +202,19 @@ class FallbackRunner:
             and grant.reservable_s is not None
         )
         for _, _, provider in offers:
-            grant = await self._acquire(job, provider, reserve=True)
+            grant, view = await self._acquire(job, provider, reserve=True)
             if grant.index is None:
                 self._refused(job, provider.name, grant)
                 continue
-            return await self._try(job, provider, grant), True
+            return await self._try(job, provider, grant, view), True
         return None, False
+
+    @staticmethod
+    def _own_keys(job: _Job[T], provider: ProviderConfig) -> bool:
+        """Whether the user's own keys (BYOK) serve this provider: their private pool waits
+        outside the shared fair line, for its earliest turn as with several providers."""
+        view = job.views.get(provider.name)
+        return view is not None and view.byok
 
     def _waiters(self, name: str) -> int:
         gate = self.gates.get(name)
@@ -215,7 +227,9 @@ class FallbackRunner:
             gate = self.gates[name] = FairGate(queue, self.clock, StandingQueue())
         return gate
 
-    async def _wait_in_line(self, job: _Job[T], provider: ProviderConfig) -> Grant | None:
+    async def _wait_in_line(
+        self, job: _Job[T], provider: ProviderConfig
+    ) -> tuple[Grant, KeyPoolView] | None:
         """Wait for a key turn in weighted fair order across users (fair_gate.py), or None.
 
         Only a request the pool refused for rate limits, whose wait fits its deadline, and with
@@ -235,7 +249,9 @@ class FallbackRunner:
         ):
             return None
         gate = self._gate(name)
-        entry = gate.enter(job.user_id, job.weight, job.deadline, turn_rate(provider))
+        view = job.views.get(name)
+        config = view.config if view is not None else provider
+        entry = gate.enter(job.user_id, job.weight, job.deadline, turn_rate(config))
         if isinstance(entry, Refusal):
             wait = max(refusal.wait_s, entry.retry_after_s)
             job.refusals[name] = Grant(None, wait_s=wait, refused="rate_limited")
@@ -245,9 +261,11 @@ class FallbackRunner:
             return None
         try:
             while True:
-                grant = await self._acquire(job, provider, reserve=True, horizon=LINE_HORIZON_S)
+                grant, view = await self._acquire(
+                    job, provider, reserve=True, horizon=LINE_HORIZON_S
+                )
                 if grant.index is not None:
-                    return grant
+                    return grant, view
                 self._refused(job, name, grant)
                 left = job.deadline - self.clock()
                 if grant.refused != "rate_limited" or grant.wait_s is None or grant.wait_s >= left:
@@ -263,8 +281,10 @@ class FallbackRunner:
         tried = job.tried.get(name)
         if not tried:
             return True
+        view = job.views.get(name)
+        store = view.store if view is not None else self.store
         now = self.clock()
-        snap = await self.store.snapshot(name, now)
+        snap = await store.snapshot(name, now)
         for index, status in enumerate(snap.keys):
             if index in tried:
                 continue
@@ -276,6 +296,17 @@ class FallbackRunner:
                 return True
         return False
 
+    def _view(self, job: _Job[T], provider: ProviderConfig) -> KeyPoolView:
+        """The keys that serve this provider for this request's user (read just before the
+        acquire, so the grant's index is in this view's layout)."""
+        if self.pools is None:
+            clients = functools.partial(self.clients.get, provider.name)
+            view = KeyPoolView(provider, self.store, clients)
+        else:
+            view = self.pools.resolve(provider.name, job.user_id)
+        job.views[provider.name] = view
+        return view
+
     async def _acquire(
         self,
         job: _Job[T],
@@ -283,23 +314,27 @@ class FallbackRunner:
         *,
         reserve: bool,
         horizon: float | None = None,
-    ) -> Grant:
+    ) -> tuple[Grant, KeyPoolView]:
         """`horizon` caps how far ahead a pacing slot may be reserved (the fair line's)."""
         name = provider.name
         if job.spread is None:
-            ask = self._ask(job, provider, reserve, horizon=horizon)
-            return await self.store.acquire(name, self.clock(), ask)
+            view = self._view(job, provider)
+            ask = self._ask(job, view, reserve, horizon=horizon)
+            return await view.store.acquire(name, self.clock(), ask), view
         async with job.spread.lock:
-            ask = self._ask(job, provider, reserve, job.spread.avoid(name), horizon)
-            grant = await self.store.acquire(name, self.clock(), ask)
-            if grant.index is not None:
+            view = self._view(job, provider)
+            avoid = {} if view.byok else job.spread.avoid(name)
+            grant = await view.store.acquire(
+                name, self.clock(), self._ask(job, view, reserve, avoid, horizon)
+            )
+            if grant.index is not None and not view.byok:
                 job.spread.add(name, grant.index)
-            return grant
+            return grant, view
 
     def _ask(
         self,
         job: _Job[T],
-        provider: ProviderConfig,
+        view: KeyPoolView,
         reserve: bool,
         avoid: Mapping[int, int] | None = None,
         horizon: float | None = None,
@@ -307,15 +342,16 @@ class FallbackRunner:
         max_wait, max_queue = self.policy.bounds(job.deadline - self.clock())
         if horizon is not None:
             max_queue = min(max_queue, horizon)
+        keys = 0 if view.byok else len(view.config.keys)
         return Ask(
-            exclude=frozenset(job.tried.get(provider.name, ())),
-            preferred=preferred_key(job.group, len(provider.keys), self.groups),
+            exclude=frozenset(job.tried.get(view.config.name, ())),
+            preferred=preferred_key(job.group, keys, self.groups),
             avoid=avoid or {},
             tokens=job.tokens,
             reserve=reserve,
             max_wait_s=max_wait,
             max_queue_s=max_queue,
-            admit=provider.name not in job.entered,
+            admit=view.config.name not in job.entered,
         )
 
     def _refused(self, job: _Job[T], name: str, grant: Grant) -> None:
@@ -326,26 +362,34 @@ class FallbackRunner:
         else:
             job.refusals[name] = grant
 
-    async def _try(self, job: _Job[T], provider: ProviderConfig, grant: Grant) -> Success[T] | None:
+    async def _try(
+        self, job: _Job[T], provider: ProviderConfig, grant: Grant, view: KeyPoolView
+    ) -> Success[T] | None:
         name, index = provider.name, grant.index
         assert index is not None
         job.entered.add(name)
         job.tried.setdefault(name, set()).add(index)
         model = job.route.model_for(provider)
-        lease = Lease(provider, index, model, job.group, self.settlement, job.user_id)
+        lease = Lease(view.config, index, model, job.group, self.settlement, job.user_id)
+        lease.view = view
         try:
-            late = await self._sleep_until_turn(job, grant, name)
+            late = await self._sleep_until_turn(job, grant, lease)
             if late is not None:
                 # The key announced a reset past this request's deadline: going would be a
                 # certain upstream 429, so the turn is given back and the request answered 429.
                 await lease.finish(Outcome.CANCELLED)
                 job.refusals[name] = Grant(None, wait_s=late, refused="rate_limited")
                 return None
+            if not self.settlement.follow(lease):
+                # The key was deleted while this attempt waited for its turn: try another.
+                await lease.finish(Outcome.CANCELLED)
+                return None
             lease.started_at = self.clock()
-            value = await job.attempt(self.clients.get(name, index, lease.model))
+            assert lease.view is not None
+            value = await job.attempt(lease.view.client(lease.key_index, lease.model))
         except UpstreamError as exc:
             await lease.finish(exc.outcome, exc.signal)
-            job.attempts.append(Attempt(name, index, exc.outcome.value, exc.status))
+            job.attempts.append(Attempt(name, lease.label, exc.outcome.value, exc.status))
             final = final_error(exc, job.route, name)
             if final is not None:
                 raise final from None
@@ -357,7 +401,7 @@ class FallbackRunner:
             raise
         return Success(value, lease, job.attempts)
 
-    async def _sleep_until_turn(self, job: _Job[T], grant: Grant, provider: str) -> float | None:
+    async def _sleep_until_turn(self, job: _Job[T], grant: Grant, lease: Lease) -> float | None:
         """Sleep until a reserved turn (after a cooldown, plus growing full jitter), then make
         sure the key did not announce a reset meanwhile; returns that reset's wait when it is
         past the deadline (None: go)."""
@@ -369,7 +413,10 @@ class FallbackRunner:
             job.cooldown_waits += 1
             delay = max(delay, min(delay + jitter, job.deadline - self.clock()))
         await self.sleep(delay)
-        extra = await self.store.recheck(provider, grant.index, self.clock(), job.tokens)
+        if not self.settlement.follow(lease) or lease.view is None:
+            return None
+        store, provider = lease.view.store, lease.provider.name
+        extra = await store.recheck(provider, lease.key_index, self.clock(), job.tokens)
         if extra > job.deadline - self.clock():
             return extra
         if extra > 0:
@@ -389,20 +436,25 @@ class FallbackRunner:
             job.route, job.attempts, skipped, min(waits) if waits else None, untried
         )
 
-    async def _untried_keys(self, job: _Job[T]) -> dict[int, str]:
+    async def _untried_keys(self, job: _Job[T]) -> dict[int, str] | dict[str, str]:
         """Path B's errors also name the unusable keys no attempt reached, by state (read only on
         this error path). Usable keys left untried (`fallback: false`, budgets) are not listed."""
-        name = job.route.providers[0].name
+        provider = job.route.providers[0]
+        name = provider.name
+        view = job.views.get(name) or self._view(job, provider)
         now = self.clock()
-        snap = await self.store.snapshot(name, now)
+        snap = await view.store.snapshot(name, now)
         tried = job.tried.get(name, set())
         circuit = job.skipped.get(name)
         states = {i: status.effective_state(now) for i, status in enumerate(snap.keys)}
-        return {
+        found = {
             i: circuit or state.value
             for i, state in states.items()
             if i not in tried and (circuit or state is not KeyState.ACTIVE)
         }
+        if view.byok:  # the user's own keys are named as such, never by a shared index
+            return {BYOK: next(iter(found.values()))} if found else {}
+        return found
 
     async def _provider_order(self, route: Route) -> list[ProviderConfig]:
         providers = list(route.providers)

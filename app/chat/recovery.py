@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.chat.clients import ClientCache
+from app.chat.directory import ProviderDirectory
 from app.config import ProviderConfig
 from app.keys.model import KeyState
 from app.keys.transitions import needs_probe
@@ -48,7 +49,7 @@ class KeyProber:
 
     def __init__(
         self,
-        providers: Sequence[ProviderConfig],
+        providers: Sequence[ProviderConfig] | ProviderDirectory,
         store: KeyStateStore,
         clients: ClientCache,
         *,
@@ -57,7 +58,9 @@ class KeyProber:
         concurrency: int = 16,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.providers = {p.name: p for p in providers}
+        self.directory = (
+            providers if isinstance(providers, ProviderDirectory) else ProviderDirectory(providers)
+        )
         self.store = store
         self.clients = clients
         self.interval_s = interval_s
@@ -66,12 +69,18 @@ class KeyProber:
         self._limit = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
 
+    @property
+    def providers(self) -> dict[str, ProviderConfig]:
+        """Every provider with its current keys (the vault may change them while serving)."""
+        return self.directory.by_name()
+
     def nudge(self) -> None:
         """A key just failed: let the loop check at once whether probing should turn eager."""
         self._wake.set()
 
     async def probe_key(self, provider: str, index: int) -> ProbeResult:
         config = self.providers[provider]
+        generation = self.directory.generation(provider)
         client = self.clients.get(provider, index, config.default_model)
         async with self._limit:
             started = time.perf_counter()
@@ -82,13 +91,18 @@ class KeyProber:
             latency = (time.perf_counter() - started) * 1000
         ok = status is not None and 200 <= status < 300
         auth_failed = status in (401, 402, 403)
+        fingerprint = config.keys[index].fingerprint
+        now_at = self.directory.follow(provider, index, generation)
+        if now_at is None:  # the key was deleted while it was probed: nothing to record
+            state = KeyState.FAILED if auth_failed else KeyState.ACTIVE
+            return ProbeResult(provider, index, fingerprint, ok, status, latency, state)
         record = await self.store.record_probe(
-            provider, index, ok=ok, auth_failed=auth_failed, now=self.clock()
+            provider, now_at, ok=ok, auth_failed=auth_failed, now=self.clock()
         )
         return ProbeResult(
             provider,
-            index,
-            config.keys[index].fingerprint,
+            now_at,
+            fingerprint,
             ok,
             status,
             latency,
@@ -110,7 +124,10 @@ class KeyProber:
         jobs: list[Coroutine[Any, Any, ProbeResult]] = []
         eager = False
         for name, provider in self.providers.items():
+            generation = self.directory.generation(name)
             snap = await self.store.snapshot(name, now)
+            if generation != self.directory.generation(name):
+                continue  # its key list changed meanwhile: the next round sees the new one
             usable = sum(1 for s in snap.keys if s.usable(now))
             eager = eager or usable < min(self.min_active_keys, len(provider.keys))
             for i, status in enumerate(snap.keys):

@@ -11,12 +11,14 @@ from typing import Any
 
 from app.chat import blocking
 from app.chat.clients import ClientCache
+from app.chat.directory import ProviderDirectory
 from app.chat.failures import Attempt
 from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
+from app.chat.pools import PoolResolver
 from app.chat.routing import Route, resolve_route
 from app.chat.settlement import Settlement
 from app.chat.streams import ChatStream, OpenedStream, open_committable
-from app.chat.usage import GroupResolver, estimate_usage
+from app.chat.usage import GroupResolver, Pricing, answer_cost, estimate_usage
 from app.config import ProviderConfig
 from app.keys.backoff import WaitPolicy
 from app.keys.model import Outcome
@@ -36,6 +38,7 @@ class ChatCall:
     fallback: bool = True
     user_id: str | None = None
     tier: str | None = None  # the caller's tier (access layer): its weight in fair waiting
+    cache: bool | None = None  # the body's `"cache"` switch (response cache; never upstream)
 
 
 @dataclass(slots=True)
@@ -44,11 +47,12 @@ class ChatResult:
     provider: str
     model: str
     path: str
-    key_index: int
+    key_index: int | str  # "byok": the user's own key answered
     usage: Usage
     attempts: list[Attempt] = field(default_factory=list)
     latency_ms: float = 0.0
     group: str | None = None  # the model group that served the request, if any
+    cost_usd: float = 0.0  # from the final usage and the service's prices
 
     def as_dict(self) -> dict[str, Any]:
         """The /api/chat 200 body (DESIGN.md §3); a model group's answer also names it."""
@@ -62,6 +66,7 @@ class ChatResult:
             "usage": self.usage.as_dict(),
             "attempts": [a.as_dict() for a in self.attempts],
             "latency_ms": round(self.latency_ms, 2),
+            "cost_usd": round(self.cost_usd, 10),
         }
         if self.group is not None:
             answer["group"] = self.group
@@ -76,7 +81,7 @@ class ChatService:
 
     def __init__(
         self,
-        providers: Sequence[ProviderConfig],
+        providers: Sequence[ProviderConfig] | ProviderDirectory,
         clients: ClientCache,
         store: KeyStateStore,
         *,
@@ -90,13 +95,20 @@ class ChatService:
         clock: Callable[[], float] = time.time,
         tier_weights: Mapping[str, float] | None = None,
         fair_queueing: bool = True,
+        pools: PoolResolver | None = None,
+        prices: Pricing | None = None,
     ) -> None:
-        self.providers = tuple(providers)
+        # The live key lists (the vault changes them while serving); `providers` reads them.
+        self.directory = (
+            providers if isinstance(providers, ProviderDirectory) else ProviderDirectory(providers)
+        )
+        self.pools = pools
+        self.prices = prices  # what answers cost (`cost_usd`); None: every answer costs 0
         self.store = store
         self.clients = clients
         self.groups = groups
         self.model_groups: Mapping[str, ModelGroup] = model_groups or {}  # MODEL_GROUPS
-        self.settlement = Settlement(store, sink, clock, on_key_failure=on_key_failure)
+        self.settlement = Settlement(store, sink, clock, on_key_failure=on_key_failure, pools=pools)
         self.runner = FallbackRunner(
             store,
             clients,
@@ -106,10 +118,20 @@ class ChatService:
             groups=group_count,
             policy=policy,
             fair_queueing=fair_queueing,
+            pools=pools,
         )
         self.tier_weights: Mapping[str, float] = tier_weights or {}  # TIER_WEIGHTS
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def providers(self) -> tuple[ProviderConfig, ...]:
+        """Every provider with its current keys (environment keys, then vault keys)."""
+        return self.directory.all()
+
+    def uses_own_key(self, user_id: str | None, provider: str) -> bool:
+        """Whether this user's requests to this provider go to their own key (BYOK)."""
+        return self.pools is not None and self.pools.resolve(provider, user_id).byok
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """The loop the blocking entry points submit to (the server's, or a private one);
@@ -154,11 +176,14 @@ class ChatService:
             provider=success.lease.provider.name,
             model=success.lease.model,
             path=route.path,
-            key_index=success.lease.key_index,
+            key_index=success.lease.label,
             usage=usage,
             attempts=success.attempts,
             latency_ms=(time.perf_counter() - started) * 1000,
             group=route.group,
+            cost_usd=answer_cost(
+                self.prices, success.lease.provider.name, success.lease.model, usage
+            ),
         )
 
     async def open_stream(self, call: ChatCall) -> ChatStream:
@@ -184,6 +209,7 @@ class ChatService:
             call.params,
             route.path,
             group=route.group,
+            prices=self.prices,
         )
 
     # The four entry points of the original design; `model=None` takes Path A.

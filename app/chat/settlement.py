@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.chat.pools import KeyPoolView, PoolResolver
 from app.config import ProviderConfig
 from app.keys.model import NO_SIGNAL, Outcome, RateLimitSignal, Release
 from app.providers.client import Usage
@@ -45,6 +46,18 @@ class Lease:
     user_id: str | None = None
     _done: bool = False
     started_at: float | None = None
+    # Where the key lives (the shared pool's layout then, or the user's own pool); None: the
+    # settlement's store, in a layout that never changes.
+    view: KeyPoolView | None = None
+
+    @property
+    def byok(self) -> bool:
+        return self.view is not None and self.view.byok
+
+    @property
+    def label(self) -> int | str:
+        """The key as answers and errors name it: its index, or "byok" for a user's own key."""
+        return self.view.label(self.key_index) if self.view is not None else self.key_index
 
     async def finish(
         self,
@@ -68,11 +81,26 @@ class Settlement:
         clock: Callable[[], float] = time.time,
         *,
         on_key_failure: Callable[[], None] | None = None,
+        pools: PoolResolver | None = None,
     ) -> None:
         self.store = store
         self.sink: UsageSink = sink or NullSink()
         self.clock = clock
         self.on_key_failure = on_key_failure or _nothing
+        self.pools = pools
+
+    def follow(self, lease: Lease) -> bool:
+        """Bring the lease to the current layout of its pool (a vault key was added or deleted
+        since it was granted); False when its key is gone (nothing of it may be settled on
+        whichever key holds its old index now)."""
+        if lease.view is None or self.pools is None:
+            return True
+        moved = self.pools.follow(lease.view, lease.key_index)
+        if moved is None:
+            return False
+        lease.view, lease.key_index = moved
+        lease.provider = moved[0].config
+        return True
 
     def lease(
         self,
@@ -91,9 +119,12 @@ class Settlement:
         now = self.clock()
         latency = now - lease.started_at if lease.started_at is not None else None
         provider = lease.provider.name
-        await self.store.release(Release(provider, lease.key_index, outcome, now, signal, latency))
-        if outcome is Outcome.AUTH_FAILED or outcome.is_provider_failure:
-            self.on_key_failure()
+        if self.follow(lease):
+            store = lease.view.store if lease.view is not None else self.store
+            release = Release(provider, lease.key_index, outcome, now, signal, latency)
+            await store.release(release)
+            if (outcome is Outcome.AUTH_FAILED or outcome.is_provider_failure) and not lease.byok:
+                self.on_key_failure()
         if outcome is Outcome.CANCELLED and usage is None:
             return
         self.sink.record(
@@ -109,5 +140,7 @@ class Settlement:
                 at=now,
                 model=lease.model,
                 user_id=lease.user_id,
+                byok=lease.byok,
+                outcome=outcome.value,
             )
         )

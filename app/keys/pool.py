@@ -14,7 +14,7 @@ from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSi
 from app.keys.pacing import Pace, slot_at, take
 from app.keys.shared_limit import SharedLimitDetector, SharedMode, announced_reset, cool_all
 from app.keys.stall import is_stalled
-from app.keys.strategies import Strategy
+from app.keys.strategies import Strategy, Weighted
 from app.keys.transitions import blend_latency, record_outcome, record_start
 
 
@@ -54,11 +54,22 @@ class KeyPool:
         self.pace = pace or Pace()
         self.breaker = breaker or CircuitBreaker()
         self.shared = SharedLimitDetector(shared_limit)  # <P>_SHARED_LIMIT
-        self.cursor = 0
+        self._cursor = 0
         self.latency_ewma: float | None = None
 
     def __len__(self) -> int:
         return len(self.statuses)
+
+    @property
+    def cursor(self) -> int:
+        """The rotation point, read modulo the key count: a resize keeps the stored value (as
+        the shared store keeps its own until a choice moves it), so both agree after a key list
+        shrinks and grows again."""
+        return self._cursor % max(1, len(self.statuses))
+
+    @cursor.setter
+    def cursor(self, value: int) -> None:
+        self._cursor = value
 
     def acquire(self, now: float, rng: random.Random, ask: Ask) -> Grant:
         """Pass the breaker (when `ask.admit`), then choose; a half-open trial that found no key
@@ -79,6 +90,7 @@ class KeyPool:
         latency_s: float | None = None,
     ) -> None:
         status = self.statuses[index]
+        known_bad = status.state is KeyState.FAILED
         unknown = status.learned_requests is None and status.learned_tokens is None
         record_outcome(status, outcome, now, signal, latency_s)
         if unknown and outcome is Outcome.OK:
@@ -87,6 +99,10 @@ class KeyPool:
                 take(status, pace, 0, now)  # the answer that taught the limit was a start too
         if outcome is Outcome.OK and latency_s is not None:
             self.latency_ewma = blend_latency(self.latency_ewma, latency_s)
+        # One dead key's requests already in flight when it was marked failed say nothing more
+        # about the provider: counted, a burst on that key alone opened the breaker for all.
+        if known_bad and outcome.is_provider_failure:
+            outcome = Outcome.CANCELLED  # neutral: ends a trial, neither counts nor resets
         self.breaker.record(outcome, now)
         if outcome is Outcome.RATE_LIMITED:
             # An account-wide limit cools every key until its reset (shared_limit.py).
@@ -193,6 +209,24 @@ class KeyPool:
         self.breaker.opened_at = breaker.opened_at
         self.cursor = cursor % max(1, len(self))
         self.latency_ewma = latency_ewma
+
+    def resize(
+        self, moved_from: Sequence[int | None], weights: Sequence[float] | None = None
+    ) -> None:
+        """A new key list (a vault key added or deleted): `moved_from[i]` is the old index of the
+        key now at i (None: a new key). State follows its key, not its position; a new key
+        starts fresh; the breaker, pool latency and rotation point stay. The weighted strategy
+        takes `weights` (one per key now) when given."""
+        old = self.statuses
+        self.statuses = [
+            old[i] if i is not None and 0 <= i < len(old) else KeyStatus() for i in moved_from
+        ]
+        # The stored cursor stays (`cursor` reads it modulo the new key count).
+        # The detector (and its verdict) stays: learned limits, in KeyStatus, moved with their
+        # keys, and an account limit is split by the new number of keys (`_pace`).
+        self.shared.renumber(moved_from)
+        if weights is not None and isinstance(self.strategy, Weighted):
+            self.strategy = Weighted(weights)
 
     def _readiness(self, now: float, tokens: int) -> dict[int, Ready]:
         ready = {}

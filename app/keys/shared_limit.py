@@ -12,7 +12,8 @@ time of each event.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +71,15 @@ class SharedLimitDetector:
 
     def active(self, now: float) -> bool:
         return self._until is not None and now < self._until
+
+    def renumber(self, moved_from: Sequence[int | None]) -> None:
+        """Follow a new key list (`KeyPool.resize`): the last 429 stays its key's; a deleted
+        key's 429 still counts as another key's (index -1)."""
+        if self._last is None:
+            return
+        old = self._last.key_index
+        new = next((i for i, m in enumerate(moved_from) if m == old), -1)
+        self._last = dataclasses.replace(self._last, key_index=new)
 
     def clear(self) -> None:
         """Forget everything (an admin reset, or a test)."""

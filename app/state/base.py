@@ -67,3 +67,27 @@ class ProbeClaims(Protocol):
     async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
         """True when this instance may probe the key now; the claim lapses after `ttl_s`."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """A provider's key list after a change (a vault key added or deleted).
+
+    `moved_from[i]`: the old index of the key now at i (None: a new key), so state follows keys.
+    `fields[i]`: the key's stable record name in a shared store ("<index>" for environment keys,
+    "v<id>" for vault keys), so instances on different layouts never touch each other's keys.
+    `weights[i]`: the weighted strategy's weight of the key now at i.
+    """
+
+    moved_from: tuple[int | None, ...]
+    fields: tuple[str, ...]
+    weights: tuple[float, ...]
+
+
+class ResizableStore(Protocol):
+    """A store whose providers' key lists can change while it serves (the key vault)."""
+
+    def resize(self, provider: str, layout: KeyLayout) -> None:
+        """Apply the new list at once; in-flight attempts granted before must be re-indexed by
+        the caller (see `app.chat.directory`), or dropped when their key is gone."""
+        ...

@@ -29,7 +29,8 @@ from redis.exceptions import RedisError
 
 from app.keys.model import Ask, Grant, KeyStatus, Release
 from app.keys.pacing import Pace
-from app.state.base import ProviderSnapshot
+from app.keys.renumber import Renumbering
+from app.state.base import KeyLayout, ProviderSnapshot
 from app.state.memory import MemoryStateStore
 from app.state.redis import RedisStateStore
 
@@ -76,6 +77,7 @@ class DegradingStore:
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
+        self._layouts = Renumbering()
 
     def redis_status(self) -> str:
         return "ok" if self._up else "down"
@@ -90,16 +92,20 @@ class DegradingStore:
     # KeyStateStore ---------------------------------------------------------------------------
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
+        generation = self._layouts.generation(provider)
         try:
             grant = await self._call(lambda s: s.acquire(provider, now, ask))
         except _Unavailable:
             return await self.local.acquire(provider, now, ask)
-        if grant.index is not None:
-            self._granted[provider, grant.index] += 1
+        # The grant's index is in the layout of the call (the caller follows it from there);
+        # this store's own books are in the current one (a key list may change meanwhile).
+        index = None if grant.index is None else self._follow(provider, grant.index, generation)
+        if index is not None:
+            self._granted[provider, index] += 1
             # The local pool follows this instance's own grants, so that an outage does not
             # start from a second-old picture of them.
             self.local.pools[provider].mirror_grant(
-                grant.index, ask.tokens, now + grant.delay_s, self._budgets[provider]
+                index, ask.tokens, now + grant.delay_s, self._budgets[provider]
             )
         return grant
 
@@ -168,6 +174,29 @@ class DegradingStore:
         return await self.local.record_probe(
             provider, index, ok=ok, auth_failed=auth_failed, now=now
         )
+
+    def resize(self, provider: str, layout: KeyLayout) -> None:
+        """Both stores take the new key list; this store's books of grants and admin switches
+        follow their keys (a grant of a key that left is forgotten with it)."""
+        self.shared.resize(provider, layout)
+        self.local.resize(provider, layout)
+        generation = self._layouts.generation(provider)
+        self._layouts.record(provider, layout.moved_from)
+        granted: Counter[tuple[str, int]] = Counter()
+        for (name, index), count in self._granted.items():
+            moved = index if name != provider else self._follow(name, index, generation)
+            if moved is not None and count > 0:
+                granted[name, moved] += count
+        self._granted = granted
+        switches: dict[tuple[str, int], bool] = {}
+        for (name, index), disabled in self._switches.items():
+            moved = index if name != provider else self._follow(name, index, generation)
+            if moved is not None:
+                switches[name, moved] = disabled
+        self._switches = switches
+
+    def _follow(self, provider: str, index: int, generation: int) -> int | None:
+        return self._layouts.translate(provider, index, generation)
 
     async def aclose(self) -> None:
         # The flag as well as the cancellation: redis-py may swallow a CancelledError that
@@ -261,7 +290,10 @@ class DegradingStore:
             self._share(await self.shared.heartbeat(now))
             for name, pool in self.local.pools.items():
                 mine = {i: n for (p, i), n in self._granted.items() if p == name and n > 0}
+                generation = self._layouts.generation(name)
                 shared = await self.shared.shared_pool(name, now, mine)
+                if generation != self._layouts.generation(name):
+                    continue  # the key list changed meanwhile: the next beat copies it
                 pool.load_shared(shared.keys, shared.breaker, shared.cursor, shared.latency_ewma)
         except REDIS_ERRORS as exc:
             self._lost(exc)

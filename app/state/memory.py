@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from app.keys.model import Ask, Grant, KeyStatus, Release
 from app.keys.pool import KeyPool
 from app.keys.transitions import record_probe, set_disabled
-from app.state.base import ProviderSnapshot
+from app.state.base import KeyLayout, ProviderSnapshot
 
 
 class MemoryStateStore:
@@ -59,3 +59,7 @@ class MemoryStateStore:
 
     async def aclose(self) -> None:
         return None
+
+    def resize(self, provider: str, layout: KeyLayout) -> None:
+        """State follows its key (`KeyPool.resize`); the breaker and pool latency stay."""
+        self.pools[provider].resize(layout.moved_from, layout.weights)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -24,39 +25,41 @@ _FLOAT_FIELDS = frozenset(
 )
 
 
-def provider_spec(pool: KeyPool) -> bytes:
+def provider_spec(pool: KeyPool, fields: Sequence[str] | None = None) -> bytes:
     """Everything the script must know about a provider's pool, sent with every call.
 
     Sending it each time (a few hundred bytes) rather than storing it means instances never act
     on another instance's configuration, and the pacing arithmetic stays in `pacing.Pace`.
+    `fields` names each key's record when it is not its index (vault keys, see `KeyLayout`).
     """
     strategy = pool.strategy.name
     if strategy not in _SCRIPT_STRATEGIES:
         raise ValueError(f"the Redis state backend has no {strategy!r} strategy")
     pace = pool.pace
     weights = list(pool.strategy.weights) if isinstance(pool.strategy, Weighted) else []
-    return orjson.dumps(
-        {
-            "n": len(pool),
-            "strategy": strategy,
-            "weights": weights,
-            "paced": pace.paced,
-            "rpm": bool(pace.rpm),
-            "tpm": bool(pace.tpm),
-            "request_interval": pace.request_interval,
-            "token_burst": pace.token_burst,
-            "token_interval": pace.token_interval,
-            "threshold": pool.breaker.threshold,
-            "reset": pool.breaker.reset_s,
-            # What a key's learned limits are merged with (learned.pace_of), and the detector's
-            # mode (shared_limit.py); the configured budgets are absent when unset.
-            **({"rpm_value": pace.rpm} if pace.rpm is not None else {}),
-            **({"tpm_value": pace.tpm} if pace.tpm is not None else {}),
-            "share": pace.share,
-            "shared": pool.shared.mode,
-            "shared_window": pool.shared.window_s,
-        }
-    )
+    spec: dict[str, Any] = {
+        "n": len(pool),
+        "strategy": strategy,
+        "weights": weights,
+        "paced": pace.paced,
+        "rpm": bool(pace.rpm),
+        "tpm": bool(pace.tpm),
+        "request_interval": pace.request_interval,
+        "token_burst": pace.token_burst,
+        "token_interval": pace.token_interval,
+        "threshold": pool.breaker.threshold,
+        "reset": pool.breaker.reset_s,
+        # What a key's learned limits are merged with (learned.pace_of), and the detector's
+        # mode (shared_limit.py); the configured budgets are absent when unset.
+        **({"rpm_value": pace.rpm} if pace.rpm is not None else {}),
+        **({"tpm_value": pace.tpm} if pace.tpm is not None else {}),
+        "share": pace.share,
+        "shared": pool.shared.mode,
+        "shared_window": pool.shared.window_s,
+    }
+    if fields is not None:
+        spec["fields"] = list(fields)
+    return orjson.dumps(spec)
 
 
 def ask_args(ask: Ask, draw: float) -> bytes:

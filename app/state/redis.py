@@ -24,6 +24,7 @@ Errors are not handled here: `DegradingStore` decides what an unreachable Redis 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -34,10 +35,11 @@ import orjson
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from app.keys.model import Ask, Grant, KeyStatus, Release
 from app.keys.pool import KeyPool
-from app.state.base import ProviderSnapshot
+from app.state.base import KeyLayout, ProviderSnapshot
 from app.state.records import (
     SharedPool,
     ask_args,
@@ -100,6 +102,8 @@ class RedisStateStore:
         self._script = ScriptRunner(client, script_source())
         self._rng = rng or random.Random()
         self.instance = uuid.uuid4().hex[:16]
+        self._fields: dict[str, tuple[str, ...]] = {}
+        self._pruning: set[asyncio.Task[None]] = set()
 
     async def _run(self, op: str, provider: str, now: float, args: bytes = _NO_ARGS) -> bytes:
         keys = (self._keys[provider], self._instances)
@@ -126,7 +130,10 @@ class RedisStateStore:
 
     async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
         """A short lock per key (SET NX PX): one instance probes it; the claim simply lapses."""
-        key = f"{self.prefix}probe:{provider}:{index}"
+        fields = self._fields.get(provider)
+        # By the key's record name (vault keys: "v<id>"), so a renumbered key keeps its claim.
+        name = fields[index] if fields is not None and index < len(fields) else str(index)
+        key = f"{self.prefix}probe:{provider}:{name}"
         async with asyncio.timeout(self.timeout_s):
             taken = await self.client.set(key, self.instance, nx=True, px=max(1, int(ttl_s * 1000)))
         return bool(taken)
@@ -166,6 +173,29 @@ class RedisStateStore:
         args = orjson.dumps({"index": index, "ok": ok, "auth_failed": auth_failed})
         return status_from(orjson.loads(await self._run("probe", provider, now, args)))
 
+    def resize(self, provider: str, layout: KeyLayout) -> None:
+        """Serve the new key list from the next call on. Records are named by `layout.fields`,
+        so each key keeps its record whatever its position, on every instance whatever layout
+        it is on (no renumbering in Redis, nothing for instances to agree on). The records of
+        keys that left are deleted in the background."""
+        pool = self.pools[provider]
+        pool.resize(layout.moved_from, layout.weights)
+        before = self._fields.get(provider, ())
+        self._fields[provider] = layout.fields
+        self._specs[provider] = provider_spec(pool, layout.fields)
+        gone = sorted(set(before) - set(layout.fields))
+        if gone:
+            task = asyncio.get_running_loop().create_task(self._prune(provider, gone))
+            self._pruning.add(task)
+            task.add_done_callback(self._pruning.discard)
+
+    async def _prune(self, provider: str, fields: list[str]) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self.timeout_s):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.hdel(self._keys[provider], *fields)
+                    await pipe.execute()
+
     async def merge(self, provider: str, local: KeyPool, now: float) -> None:
         """Fold budgets spent and cooldowns learned while cut off into the shared record."""
         args = merge_args(local, now)
@@ -192,5 +222,6 @@ class RedisStateStore:
         await self._script.forget()
 
     async def aclose(self) -> None:
+        await asyncio.gather(*self._pruning, return_exceptions=True)
         await self._script.aclose()
         await self.client.aclose()

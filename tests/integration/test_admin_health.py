@@ -200,7 +200,8 @@ class TestHealthView:
             assert provider["shared_limit_until"] is None
             counters = list(fakes[provider["name"]].stats()["keys"].values())
             for index, key in enumerate(provider["keys"]):
-                assert set(key) - {"in_flight"} == fields  # in_flight: an additive extra
+                assert set(key) - {"in_flight", "source"} == fields  # additive extras
+                assert key["source"] == "env"  # no vault: every key is an environment key
                 assert key["key_index"] == index
                 assert key["fingerprint"].startswith(f"{provider['name']}:{index}:")
                 assert key["requests"] == counters[index]["requests"]

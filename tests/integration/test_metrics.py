@@ -23,9 +23,21 @@ def test_metrics_count_attempts_and_show_key_states(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert 'keypool_upstream_attempts_total{provider="alpha",result="ok"} 4.0' in text
-    assert 'keypool_upstream_attempts_total{provider="alpha",result="error"} 1.0' in text
-    assert 'keypool_key_state{key_index="1",provider="alpha",state="failed"} 1.0' in text
-    assert 'keypool_key_state{key_index="0",provider="alpha",state="active"} 1.0' in text
+    good, dead = "alpha:0:0000", "alpha:1:0000"
+    assert (
+        f'keypool_upstream_attempts_total{{key="{good}",provider="alpha",result="ok"}} 4.0' in text
+    )
+    assert (
+        f'keypool_upstream_attempts_total{{key="{dead}",provider="alpha",result="error"}} 1.0'
+        in text
+    )
+    assert (
+        f'keypool_key_state{{key="{dead}",key_index="1",provider="alpha",state="failed"}} 1.0'
+        in text
+    )
+    assert (
+        f'keypool_key_state{{key="{good}",key_index="0",provider="alpha",state="active"}} 1.0'
+        in text
+    )
     assert 'keypool_circuit_state{provider="alpha",state="closed"} 1.0' in text
     assert all(key not in text for key in keys)

@@ -160,3 +160,32 @@ class TestStart:
         assert lines[0].startswith(
             "keypool: configuration error: KEYPOOL_MASTER_KEY does not decrypt"
         )
+
+
+def test_a_wrong_master_key_stops_uvicorn_with_one_line(tmp_path: Path):
+    """`uvicorn app.main:app` builds the app inside its own loop: the check must hold there too."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
+    run_in_thread(upgrade, url)
+    store_one(url, new_master_key())
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEYS", "_API_KEY"))}
+    env.update(
+        DATABASE_URL=url,
+        KEYPOOL_MASTER_KEY=new_master_key(),
+        ALPHA_API_KEYS="sk-env-0000000000001",
+        ALPHA_BASE_URL="http://127.0.0.1:9/v1",
+        ALPHA_DEFAULT_MODEL="m",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("keypool: configuration error: KEYPOOL_MASTER_KEY does not decrypt")

@@ -1,18 +1,12 @@
-"""A gateway with the vault routes and VaultKeys wired the way the lifespan will wire them."""
+"""A gateway with the key vault: the app's own lifespan opens it when KEYPOOL_MASTER_KEY is set."""
 
 from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI
-
-from app.api import vault as vault_routes
-from app.vault.wiring import open_vault
 from tests.support.servers import GatewayServer
 
 
@@ -21,19 +15,5 @@ def new_master_key() -> str:
 
 
 def vault_gateway(env: Mapping[str, str], tmp_path: Path) -> GatewayServer:
-    """Started; the lifespan state gains "vault" (None without KEYPOOL_MASTER_KEY)."""
-    gateway = GatewayServer(env, tmp_path)
-    app = gateway.app
-    settings = gateway.settings
-    original = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
-        async with original(app) as state:
-            assert state is not None
-            vault = await open_vault(settings, state["runtime"].engine)
-            yield {**state, "vault": vault}
-
-    app.router.lifespan_context = lifespan
-    app.include_router(vault_routes.router)
-    return gateway.start()
+    """Started; the lifespan state carries "vault" (None without KEYPOOL_MASTER_KEY)."""
+    return GatewayServer(env, tmp_path).start()

@@ -5,7 +5,9 @@
                                  │        └──► usage, config, errors
                                  ├──► access ──► db, state, config, errors
                                  ├──► db ──► usage, errors, timefmt
-                                 └──► vault ──► providers, state, db, keys   (cache ──► state)
+                                 ├──► vault ──► providers, state, db, keys   (cache ──► state)
+                                 └──► observability ──► chat, providers, state, db, metrics
+    api and runtime also use cache (the response cache in front of the non-streaming routes)
 
 `app/keys` is pure (no I/O library, no clock, no other room), and aiohttp is imported only by
 `app/providers/transport.py` (and the demo's fake provider).
@@ -71,6 +73,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "usage": set(),
     "timefmt": set(),
+    "serving": set(),  # uvicorn's options for `keypool serve` and the demo
     "schemas": {"errors"},
     "config": {"catalog", "model_groups"},
     "providers": {"keys", "config", "errors"},
@@ -81,12 +84,37 @@ ALLOWED: dict[str, set[str]] = {
     "vault": {"keys", "providers", "state", "db"} | BASE,
     "cache": {"state"} | BASE,
     "access": {"db", "state"} | BASE,
-    "api": {"access", "chat", "keys", "state", "db", "runtime", "schemas", "metrics", "vault"}
+    "observability": {"chat", "keys", "providers", "state", "db", "metrics"} | BASE,
+    "dashboard": BASE,
+    "api": {
+        "access",
+        "chat",
+        "keys",
+        "state",
+        "db",
+        "runtime",
+        "schemas",
+        "metrics",
+        "vault",
+        "observability",
+        "cache",
+    }
     | BASE,
-    "runtime": {"access", "chat", "providers", "state", "db", "metrics"} | BASE,
-    "main": {"api", "runtime"} | BASE,
-    "cli": {"access", "db", "demo", "vault"} | BASE,
-    "demo": {"main"} | BASE,
+    "runtime": {
+        "access",
+        "chat",
+        "providers",
+        "state",
+        "db",
+        "metrics",
+        "observability",
+        "cache",
+        "vault",
+    }
+    | BASE,
+    "main": {"api", "runtime", "observability", "dashboard"} | BASE,
+    "cli": {"access", "db", "demo", "vault", "observability", "metrics", "serving"} | BASE,
+    "demo": {"main", "serving"} | BASE,
 }
 
 

@@ -34,7 +34,7 @@ local function pick(free, ask)
   end
   for _, i in ipairs(candidates) do if i == ask.preferred then return i end end
   local index = strategy_pick(candidates, ask.draw)
-  meta.cursor, meta_dirty = (index + 1) % spec.n, true
+  meta.cursor, meta_dirty, cursor_moved = (index + 1) % spec.n, true, true
   return index
 end
 
@@ -76,7 +76,7 @@ local function quick_pick(ask, excluded)
   for step = 0, spec.n - 1 do
     local i = (meta.cursor + step) % spec.n
     if serves_now(i) then
-      meta.cursor, meta_dirty = (i + 1) % spec.n, true
+      meta.cursor, meta_dirty, cursor_moved = (i + 1) % spec.n, true, true
       return i
     end
   end
@@ -139,7 +139,9 @@ local function shared_observe(index, signal)
   local reset = nil
   if wait ~= nil then reset = now + wait end
   local prev = meta.last429
-  meta.last429, meta_dirty = {index = index, at = now, reset = reset}, true
+  -- the key by its record name, not its position: a changed key list (vault) keeps the memory
+  local name = field(index)
+  meta.last429, meta_dirty = {key = name, at = now, reset = reset}, true
   if spec.shared == 'false' then return nil end
   if spec.shared == 'true' then
     if reset == nil then reset = now + UNANNOUNCED_COOLDOWN_S end
@@ -150,7 +152,7 @@ local function shared_observe(index, signal)
   end
   if prev == nil then return nil end
   local a, b = prev.reset, reset
-  if prev.index == index or a == nil or b == nil then return nil end
+  if prev.key == name or a == nil or b == nil then return nil end
   if math.abs(now - prev.at) > spec.shared_window then return nil end
   if now < a and prev.at < b then return shared_extend(math.max(a, b)) end
   return nil
@@ -183,6 +185,7 @@ function ops.release()
   else
     rec = load_one(args.index)
   end
+  local known_bad = rec.state == FAILED
   local unknown = rec.learned_requests == nil and rec.learned_tokens == nil
   record_outcome(rec, args)
   if unknown and args.outcome == 'ok' then
@@ -192,7 +195,12 @@ function ops.release()
   if args.outcome == 'ok' and args.latency ~= nil then
     meta.latency_ewma = blend(meta.latency_ewma, args.latency)
   end
-  breaker_record(args)
+  -- as KeyPool.release: a failed key's late failures are neutral for the breaker
+  if known_bad and args.provider_failure then
+    breaker_record({outcome = 'cancelled', provider_failure = false})
+  else
+    breaker_record(args)
+  end
   dirty[args.index] = true
   if limited then
     local till = shared_observe(args.index, args.signal)
@@ -224,9 +232,18 @@ end
 function ops.set_disabled()
   local rec = load_one(args.index)
   if args.disabled then
-    rec.state, rec.cooldown_until, rec.trial_until = DISABLED, nil, nil
+    rec.state, rec.trial_until = DISABLED, nil
   elseif rec.state == DISABLED then
-    reactivate(rec)
+    -- as transitions.set_disabled: enable lifts the disable, not the evidence under it
+    if rec.auth_failed then
+      fail(rec, true)
+    elseif rec.cooldown_until ~= nil then
+      rec.state = RATE_LIMITED
+    elseif rec.failures >= FAIL_AFTER_ERRORS then
+      fail(rec, false)
+    else
+      reactivate(rec)
+    end
   end
   dirty[args.index] = true
   save()

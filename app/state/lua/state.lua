@@ -37,6 +37,14 @@ local args = cjson.decode(ARGV[5])
 -- that finds its key early never pays for unpacking the rest of a large pool.
 local keys, packed, dirty, meta, meta_dirty = {}, {}, {}, nil, false
 
+-- Record names (key vault) --------------------------------------------------------------------
+-- A key's record is named by its index, or by the stable name the provider spec gives it
+-- (`fields`: vault keys are "v<id>"), so a record follows its key when positions shift.
+local function field(index)
+  if spec.fields ~= nil then return spec.fields[index + 1] end
+  return tostring(index)
+end
+
 -- Loading and saving ------------------------------------------------------------------------
 
 local alive_cache = {}
@@ -69,8 +77,14 @@ local function adopt(index, blob)
   return rec
 end
 
+local stored_cursor, cursor_moved = nil, false
 local function adopt_meta(blob)
   meta = blob and cmsgpack.unpack(blob) or {cursor = 0, failures = 0}
+  -- Key vault: a list that shrank (or another instance's longer one) leaves the cursor past
+  -- the end; it is read modulo the key count, and stored as it was until a choice moves it
+  -- (as KeyPool keeps its cursor across a resize).
+  stored_cursor = meta.cursor
+  meta.cursor = meta.cursor % spec.n
 end
 
 local function load_all()
@@ -80,11 +94,11 @@ local function load_all()
 end
 
 local function record(index)
-  return keys[index] or adopt(index, packed[tostring(index)])
+  return keys[index] or adopt(index, packed[field(index)])
 end
 
 local function load_one(index)
-  local raw = redis.call('HMGET', KEYS[1], 'meta', tostring(index))
+  local raw = redis.call('HMGET', KEYS[1], 'meta', field(index))
   adopt_meta(raw[1] or nil)
   return adopt(index, raw[2] or nil)
 end
@@ -95,11 +109,16 @@ local function save()
     local rec = keys[index]
     local in_flight = rec.in_flight
     rec.in_flight = nil
-    out[#out + 1] = tostring(index)
+    out[#out + 1] = field(index)
     out[#out + 1] = cmsgpack.pack(rec)
     rec.in_flight = in_flight
   end
-  if meta_dirty then out[#out + 1] = 'meta'; out[#out + 1] = cmsgpack.pack(meta) end
+  if meta_dirty then
+    if stored_cursor ~= nil and not cursor_moved then
+      meta.cursor = stored_cursor  -- not moved by this call: keep it as stored
+    end
+    out[#out + 1] = 'meta'; out[#out + 1] = cmsgpack.pack(meta)
+  end
   if #out > 0 then
     redis.call('HSET', KEYS[1], unpack(out))
     redis.call('PEXPIRE', KEYS[1], RECORD_TTL_MS)

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from app.keys.breaker import CircuitBreaker
-from app.keys.model import Ask, KeyState, Outcome, Release
+from app.keys.model import Ask, KeyState, Outcome, RateLimitSignal, Release
 from app.keys.pacing import REQUEST_HEADROOM, Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
+from app.state.base import KeyLayout
 from app.state.degrading import DegradingStore
 from app.state.memory import MemoryStateStore
 from app.state.redis import RedisStateStore, connect, describe
@@ -172,3 +173,31 @@ class TestRestartBetweenCalls:
             assert (await store.acquire("p", time.time(), Ask())).index == 0  # a fresh server
         finally:
             await store.aclose()
+
+
+class TestKeyListChange:
+    async def test_instances_on_different_key_lists_act_on_the_same_keys_records(
+        self, pair: tuple[DegradingStore, DegradingStore]
+    ):
+        """A vault key at 1 is deleted on `a` first: its later key moves from 3 to 2 there,
+        while `b` still has the old list; both read and write that key's one record."""
+        a, b = pair
+        before = KeyLayout((0, 1, 2, 3), ("0", "1", "v7", "v8"), (1.0,) * 4)
+        for store in (a, b):
+            store.resize("p", before)
+        grant = await a.acquire("p", time.time(), Ask(preferred=3))
+        assert grant.index == 3
+        a.resize("p", KeyLayout((0, 2, 3), ("0", "v7", "v8"), (1.0,) * 3))
+        signal = RateLimitSignal(retry_after_s=60)
+        await a.release(Release("p", 2, Outcome.RATE_LIMITED, time.time(), signal))
+        await until(lambda: a.local.pools["p"].statuses[2].in_flight == 0, "mirror released")
+        mine = (await a.snapshot("p", time.time())).keys
+        theirs = (await b.snapshot("p", time.time())).keys
+        assert [s.state for s in mine] == [KeyState.ACTIVE, KeyState.ACTIVE, KeyState.RATE_LIMITED]
+        assert (mine[2].requests, mine[2].in_flight, mine[2].cooldown_until) == (
+            theirs[3].requests,
+            theirs[3].in_flight,
+            theirs[3].cooldown_until,
+        )
+        assert (theirs[3].state, theirs[1].requests) == (KeyState.RATE_LIMITED, 0)
+        assert len(theirs) == 4  # b serves its old list until its own refresh

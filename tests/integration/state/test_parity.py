@@ -17,9 +17,10 @@ from app.keys.breaker import CircuitBreaker
 from app.keys.model import NO_SIGNAL, Ask, Grant, KeyStatus, Outcome, RateLimitSignal, Release
 from app.keys.pacing import Pace
 from app.keys.pool import KeyPool
+from app.keys.renumber import follow
 from app.keys.shared_limit import SharedMode
 from app.keys.strategies import make_strategy
-from app.state.base import ProviderSnapshot
+from app.state.base import KeyLayout, ProviderSnapshot
 from app.state.memory import MemoryStateStore
 from tests.integration.state.conftest import REDIS_HOST, REDIS_PORT, Namespace
 from tests.support.servers import require_service
@@ -31,10 +32,10 @@ PACES = {
     "rpm": Pace(rpm=120),
     "rpm_and_tpm": Pace(rpm=300, tpm=20_000),
 }
-OPERATIONS = ["acquire", "release", "recheck", "switch", "probe", "tick"]
+OPERATIONS = ["acquire", "release", "recheck", "switch", "probe", "tick", "resize"]
 # Every outcome occurs; successes and rate limits most, as in real traffic.
 OUTCOMES = [*Outcome, *[Outcome.OK] * 5, *[Outcome.RATE_LIMITED] * 2]
-WEIGHTS = [5, 4, 1, 0.4, 0.6, 2]
+WEIGHTS = [5, 4, 1, 0.4, 0.6, 2, 0.3]
 
 
 @pytest.fixture(autouse=True)
@@ -49,11 +50,11 @@ def pools(strategy: str, pace: Pace, shared: SharedMode = "auto") -> dict[str, K
     return {"p": pool}
 
 
-def random_ask(rng: random.Random) -> Ask:
-    avoid = {rng.randrange(SIZE): rng.randint(1, 2) for _ in range(rng.choice([0, 0, 0, 2]))}
+def random_ask(rng: random.Random, size: int = SIZE) -> Ask:
+    avoid = {rng.randrange(size): rng.randint(1, 2) for _ in range(rng.choice([0, 0, 0, 2]))}
     return Ask(
-        exclude=frozenset(rng.sample(range(SIZE), rng.choice([0, 0, 1, 2]))),
-        preferred=rng.choice([None, None, rng.randrange(SIZE)]),
+        exclude=frozenset(rng.sample(range(size), rng.choice([0, 0, 1, 2]))),
+        preferred=rng.choice([None, None, rng.randrange(size)]),
         avoid=avoid,
         tokens=rng.choice([0, 50, 400, 3_000]),
         reserve=rng.random() < 0.6,
@@ -128,6 +129,12 @@ class Twins:
         self.now = 1_000.0
         self.held: list[int] = []
         self.seen: set[str] = set()  # which new rules the run exercised
+        self.fields = [str(i) for i in range(SIZE)]  # record names, as the key vault gives them
+        self.added = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.fields)
 
     async def step(self, n: int) -> None:
         operation = self.rng.choices(OPERATIONS, WEIGHTS)[0]
@@ -141,7 +148,7 @@ class Twins:
             self.seen.add("shared")
 
     async def acquire(self, n: int) -> None:
-        ask = random_ask(self.rng)
+        ask = random_ask(self.rng, self.size)
         a = await self.memory.acquire("p", self.now, ask)
         b = await self.shared.acquire("p", self.now, ask)
         assert_same_grant(a, b, n)
@@ -166,13 +173,13 @@ class Twins:
             assert same_number(a, b), f"step {n}: recheck {a} != {b}"
 
     async def switch(self, n: int) -> None:
-        index, disabled = self.rng.randrange(SIZE), self.rng.random() < 0.3
+        index, disabled = self.rng.randrange(self.size), self.rng.random() < 0.3
         a = await self.memory.set_disabled("p", index, disabled)
         b = await self.shared.set_disabled("p", index, disabled)
         assert_same_status(dataclasses.replace(a, in_flight=b.in_flight), b, f"step {n}")
 
     async def probe(self, n: int) -> None:
-        index = self.rng.randrange(SIZE)
+        index = self.rng.randrange(self.size)
         ok, auth_failed = self.rng.random() < 0.7, self.rng.random() < 0.1
         kwargs = {"ok": ok, "auth_failed": auth_failed, "now": self.now}
         a = await self.memory.record_probe("p", index, **kwargs)  # type: ignore[arg-type]
@@ -182,8 +189,25 @@ class Twins:
     async def tick(self, n: int) -> None:
         self.now += self.rng.choice([0.05, 0.2, 0.7, 1.5, 4.0])
 
+    async def resize(self, n: int) -> None:
+        """A key deleted (later ones move down) or added at the end; in-flight attempts follow
+        their key, and those of a deleted key are dropped (as `Settlement.follow` does)."""
+        moved: list[int | None] = list(range(self.size))
+        if self.size > 2 and self.rng.random() < 0.5:
+            gone = self.rng.randrange(self.size)
+            del moved[gone], self.fields[gone]
+        elif self.size < 6:
+            self.added += 1
+            moved.append(None)
+            self.fields.append(f"v{self.added}")
+        layout = KeyLayout(tuple(moved), tuple(self.fields), (1.0,) * self.size)
+        self.memory.resize("p", layout)
+        self.shared.resize("p", layout)
+        held = (follow(index, layout.moved_from) for index in self.held)
+        self.held = [index for index in held if index is not None]
 
-@pytest.mark.parametrize("seed", [1, 2])
+
+@pytest.mark.parametrize("seed", [2, 4])
 @pytest.mark.parametrize("pace", list(PACES))
 @pytest.mark.parametrize("strategy", ["round_robin", "least_busy"])
 async def test_the_script_decides_exactly_as_the_pure_pool(

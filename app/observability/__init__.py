@@ -1,0 +1,1 @@
+"""Observability: request metrics and logs, rolling summaries, alerts, state-change logging."""

@@ -1,0 +1,146 @@
+"""The observability objects one gateway process owns, built in the lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from app.config import ProviderConfig
+from app.metrics import Metrics
+from app.observability.alerts import Alerts, HealthWatcher
+from app.observability.logs import TransitionLog, utc_now_iso
+from app.observability.summary import ErrorEntry, RecentErrors, RequestRecord, RollingSummary
+
+# Error types that mean "refused before any key was used" (keypool_user_rejections_total).
+REJECTION_TYPES = frozenset(
+    {"unauthorized", "invalid_api_key", "user_rate_limited", "budget_exceeded", "too_many_streams"}
+)
+
+
+class Observability:
+    """Rolling summary, recent errors, alerts and change-once logging, in one place."""
+
+    def __init__(
+        self,
+        providers: Sequence[ProviderConfig],
+        metrics: Metrics,
+        *,
+        webhook_url: str | None = None,
+        alert_cooldown_s: float = 300.0,
+        log_prompts: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.summary = RollingSummary(clock)
+        self.errors = RecentErrors()
+        self.alerts = Alerts(
+            webhook_url, cooldown_s=alert_cooldown_s, clock=clock, on_emit=metrics.count_alert
+        )
+        self.transitions = TransitionLog()
+        self.health = HealthWatcher(self.alerts)
+        self.log_prompts = log_prompts
+        self.watch_ticks = 0  # looks the StateWatcher has taken (tests wait on it)
+        fixed = tuple(providers)
+        self._providers: Callable[[], Sequence[ProviderConfig]] = lambda: fixed
+        self._seen: Sequence[ProviderConfig] | None = None
+        self._fingerprints: dict[tuple[str, str], str] = {}
+
+    def follow(self, providers: Callable[[], Sequence[ProviderConfig]]) -> None:
+        """Read the live key lists from now on (vault keys added while serving get named)."""
+        self._providers = providers
+
+    def fingerprint(self, provider: str, key_index: str) -> str:
+        """A key's fingerprint from the answer's headers (unknown index: provider:index)."""
+        current = self._providers()
+        if current is not self._seen:  # the lists changed (or first look): index them again
+            self._fingerprints = {
+                (p.name, str(i)): key.fingerprint for p in current for i, key in enumerate(p.keys)
+            }
+            self._seen = current
+        return self._fingerprints.get((provider, key_index)) or f"{provider}:{key_index}"
+
+    def record_chat(
+        self,
+        route: str,
+        status: int,
+        seconds: float,
+        *,
+        provider: str | None = None,
+        path: str | None = None,
+        ttft_s: float | None = None,
+        error_type: str | None = None,
+        message: str = "",
+        cost_usd: float | None = None,
+        cache: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """One finished chat request into metrics, the summary and (if failed) recent errors.
+
+        The HTTP middleware calls it for every chat route; a websocket handler calls it per
+        request with route "/api/chat/ws". Tokens are not passed: they come per attempt from
+        the usage sink.
+        """
+        metrics = self.metrics
+        metrics.observe_request(route, path or "none", provider or "none", status, seconds)
+        if ttft_s is not None and provider:
+            metrics.observe_ttft(provider, ttft_s)
+        if cache:
+            metrics.count_cache(cache)
+        if cost_usd:
+            metrics.add_cost(provider or "none", cost_usd)
+        if error_type in REJECTION_TYPES:
+            metrics.count_rejection(error_type)
+        ttft_ms = None if ttft_s is None else ttft_s * 1000
+        record = RequestRecord(
+            route, status, seconds * 1000, provider, ttft_ms, error_type, 0, cost_usd or 0.0, cache
+        )
+        self.summary.record(record)
+        if status >= 400:
+            entry = ErrorEntry(
+                utc_now_iso(), request_id, route, status, error_type or "", message, provider
+            )
+            self.errors.add(entry)
+
+    def attempt_settled(
+        self,
+        provider: str,
+        fingerprint: str,
+        *,
+        seconds: float | None = None,
+        key_state: str | None = None,
+        circuit: str | None = None,
+        quota_exceeded: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        """What the settlement hook reports after each upstream attempt; O(1), never blocks.
+
+        `key_state` / `circuit` are the states after the attempt: a change is logged once
+        (shared with the watcher's dedupe), a breaker that opened raises `circuit_open`, and a
+        key out of quota raises `quota_exceeded`.
+        """
+        if seconds is not None:
+            self.metrics.observe_upstream(provider, seconds)
+        if key_state is not None:
+            self.transitions.log_transition("key", fingerprint, key_state, reason=reason)
+        if circuit is not None:
+            opened = self.transitions.log_transition("circuit", provider, circuit)
+            if opened and circuit == "open":
+                self.alerts.emit(
+                    "circuit_open",
+                    "critical",
+                    f"circuit breaker of provider {provider} opened",
+                    provider=provider,
+                )
+        if quota_exceeded:
+            self.alerts.emit(
+                "quota_exceeded",
+                "critical",
+                f"key {fingerprint} is out of quota (not a rate limit); it is marked failed",
+                provider=provider,
+            )
+
+    def start(self) -> None:
+        self.alerts.start()
+
+    async def aclose(self) -> None:
+        await self.alerts.aclose()

@@ -1,0 +1,275 @@
+"""RequestObserver: request ids, one log line and the metrics/summary record per chat request.
+
+A pure ASGI middleware (no BaseHTTPMiddleware: that one buffers and costs a task per request).
+It reads what the chat handlers already put on the answer (`x-keypool-*` headers) and what
+they may add to `RequestInfo`, so the chat code needs no logging or metrics calls of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.observability.hub import Observability
+from app.observability.logs import request_id_var
+
+logger = logging.getLogger("keypool.request")
+
+CHAT_ROUTES = frozenset(
+    {"/api/chat", "/api/chat/stream", "/api/chat/batch", "/v1/chat/completions"}
+)
+INFO_KEY = "keypool.request"
+MAX_REQUEST_ID = 128
+CLIENT_CLOSED = 499
+_HEADER = b"x-request-id"
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """Facts the handlers may add for the request's log line (none of them a secret)."""
+
+    request_id: str
+    user: str | None = None
+    model: str | None = None
+    path: str | None = None
+    attempts: int | None = None
+    cost_usd: float | None = None
+    error_type: str | None = None
+
+
+def request_info(scope: Scope) -> RequestInfo | None:
+    """The current request's RequestInfo (from a handler: `request_info(request.scope)`)."""
+    info: RequestInfo | None = scope.get(INFO_KEY)
+    return info
+
+
+def accepted_request_id(value: bytes) -> str | None:
+    """A client's X-Request-Id if it is 1-128 printable ASCII characters, else None."""
+    if not 0 < len(value) <= MAX_REQUEST_ID:
+        return None
+    if any(byte < 0x20 or byte > 0x7E for byte in value):
+        return None
+    text = value.decode().strip()
+    return text or None
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == _HEADER:
+            return accepted_request_id(value) or os.urandom(16).hex()
+    return os.urandom(16).hex()
+
+
+@dataclass(slots=True)
+class _Answer:
+    """What the middleware saw of one chat answer."""
+
+    started: float
+    status: int = 0
+    provider: str | None = None
+    key_index: str | None = None
+    path: str | None = None
+    cache: str | None = None
+    cost: float | None = None
+    ttft_ms: float | None = None
+    error_body: bytes = b""
+    finished: bool = False
+    disconnected: bool = False
+
+    def read_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        for name, value in headers:
+            if not name.startswith(b"x-keypool-"):
+                if name == b"content-type" and value.startswith(b"text/event-stream"):
+                    self.ttft_ms = (time.perf_counter() - self.started) * 1000
+                continue
+            if name == b"x-keypool-provider":
+                self.provider = value.decode()
+            elif name == b"x-keypool-key-index":
+                self.key_index = value.decode()
+            elif name == b"x-keypool-path":
+                self.path = value.decode()
+            elif name == b"x-keypool-cache":
+                self.cache = value.decode()
+            elif name == b"x-keypool-cost-usd":
+                self.cost = _float(value)
+
+
+def _float(value: bytes) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _with_id(message: Message, header: tuple[bytes, bytes]) -> Message:
+    return {**message, "headers": [*message.get("headers", ()), header]}
+
+
+class RequestObserver:
+    """Request ids on every answer; for chat routes also metrics, summary and one log line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        header = (_HEADER, request_id.encode())
+        scope[INFO_KEY] = info = RequestInfo(request_id)
+        # Not reset on the way out: servers run each request in a task of its own, and the
+        # error handler outside this middleware (an unexpected exception's one log line)
+        # should still carry the id.
+        request_id_var.set(request_id)
+        if scope["type"] == "http" and scope["path"] in CHAT_ROUTES:
+            await self._observe(scope, receive, send, header, info)
+        else:
+            await self._tag(scope, receive, send, header)
+
+    async def _tag(self, scope: Scope, receive: Receive, send: Send, header: Any) -> None:
+        async def tagged(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                message = _with_id(message, header)
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+    async def _observe(
+        self, scope: Scope, receive: Receive, send: Send, header: Any, info: RequestInfo
+    ) -> None:
+        answer = _Answer(time.perf_counter())
+
+        async def watched_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not answer.finished:
+                answer.disconnected = True
+            return message
+
+        async def watched_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer.status = message["status"]
+                answer.read_headers(message.get("headers", ()))
+                message = _with_id(message, header)
+            elif message["type"] == "http.response.body":
+                if answer.status >= 400 and len(answer.error_body) < 4096:
+                    answer.error_body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    answer.finished = True
+            await send(message)
+
+        try:
+            await self.app(scope, watched_receive, watched_send)
+        except BaseException:
+            if not answer.status:
+                answer.status = 500
+            raise
+        finally:
+            hub = _hub(scope)
+            if hub is not None:
+                _finish(hub, scope, answer, info)
+
+
+def _hub(scope: Scope) -> Observability | None:
+    hub: Observability | None = scope.get("state", {}).get("observability")
+    return hub
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str]:
+    """(keypool error type, message) of an error answer; /v1 carries the type in `code`."""
+    try:
+        error = orjson.loads(body).get("error") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        return None, ""
+    if not isinstance(error, dict):
+        return None, ""
+    kind = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
+    return (kind if isinstance(kind, str) else None), str(error.get("message", ""))[:300]
+
+
+def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo) -> None:
+    seconds = time.perf_counter() - answer.started
+    status = answer.status or 500
+    if answer.disconnected and not answer.finished:
+        status = CLIENT_CLOSED
+    route: str = scope["path"]
+    path = info.path or answer.path or "none"
+    error_type, message = (None, "")
+    if status >= 400:
+        error_type, message = _error_fields(answer.error_body)
+        error_type = info.error_type or error_type
+        if status == CLIENT_CLOSED:
+            error_type = "client_closed_request"
+    cost = info.cost_usd if info.cost_usd is not None else answer.cost
+    hub.record_chat(
+        route,
+        status,
+        seconds,
+        provider=answer.provider,
+        path=path,
+        ttft_s=None if answer.ttft_ms is None else answer.ttft_ms / 1000,
+        error_type=error_type,
+        message=message,
+        cost_usd=cost,
+        cache=answer.cache,
+        request_id=info.request_id,
+    )
+    latency_ms = seconds * 1000
+    _log(hub, scope, answer, info, status, latency_ms, path)
+
+
+def _log(
+    hub: Observability,
+    scope: Scope,
+    answer: _Answer,
+    info: RequestInfo,
+    status: int,
+    latency_ms: float,
+    path: str,
+) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    user = info.user or _header(scope, b"x-user-id")
+    key = (
+        hub.fingerprint(answer.provider, answer.key_index)
+        if answer.provider and answer.key_index
+        else None
+    )
+    fields = {
+        "request_id": info.request_id,
+        "route": scope["path"],
+        "path": path,
+        "provider": answer.provider,
+        "model": info.model,
+        "key": key,
+        "status": status,
+        "latency_ms": round(latency_ms, 2),
+        "attempts": info.attempts,
+        "user": user,
+    }
+    logger.info(
+        "%s %s %d %.1f ms id=%s provider=%s key=%s user=%s",
+        scope["method"],
+        scope["path"],
+        status,
+        latency_ms,
+        info.request_id,
+        answer.provider,
+        key,
+        user,
+        extra=fields,
+    )
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            text: str = value.decode("latin-1")
+            return text[:128]
+    return None

@@ -1,0 +1,60 @@
+"""Observability.attempt_settled: the one call the settlement hook makes per attempt."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from prometheus_client import generate_latest
+
+from app.config import load_settings
+from app.metrics import Metrics
+from app.observability.hub import Observability
+from app.observability.middleware import accepted_request_id
+
+
+def hub() -> Observability:
+    env = {"ALPHA_API_KEYS": "k-0000000000000000", "ALPHA_BASE_URL": "http://x/v1",
+           "ALPHA_DEFAULT_MODEL": "m"}  # fmt: skip
+    return Observability(load_settings(env).providers, Metrics(), alert_cooldown_s=300)
+
+
+def test_duration_state_changes_and_alerts(caplog: pytest.LogCaptureFixture):
+    observability = hub()
+    with caplog.at_level(logging.INFO):
+        observability.attempt_settled("alpha", "alpha:0:0000", seconds=0.25, key_state="active")
+        observability.attempt_settled("alpha", "alpha:0:0000", key_state="failed", reason="401")
+        observability.attempt_settled("alpha", "alpha:0:0000", key_state="failed")
+        observability.attempt_settled("alpha", "alpha:0:0000", circuit="open")
+        observability.attempt_settled("alpha", "alpha:0:0000", circuit="open")
+        observability.attempt_settled("alpha", "alpha:0:0000", quota_exceeded=True)
+    text = generate_latest(observability.metrics.registry).decode()
+    assert 'keypool_upstream_duration_seconds_count{provider="alpha"} 1.0' in text
+    assert observability.alerts.emitted == {"circuit_open": 1, "quota_exceeded": 1}
+    state_lines = [r.getMessage() for r in caplog.records if r.name == "keypool.state"]
+    assert state_lines == [
+        "key alpha:0:0000: active -> failed (401)",
+        "circuit alpha: closed -> open",
+    ]
+    assert 'keypool_alerts_total{type="circuit_open"} 1.0' in text
+
+
+def test_fingerprints_for_the_log_line():
+    observability = hub()
+    assert observability.fingerprint("alpha", "0") == "alpha:0:0000"
+    assert observability.fingerprint("alpha", "7") == "alpha:7"  # a vault key added later
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (b"abc-123", "abc-123"),
+        (b"x" * 128, "x" * 128),
+        (b"x" * 129, None),
+        (b"", None),
+        (b"bad\x00id", None),
+        (b"caf\xc3\xa9", None),
+    ],
+)
+def test_request_ids_accepted(sent: bytes, kept: str | None):
+    assert accepted_request_id(sent) == kept
