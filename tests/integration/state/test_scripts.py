@@ -11,6 +11,7 @@ from app.keys.model import NO_SIGNAL, Ask, KeyState, Outcome, RateLimitSignal, R
 from app.keys.pacing import REQUEST_HEADROOM, Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
+from app.state.base import KeyLayout
 from app.state.redis import RedisStateStore
 from app.state.redis_scripts import INSTANCE_TTL_S, TRIAL_LEASE_S
 from tests.integration.state.conftest import Namespace
@@ -211,3 +212,16 @@ async def test_one_instance_at_a_time_claims_a_key_probe(redis_ns: Namespace) ->
     assert 0 < ttl_ms <= 200
     await redis_ns.client.delete(f"{redis_ns.prefix}probe:p:0")  # as if it had expired
     assert await second.claim_probe("p", 0, 0.2)
+
+
+async def test_a_probe_claim_follows_its_key_when_the_key_list_changes(redis_ns: Namespace) -> None:
+    """Claims are named by the key's record (vault keys "v<id>"), not its position."""
+    first = redis_ns.store({"p": KeyPool(3, make_strategy("round_robin"))})
+    second = redis_ns.store({"p": KeyPool(3, make_strategy("round_robin"))})
+    layout = KeyLayout((0, 1, 2), ("v1", "v2", "v3"), (1.0, 1.0, 1.0))
+    first.resize("p", layout)
+    second.resize("p", layout)
+    assert await first.claim_probe("p", 2, 5.0)  # key v3
+    second.resize("p", KeyLayout((1, 2), ("v2", "v3"), (1.0, 1.0)))  # v1 deleted: v3 now at 1
+    assert not await second.claim_probe("p", 1, 5.0)  # still v3, claimed by the first
+    assert await second.claim_probe("p", 0, 5.0)  # v2: free

@@ -7,11 +7,13 @@ from dataclasses import dataclass, replace
 
 from app.chat.clients import ClientCache
 from app.chat.directory import ProviderDirectory
+from app.chat.fallback import FallbackRunner
 from app.chat.live import LiveKeys
 from app.chat.pools import KeyPoolView, SharedPools, WithOwnKeys
+from app.chat.routing import Route
 from app.chat.settlement import Lease, Settlement
 from app.config import ApiKey, ProviderConfig, fingerprint
-from app.keys.model import Ask, Outcome
+from app.keys.model import Ask, Outcome, RateLimitSignal, Release
 from app.keys.pool import KeyPool
 from app.keys.strategies import RoundRobin
 from app.providers.client import ProviderClient, Usage
@@ -36,7 +38,7 @@ class Own:
     store: MemoryStateStore
 
     def client(self, index: int, model: str) -> ProviderClient:
-        raise AssertionError("not called here")
+        return None  # type: ignore[return-value]  # the attempts here never call upstream
 
 
 class OwnKeys:
@@ -128,3 +130,34 @@ class TestOwnKeys:
         assert moved[1] == 1
         assert moved[0].generation == world.directory.generation("alpha") == 1
         assert isinstance(world.pools, SharedPools)
+
+
+class TestOwnKeysAndTheFairLine:
+    async def test_a_users_cooling_own_key_is_waited_for_outside_the_shared_line(self):
+        world = World()
+        own = world.own.store
+        assert (await own.acquire("alpha", NOW, Ask())).index == 0
+        await own.release(Release("alpha", 0, Outcome.RATE_LIMITED, NOW, RateLimitSignal(2.0)))
+        clock = [NOW]
+
+        async def sleep(seconds: float) -> None:
+            clock[0] += seconds
+
+        runner = FallbackRunner(
+            world.store, world.clients, world.settlement, lambda: clock[0], sleep=sleep,
+            pools=world.pools,
+        )  # fmt: skip
+
+        line = runner._gate("alpha")
+        line.driving = True  # a shared-pool request holds the line's turn meanwhile
+
+        async def attempt(client: ProviderClient) -> str:
+            return "answered"
+
+        done = await runner.run(Route("B", (ALPHA,), "m"), attempt, user_id="alice")
+        assert (done.value, done.lease.view is not None and done.lease.view.byok) == (
+            "answered",
+            True,
+        )
+        assert clock[0] >= NOW + 2.0  # it waited for its own key's reset ...
+        assert len(line) == 0  # ... without queueing behind the shared pool's line

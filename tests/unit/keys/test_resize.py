@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from app.keys.model import Ask, KeyState, Outcome, RateLimitSignal
 from app.keys.pool import KeyPool
 from app.keys.renumber import Renumbering, follow
@@ -68,3 +70,25 @@ class TestRenumbering:
         assert layouts.translate("p", 1, granted_at) is None
         assert layouts.translate("p", 3, 1) == 2
         assert layouts.translate("other", 5, 0) == 5
+
+
+class TestAccountLimitAcrossResize:
+    def test_a_learned_account_limit_is_split_by_the_new_key_count(self):
+        pool = KeyPool(2, RoundRobin(), shared_limit="true")
+        signal = RateLimitSignal(limit_requests=60, remaining_requests=59, reset_requests_s=60.0)
+        assert pool.acquire(NOW, RNG, Ask(preferred=0)).index == 0
+        pool.release(0, Outcome.OK, NOW, signal)  # learns the account's 60 requests a minute
+        before = pool._pace(pool.statuses[0]).request_interval
+        pool.resize((0, 1, None))  # a third key joins the same account
+        after = pool._pace(pool.statuses[0]).request_interval
+        assert pool.statuses[0].learned_requests == 60  # learned limits moved with the key
+        assert after == pytest.approx(before * 3 / 2)  # 1/3 of the account per key, not 1/2
+
+    def test_the_last_429_stays_with_its_key_when_keys_move(self):
+        pool = KeyPool(3, RoundRobin())
+        assert pool.shared.observe(2, NOW, NOW + 30) is None
+        pool.resize((1, 2))  # key 0 deleted: the limited key is now at 1
+        # A second 429 from that same key says nothing about the account ...
+        assert pool.shared.observe(1, NOW + 0.5, NOW + 30) is None
+        # ... one from another key within the window does.
+        assert pool.shared.observe(0, NOW + 0.6, NOW + 30) is not None
