@@ -112,9 +112,18 @@ async def build_runtime(settings: Settings) -> Runtime:
     if isinstance(store, DegradingStore):
         await store.start()
     chat = build_chat(
-        settings, store, sink=MeteredSink(stats, metrics, observability.summary), groups=groups
+        settings,
+        store,
+        sink=MeteredSink(stats, metrics, observability.summary),
+        groups=groups,
+        observer=observability,  # settled attempts, provider_exhausted
     )
-    access = await build_access(settings, sessions)
+    access = await build_access(
+        settings,
+        sessions,
+        on_budget_warning=observability.budget_warning,
+        on_budget_exceeded=observability.budget_exceeded,
+    )
     runtime = Runtime(
         settings,
         chat.service,

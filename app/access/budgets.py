@@ -30,6 +30,15 @@ def log_budget_warning(user_id: str, spent_usd: float, budget_usd: float) -> Non
     )
 
 
+def log_budget_exceeded(user_id: str, spent_usd: float, budget_usd: float) -> None:
+    logger.warning(
+        "budget_exceeded: user %r has spent $%.4f, its daily budget is $%.2f; refusing",
+        user_id,
+        spent_usd,
+        budget_usd,
+    )
+
+
 class BudgetLedger:
     """Spend per user for one UTC day; rolls over to an empty day at UTC midnight.
 
@@ -45,6 +54,7 @@ class BudgetLedger:
         self._day = utc_day(clock())
         self._spent: dict[str, float] = {}
         self._warned: set[str] = set()
+        self._refused: set[str] = set()
 
     def _roll(self, now: float) -> None:
         day = utc_day(now)
@@ -52,6 +62,7 @@ class BudgetLedger:
             self._day = day
             self._spent.clear()
             self._warned.clear()
+            self._refused.clear()
 
     def load(
         self,
@@ -86,6 +97,14 @@ class BudgetLedger:
         if self._spent.get(user_id, 0.0) < budget_usd:
             return None
         return seconds_to_next_utc_midnight(now)
+
+    def first_refusal(self, user_id: str) -> bool:
+        """True the first time today a user is refused for its budget (budget_exceeded)."""
+        self._roll(self._clock())
+        if user_id in self._refused:
+            return False
+        self._refused.add(user_id)
+        return True
 
     def add(self, user_id: str, cost_usd: float, budget_usd: float) -> float:
         """Record spend; returns the user's total for today."""

@@ -14,7 +14,13 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.access.budgets import BudgetLedger, WarningSink, log_budget_warning, utc_day
+from app.access.budgets import (
+    BudgetLedger,
+    WarningSink,
+    log_budget_exceeded,
+    log_budget_warning,
+    utc_day,
+)
 from app.access.clientkeys import ClientKeyIndex, generate_key, hash_key, key_prefix
 from app.access.prices import PriceBook
 from app.access.principal import Principal, resolve
@@ -68,7 +74,9 @@ class Access:
         limiter: Limiter | None = None,
         clock: Callable[[], float] = time.time,
         on_budget_warning: WarningSink = log_budget_warning,
+        on_budget_exceeded: WarningSink = log_budget_exceeded,
     ) -> None:
+        self._on_budget_exceeded = on_budget_exceeded
         self.mode: AuthMode = settings.auth_mode
         self.tiers: Tiers = parse_tiers(
             settings.tier_rpm, settings.tier_daily_budget_usd, settings.default_tier
@@ -147,8 +155,17 @@ class Access:
         return resolve(self.tiers, user_id, self.users.get(user_id))
 
     def budget_left_s(self, principal: Principal) -> float | None:
-        """None when the user may spend; else seconds until its budget renews."""
-        return self.ledger.exhausted(principal.user_id, principal.daily_budget_usd)
+        """None when the user may spend; else seconds until its budget renews.
+
+        The first refusal of a user in a day goes to `on_budget_exceeded` (the alert)."""
+        left = self.ledger.exhausted(principal.user_id, principal.daily_budget_usd)
+        if left is not None and self.ledger.first_refusal(principal.user_id):
+            spent = self.ledger.spent(principal.user_id)
+            try:
+                self._on_budget_exceeded(principal.user_id, spent, principal.daily_budget_usd)
+            except Exception:  # an alert channel must never fail the refusal itself
+                logger.exception("budget_exceeded sink failed")
+        return left
 
     async def admit(self, principal: Principal) -> Decision:
         return await self.limiter.acquire(principal.user_id, principal.rpm, self.clock())
@@ -270,8 +287,12 @@ async def build_access(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
     clock: Callable[[], float] = time.time,
+    on_budget_warning: WarningSink = log_budget_warning,
+    on_budget_exceeded: WarningSink = log_budget_exceeded,
 ) -> Access:
-    """Build and start the access layer; with REDIS_URL the user limits are shared."""
+    """Build and start the access layer; with REDIS_URL the user limits are shared.
+
+    The two sinks receive the budget alerts (runtime.py passes the observability hub's)."""
     limiter: Limiter | None = None
     redis_client = None
     if settings.redis_url is not None and settings.auth_mode != "none":
@@ -285,7 +306,14 @@ async def build_access(
             SlidingWindowLimiter(),
             timeout_s=settings.redis_timeout_s,
         )
-    access = Access(settings, sessionmaker, limiter=limiter, clock=clock)
+    access = Access(
+        settings,
+        sessionmaker,
+        limiter=limiter,
+        clock=clock,
+        on_budget_warning=on_budget_warning,
+        on_budget_exceeded=on_budget_exceeded,
+    )
     if redis_client is not None:
         access.on_close(redis_client.aclose)
     if settings.auth_mode == "none" and not is_loopback(settings.host):

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 
 from app.chat.clients import ClientCache
+from app.chat.observing import ChatObserver
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
 from app.chat.usage import GroupResolver
@@ -33,8 +34,12 @@ def build_chat(
     *,
     sink: UsageSink | None = None,
     groups: GroupResolver | None = None,
+    observer: ChatObserver | None = None,
 ) -> ChatParts:
-    """Transport, clients, prober and service; the prober is built but not started."""
+    """Transport, clients, prober and service; the prober is built but not started.
+
+    `observer` (the observability hub) sees every settled attempt and every provider found
+    without a usable key."""
     transport = AiohttpTransport()
     for provider in settings.providers:
         transport.open_session(provider.base_url)
@@ -59,6 +64,7 @@ def build_chat(
         ),
         on_key_failure=prober.nudge,
         model_groups=settings.groups_by_name,
+        observer=observer,
     )
     service.bind_loop(asyncio.get_running_loop())
     return ChatParts(transport, service, prober)

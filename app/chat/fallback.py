@@ -99,6 +99,7 @@ class FallbackRunner:
         policy: WaitPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_exhausted: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.clients = clients
@@ -109,6 +110,7 @@ class FallbackRunner:
         self.policy = policy or WaitPolicy()
         self.sleep = sleep
         self.rng = rng or random.Random()
+        self.on_exhausted = on_exhausted  # a provider had no usable key (provider_exhausted)
 
     async def run(
         self,
@@ -214,6 +216,8 @@ class FallbackRunner:
             job.refusals.pop(name, None)
         else:
             job.refusals[name] = grant
+            if grant.refused == "no_usable_key" and self.on_exhausted is not None:
+                self.on_exhausted(name)
 
     async def _try(self, job: _Job[T], provider: ProviderConfig, grant: Grant) -> Success[T] | None:
         name, index = provider.name, grant.index

@@ -13,6 +13,7 @@ from app.chat import blocking
 from app.chat.clients import ClientCache
 from app.chat.failures import Attempt
 from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
+from app.chat.observing import ChatObserver
 from app.chat.routing import Route, resolve_route
 from app.chat.settlement import Settlement
 from app.chat.streams import ChatStream, OpenedStream, open_committable
@@ -87,13 +88,16 @@ class ChatService:
         on_key_failure: Callable[[], None] | None = None,
         model_groups: Mapping[str, ModelGroup] | None = None,
         clock: Callable[[], float] = time.time,
+        observer: ChatObserver | None = None,
     ) -> None:
         self.providers = tuple(providers)
         self.store = store
         self.clients = clients
         self.groups = groups
         self.model_groups: Mapping[str, ModelGroup] = model_groups or {}  # MODEL_GROUPS
-        self.settlement = Settlement(store, sink, clock, on_key_failure=on_key_failure)
+        self.settlement = Settlement(
+            store, sink, clock, on_key_failure=on_key_failure, observer=observer
+        )
         self.runner = FallbackRunner(
             store,
             clients,
@@ -102,6 +106,7 @@ class ChatService:
             rotate_providers=rotate_providers,
             groups=group_count,
             policy=policy,
+            on_exhausted=observer.provider_exhausted if observer is not None else None,
         )
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None

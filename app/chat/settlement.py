@@ -7,7 +7,9 @@ to the three consumers of a finished attempt:
 
 1. the state store (`store.release`): the key's state, breaker and pacing;
 2. the failure nudge (the prober wakes when a key fails);
-3. the usage sink (stats writer and metrics; the place for budgets, caches and cost tracking).
+3. the usage sink (stats writer and metrics; the place for budgets, caches and cost tracking);
+4. the observer, if any (`ChatObserver`: upstream duration, key and breaker transitions as
+   they happen, quota alerts), with the key's state read after the release where that is free.
 
 A new feature that must see every finished attempt hooks here (a wrapping `UsageSink`, or a
 subclass of `Settlement`), never at the three call sites.
@@ -15,15 +17,20 @@ subclass of `Settlement`), never at the three call sites.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.chat.observing import ChatObserver
 from app.config import ProviderConfig
 from app.keys.model import NO_SIGNAL, Outcome, RateLimitSignal, Release
 from app.providers.client import Usage
 from app.state.base import KeyStateStore
+from app.state.peek import local_view
 from app.usage import NullSink, UsageEvent, UsageSink
+
+logger = logging.getLogger("keypool.chat")
 
 
 def _nothing() -> None:
@@ -68,11 +75,14 @@ class Settlement:
         clock: Callable[[], float] = time.time,
         *,
         on_key_failure: Callable[[], None] | None = None,
+        observer: ChatObserver | None = None,
     ) -> None:
         self.store = store
         self.sink: UsageSink = sink or NullSink()
         self.clock = clock
         self.on_key_failure = on_key_failure or _nothing
+        self.observer = observer
+        self._peek = local_view(store) if observer is not None else None
 
     def lease(
         self,
@@ -92,10 +102,12 @@ class Settlement:
         latency = now - lease.started_at if lease.started_at is not None else None
         provider = lease.provider.name
         await self.store.release(Release(provider, lease.key_index, outcome, now, signal, latency))
-        if outcome is Outcome.AUTH_FAILED or outcome.is_provider_failure:
+        if outcome in _NUDGING or outcome.is_provider_failure:
             self.on_key_failure()
         if outcome is Outcome.CANCELLED and usage is None:
             return
+        if self.observer is not None:
+            self._observe(lease, outcome, latency, now)
         self.sink.record(
             UsageEvent(
                 provider=provider,
@@ -111,3 +123,26 @@ class Settlement:
                 user_id=lease.user_id,
             )
         )
+
+    def _observe(self, lease: Lease, outcome: Outcome, latency: float | None, now: float) -> None:
+        """Report the attempt; never fails the request (an observer bug is logged, once each)."""
+        assert self.observer is not None
+        provider, index = lease.provider.name, lease.key_index
+        seen = self._peek(provider, index, now) if self._peek is not None else None
+        key_state, circuit = seen if seen is not None else (None, None)
+        try:
+            self.observer.attempt_settled(
+                provider,
+                lease.provider.keys[index].fingerprint,
+                seconds=latency,
+                key_state=key_state,
+                circuit=circuit,
+                quota_exceeded=outcome is Outcome.QUOTA_EXCEEDED,
+                reason=outcome.value,
+            )
+        except Exception as exc:
+            logger.error("attempt observer failed: %s", type(exc).__name__)
+
+
+# Key failures that wake the prober (provider failures do too).
+_NUDGING = frozenset({Outcome.AUTH_FAILED, Outcome.QUOTA_EXCEEDED})
