@@ -8,6 +8,7 @@ from starlette.responses import Response
 from app.api.body import body_doc, read_model, validate
 from app.api.calls import chat_call, user_id_of
 from app.api.deps import runtime_of
+from app.api.observe import note_answer
 from app.api.responses import json_response, keypool_headers, stream_headers
 from app.api.sse import keypool_sse, stream_answer
 from app.chat.batch import run_batch
@@ -27,6 +28,7 @@ async def chat(request: Request) -> Response:
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
     result = await service.complete(chat_call(body, user_id_of(request, body.user_id)))
+    note_answer(request, result)  # the request log line: path, model, attempts
     return json_response(
         result.as_dict(), headers=keypool_headers(result.provider, result.key_index)
     )

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from app.api.body import body_doc, read_json, validate
 from app.api.calls import AUTO_MODEL, group_key, openai_call, user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
+from app.api.observe import note_answer
 from app.api.responses import json_response, keypool_headers, stream_headers
 from app.api.sse import DONE, sse, stream_answer
 from app.chat.service import ChatService
@@ -40,6 +41,7 @@ async def chat_completions(request: Request) -> Response:
 
         return await stream_answer(request, service.open_stream(call), render, stream_headers)
     result = await service.complete(call)
+    note_answer(request, result)  # the request log line: path, model, attempts
     answer = dict(result.completion.raw)
     answer.setdefault("object", "chat.completion")
     answer["usage"] = {**answer.get("usage", {}), **result.usage.as_dict()}

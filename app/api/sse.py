@@ -10,6 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from app.api.observe import note_answer
 from app.api.responses import json_response
 from app.chat.streams import ChatStream, StreamInterrupted
 
@@ -97,6 +98,7 @@ async def stream_answer(
     opened = await open_while_connected(request, opening)
     if isinstance(opened, Response):
         return opened
+    note_answer(request, opened)  # the request log line: path, model, attempts
     return sse_response(render(opened), headers(opened))
 
 

@@ -24,8 +24,10 @@ from app.api.calls import chat_call
 from app.api.deps import runtime_of
 from app.api.errors import invalid_request
 from app.api.sse import keypool_events
+from app.api.ws_observe import WsRequest
 from app.chat.service import ChatService
 from app.errors import InvalidRequest, KeypoolError
+from app.observability.middleware import request_info
 from app.runtime import Runtime
 from app.schemas import MAX_USER_ID_CHARS, ChatRequest
 
@@ -50,6 +52,7 @@ class ChatSocket:
         self.max_chars = runtime.settings.max_message_chars
         self.max_frame = runtime.settings.max_body_bytes
         self.user_id = websocket.headers.get("x-user-id") or websocket.query_params.get("user_id")
+        self.hub = runtime.observability  # each request recorded as route /api/chat/ws
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -82,34 +85,48 @@ class ChatSocket:
 
     async def _handle(self, frame: str | bytes) -> None:
         request_id = None
+        seen = WsRequest(self.user_id)  # this request's id, metrics and log line
+        gone = False
         try:
             data = self._parse(frame)
             request_id = data.get("id")
+            seen.adopt(data)
             request = ChatRequest.model_validate(
                 data, context={"max_message_chars": self.max_chars}
             )
-            await self._chat(request)
+            await self._chat(request, seen)
         except ValidationError as exc:
-            await self._error(request_id, invalid_request(exc))
+            await self._error(request_id, invalid_request(exc), seen)
         except KeypoolError as exc:
-            await self._error(request_id, exc)
+            await self._error(request_id, exc, seen)
         except _GONE:
+            gone = True
             return  # the socket closed under us; the reader loop cancels the rest
+        except asyncio.CancelledError:
+            gone = True
+            raise
         except Exception as exc:  # one request's bug must not kill the socket or go unseen
             logger.error("unexpected %s in a websocket chat request", type(exc).__name__)
-            await self._error(request_id, KeypoolError("internal error; request not completed"))
+            error = KeypoolError("internal error; request not completed")
+            await self._error(request_id, error, seen)
+        finally:
+            seen.finish(self.hub, gone=gone)
 
     async def _refuse_busy(self, frame: str | bytes) -> None:
         """One socket may not hold more than MAX_IN_FLIGHT requests: it would starve the others."""
+        seen = WsRequest(self.user_id)
         try:
-            request_id = self._parse(frame).get("id")
+            data = self._parse(frame)
+            request_id = data.get("id")
+            seen.adopt(data)
         except InvalidRequest:
             request_id = None
         error = TooManyInFlight(
             f"{MAX_IN_FLIGHT} requests are already in flight on this socket; wait for one to end"
         )
         with contextlib.suppress(*_GONE):
-            await self._error(request_id, error)
+            await self._error(request_id, error, seen)
+        seen.finish(self.hub)
 
     def _parse(self, frame: str | bytes) -> dict[str, Any]:
         size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
@@ -123,18 +140,19 @@ class ChatSocket:
             raise InvalidRequest("frame must be a JSON object (a chat request)")
         return data
 
-    async def _chat(self, request: ChatRequest) -> None:
+    async def _chat(self, request: ChatRequest, seen: WsRequest) -> None:
         stream = await self.service.open_stream(chat_call(request, request.user_id or self.user_id))
         async with aclosing(keypool_events(stream)) as events:
             async for event in events:
-                await self.send({**event, "id": request.id})
+                await self.send(seen.tag({**event, "id": request.id}))
 
-    async def _error(self, request_id: Any, error: KeypoolError) -> None:
+    async def _error(
+        self, request_id: Any, error: KeypoolError, seen: WsRequest | None = None
+    ) -> None:
         body = error.body()["error"]
+        event = {"type": "error", "id": request_id, "status": error.status_code, "error": body}
         try:
-            await self.send(
-                {"type": "error", "id": request_id, "status": error.status_code, "error": body}
-            )
+            await self.send((seen or WsRequest(self.user_id)).tag(event))
         except _GONE:
             return
 
@@ -146,8 +164,15 @@ async def chat_ws(websocket: WebSocket) -> None:
     socket = ChatSocket(websocket, runtime_of(websocket))
     if socket.user_id is not None and len(socket.user_id) > MAX_USER_ID_CHARS:
         error = InvalidRequest(f"user id is over {MAX_USER_ID_CHARS} characters")
+        info = request_info(websocket.scope)  # the handshake's id
         await socket.send(
-            {"type": "error", "id": None, "status": 422, "error": error.body()["error"]}
+            {
+                "type": "error",
+                "id": None,
+                "request_id": info.request_id if info is not None else None,
+                "status": 422,
+                "error": error.body()["error"],
+            }
         )
         await websocket.close(code=1008)
         return

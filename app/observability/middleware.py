@@ -181,16 +181,19 @@ def _hub(scope: Scope) -> Observability | None:
     return hub
 
 
-def _error_fields(body: bytes) -> tuple[str | None, str]:
-    """(keypool error type, message) of an error answer; /v1 carries the type in `code`."""
+def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
+    """(keypool error type, message, upstream attempts listed) of an error answer; /v1
+    carries the type in `code`."""
     try:
         error = orjson.loads(body).get("error") or {}
     except (orjson.JSONDecodeError, AttributeError):
-        return None, ""
+        return None, "", None
     if not isinstance(error, dict):
-        return None, ""
+        return None, "", None
     kind = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
-    return (kind if isinstance(kind, str) else None), str(error.get("message", ""))[:300]
+    attempts = error.get("attempts")
+    tried = len(attempts) if isinstance(attempts, list) else None
+    return (kind if isinstance(kind, str) else None), str(error.get("message", ""))[:300], tried
 
 
 def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo) -> None:
@@ -202,8 +205,10 @@ def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo
     path = info.path or answer.path or "none"
     error_type, message = (None, "")
     if status >= 400:
-        error_type, message = _error_fields(answer.error_body)
+        error_type, message, tried = _error_fields(answer.error_body)
         error_type = info.error_type or error_type
+        if info.attempts is None:
+            info.attempts = tried
         if status == CLIENT_CLOSED:
             error_type = "client_closed_request"
     cost = info.cost_usd if info.cost_usd is not None else answer.cost
@@ -235,7 +240,7 @@ def _log(
 ) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
-    user = info.user or _header(scope, b"x-user-id")
+    user = info.user or _principal(scope) or _header(scope, b"x-user-id")
     key = (
         hub.fingerprint(answer.provider, answer.key_index)
         if answer.provider and answer.key_index
@@ -265,6 +270,15 @@ def _log(
         user,
         extra=fields,
     )
+
+
+PRINCIPAL_KEY = "keypool.principal"  # set by the access middleware (api/access.py)
+
+
+def _principal(scope: Scope) -> str | None:
+    """The authenticated user's id (never its key or token), when access control ran."""
+    user = getattr(scope.get(PRINCIPAL_KEY), "user_id", None)
+    return user if isinstance(user, str) else None
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:
