@@ -87,3 +87,12 @@ def test_a_user_loaded_past_the_warning_line_is_not_warned_again():
     ledger.add("u", 0.01, 1.0)
     ledger.add("v", 0.4, 1.0)
     assert [w[0] for w in warnings] == ["v"]
+
+
+def test_the_first_refusal_of_a_user_is_news_once_a_day():
+    clock = noon()
+    ledger = BudgetLedger(clock, lambda *a: None)
+    assert [ledger.first_refusal("u") for _ in range(3)] == [True, False, False]
+    assert ledger.first_refusal("v") is True
+    clock.now = datetime(2026, 12, 7, 0, 0, 1, tzinfo=UTC).timestamp()
+    assert ledger.first_refusal("u") is True
