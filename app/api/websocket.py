@@ -24,7 +24,7 @@ from app.api.calls import chat_call
 from app.api.deps import runtime_of
 from app.api.errors import invalid_request
 from app.api.sse import keypool_events
-from app.api.ws_observe import WsRequest
+from app.api.ws_observe import WsRequest, principal_of
 from app.chat.service import ChatService
 from app.errors import InvalidRequest, KeypoolError
 from app.observability.middleware import request_info
@@ -53,6 +53,7 @@ class ChatSocket:
         self.max_frame = runtime.settings.max_body_bytes
         self.user_id = websocket.headers.get("x-user-id") or websocket.query_params.get("user_id")
         self.hub = runtime.observability  # each request recorded as route /api/chat/ws
+        self.principal = principal_of(websocket.scope)
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -85,7 +86,7 @@ class ChatSocket:
 
     async def _handle(self, frame: str | bytes) -> None:
         request_id = None
-        seen = WsRequest(self.user_id)  # this request's id, metrics and log line
+        seen = WsRequest(self.user_id, self.principal)  # this request's id, metrics and log line
         gone = False
         try:
             data = self._parse(frame)
@@ -114,7 +115,7 @@ class ChatSocket:
 
     async def _refuse_busy(self, frame: str | bytes) -> None:
         """One socket may not hold more than MAX_IN_FLIGHT requests: it would starve the others."""
-        seen = WsRequest(self.user_id)
+        seen = WsRequest(self.user_id, self.principal)
         try:
             data = self._parse(frame)
             request_id = data.get("id")
@@ -152,7 +153,7 @@ class ChatSocket:
         body = error.body()["error"]
         event = {"type": "error", "id": request_id, "status": error.status_code, "error": body}
         try:
-            await self.send((seen or WsRequest(self.user_id)).tag(event))
+            await self.send((seen or WsRequest(self.user_id, self.principal)).tag(event))
         except _GONE:
             return
 

@@ -11,17 +11,24 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from app.observability.hub import Observability
 from app.observability.logs import request_id_var
-from app.observability.middleware import accepted_request_id
+from app.observability.middleware import PRINCIPAL_KEY, accepted_request_id
 
 WS_ROUTE = "/api/chat/ws"
 CLIENT_CLOSED = 499
 STREAM_FAILED = 502  # an upstream stream broke after it started (SSE would be a 200 by then)
 
 logger = logging.getLogger("keypool.request")
+
+
+def principal_of(scope: Mapping[str, Any]) -> str | None:
+    """The user the access middleware authenticated for this socket, if it ran."""
+    user = getattr(scope.get(PRINCIPAL_KEY), "user_id", None)
+    return user if isinstance(user, str) else None
 
 
 def frame_request_id(value: object) -> str:
@@ -43,6 +50,7 @@ class WsRequest:
         "message",
         "model",
         "path",
+        "principal",
         "provider",
         "request_id",
         "started",
@@ -51,10 +59,11 @@ class WsRequest:
         "user",
     )
 
-    def __init__(self, user: str | None, request_id: str | None = None) -> None:
+    def __init__(self, user: str | None, principal: str | None = None) -> None:
         self.started = time.perf_counter()
-        self.request_id = request_id or os.urandom(16).hex()
-        self.user = user
+        self.request_id = os.urandom(16).hex()
+        self.principal = principal  # authenticated: the frame cannot name another user
+        self.user = principal or user
         self.status = 200
         self.provider: str | None = None
         self.key_index: int | None = None
@@ -67,12 +76,12 @@ class WsRequest:
         request_id_var.set(self.request_id)  # this frame's task: its log lines carry the id
 
     def adopt(self, frame: dict[str, Any]) -> None:
-        """The frame's own `request_id` (when usable) and user (it wins, as in the call)."""
+        """The frame's own `request_id` (when usable) and user (unless authenticated)."""
         if "request_id" in frame:
             self.request_id = frame_request_id(frame["request_id"])
             request_id_var.set(self.request_id)
         user = frame.get("user_id")
-        if isinstance(user, str) and user:
+        if isinstance(user, str) and user and self.principal is None:
             self.user = user[:128]
 
     def tag(self, event: dict[str, Any]) -> dict[str, Any]:
