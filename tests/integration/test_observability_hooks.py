@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 import httpx
@@ -171,7 +172,7 @@ class TestWebsocketIds:
     ):
         fake = make_fake({k: {"chunks": 3} for k in OK_KEYS})
         gateway = make_gateway({**provider_env("alpha", fake, OK_KEYS), "ADMIN_TOKEN": TOKEN})
-        frames = [
+        frames: list[dict[str, Any]] = [
             {**HELLO, "id": "a", "request_id": "frame-trace-1"},
             {**HELLO, "id": "b"},
             {"messages": [], "id": "c", "request_id": "bad-frame-1"},
@@ -204,7 +205,7 @@ class TestWebsocketIds:
 
 def wait_alerts(receiver: Receiver, *kinds: str) -> None:
     for kind in kinds:
-        wait_for(lambda kind=kind: receiver.of_type(kind), 10, f"a {kind} alert")
+        wait_for(partial(receiver.of_type, kind), 10, f"a {kind} alert")
 
 
 class TestAlerts:
