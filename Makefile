@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-peers migrate clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-obs bench-peers migrate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: $(STAMP)  ## ~6-7 min; writes bench/results.md + bench/results.json
 
 bench-quick: $(STAMP)  ## ~2.5 min, for checking the harness
 	$(BIN)/python -m bench.run --quick
+
+bench-obs: $(STAMP)  ## ~1 min: scenario 7 alone (observability on vs off, one worker)
+	$(BIN)/python -m bench.run --only observability --out-dir bench/results-obs
 
 bench-peers: $(STAMP)
 	$(BIN)/python -m bench.peers

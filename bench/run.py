@@ -1,6 +1,7 @@
 """`make bench`: run every scenario against direct / passthrough / gateway and write results.
 
-python -m bench.run [--quick] [--only latency,throughput,streaming,goodput,failover,redis]
+python -m bench.run [--quick]
+    [--only latency,throughput,streaming,goodput,failover,redis,observability]
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import s1_latency, s2_throughput, s3_streaming, s4_goodput, s5_failover, s6_redis
+from bench import (
+    s1_latency,
+    s2_throughput,
+    s3_streaming,
+    s4_goodput,
+    s5_failover,
+    s6_redis,
+    s7_observability,
+)
 from bench.common import Ctx, Section, describe
 from bench.procs import install_cleanup, pin_self_to_loadgen_core, stop_all
 from bench.report import loadavg, markdown, meta, write
@@ -29,6 +38,7 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Section]]] = {
     "goodput": s4_goodput.run,
     "failover": s5_failover.run,
     "redis": s6_redis.run,
+    "observability": s7_observability.run,
 }
 
 
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for why in (fake_available(), gateway_available()):
         if why:
             notes.append(why)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     raw = args.out_dir / "results.raw" / "bench"
     shutil.rmtree(raw, ignore_errors=True)  # logs, configs and DBs of the previous run
     ctx = Ctx(quick=args.quick, raw_dir=raw, wrk_path=wrk_path, notes=notes)
