@@ -3,7 +3,7 @@
 A lease ends in one of three places (a failed or cancelled attempt in the fallback loop, a
 complete answer in `ChatService.complete`, the end of a stream), and each ends it the same way:
 `lease.finish(outcome, signal, usage)`. The first call wins; `Settlement.settle` then fans out
-to the three consumers of a finished attempt:
+to the consumers of a finished attempt:
 
 1. the state store (`store.release`): the key's state, breaker and pacing;
 2. the failure nudge (the prober wakes when a key fails);
@@ -125,12 +125,12 @@ class Settlement:
         )
 
     def _observe(self, lease: Lease, outcome: Outcome, latency: float | None, now: float) -> None:
-        """Report the attempt; never fails the request (an observer bug is logged, once each)."""
+        """Report the attempt; never fails the request (an observer bug is logged instead)."""
         assert self.observer is not None
         provider, index = lease.provider.name, lease.key_index
-        seen = self._peek(provider, index, now) if self._peek is not None else None
-        key_state, circuit = seen if seen is not None else (None, None)
         try:
+            seen = self._peek(provider, index, now) if self._peek is not None else None
+            key_state, circuit = seen if seen is not None else (None, None)
             self.observer.attempt_settled(
                 provider,
                 lease.provider.keys[index].fingerprint,
