@@ -94,8 +94,9 @@ async def _middleware_us(hub: Observability, level: int, *, json: bool = False) 
     log.propagate = False
     log.handlers.clear()
     if json:  # formatted and written, as with LOG_FORMAT=json
-        handler = logs.make_handler("json")
-        handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the bench
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - bench-long
+        handler.addFilter(logs.RequestIdFilter())
+        handler.setFormatter(logs.JsonFormatter())
         log.addHandler(handler)
     else:
         log.addHandler(logging.NullHandler())
