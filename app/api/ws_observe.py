@@ -9,13 +9,12 @@ while serving it, and each request is recorded with route "/api/chat/ws" when it
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from app.observability.hub import Observability
-from app.observability.logs import request_id_var
+from app.observability.logs import new_request_id, request_id_var
 from app.observability.middleware import PRINCIPAL_KEY, accepted_request_id
 
 WS_ROUTE = "/api/chat/ws"
@@ -37,7 +36,7 @@ def frame_request_id(value: object) -> str:
         accepted = accepted_request_id(value.encode("utf-8", "replace"))
         if accepted is not None:
             return accepted
-    return os.urandom(16).hex()
+    return new_request_id()
 
 
 class WsRequest:
@@ -61,7 +60,7 @@ class WsRequest:
 
     def __init__(self, user: str | None, principal: str | None = None) -> None:
         self.started = time.perf_counter()
-        self.request_id = os.urandom(16).hex()
+        self.request_id = new_request_id()
         self.principal = principal  # authenticated: the frame cannot name another user
         self.user = principal or user
         self.status = 200

@@ -8,7 +8,6 @@ they may add to `RequestInfo`, so the chat code needs no logging or metrics call
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.hub import Observability
-from app.observability.logs import request_id_var
+from app.observability.logs import new_request_id, request_id_var
 
 logger = logging.getLogger("keypool.request")
 
@@ -62,8 +61,8 @@ def accepted_request_id(value: bytes) -> str | None:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == _HEADER:
-            return accepted_request_id(value) or os.urandom(16).hex()
-    return os.urandom(16).hex()
+            return accepted_request_id(value) or new_request_id()
+    return new_request_id()
 
 
 @dataclass(slots=True)
