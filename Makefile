@@ -39,7 +39,7 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)  ## ~6-7 min; writes bench/results.md + bench/results.json
+bench: $(STAMP)  ## ~7-8 min; writes bench/results.md + bench/results.json
 	$(BIN)/python -m bench.run
 
 bench-quick: $(STAMP)  ## ~2.5 min, for checking the harness
