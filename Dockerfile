@@ -23,7 +23,8 @@ USER keypool
 ENV HOST=0.0.0.0 \
     PORT=8000 \
     AUTH_MODE=token \
-    DATABASE_URL=sqlite+aiosqlite:////data/keypool.db
+    DATABASE_URL=sqlite+aiosqlite:////data/keypool.db \
+    STATS_SPOOL_PATH=/data/keypool-spool.jsonl
 
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

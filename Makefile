@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-obs bench-peers migrate clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-obs bench-peers soak migrate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench-quick: $(STAMP)  ## ~2.5 min, for checking the harness
 
 bench-obs: $(STAMP)  ## ~1 min: scenario 7 alone (observability on vs off, one worker)
 	$(BIN)/python -m bench.run --only observability --out-dir bench/results-obs
+
+soak: $(STAMP)  ## 10-min fault soak; writes bench/soak-results.md + .json (SOAK_ARGS="--duration 60")
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 bench-peers: $(STAMP)
 	$(BIN)/python -m bench.peers

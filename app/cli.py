@@ -14,11 +14,14 @@ from app.config import (
     ConfigError,
     Settings,
     load_settings,
+    read_environment,
 )
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from app.serving import server_options
 
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -43,6 +46,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         ws_ping_interval=WS_PING_INTERVAL_S,  # keeps idle /api/chat/ws sockets alive
         ws_ping_timeout=WS_PING_TIMEOUT_S,
+        ws_max_size=settings.ws_max_message_bytes,  # refused by the server before buffering
+        **server_options(),  # header timeout, keep-alive, header size, concurrency bound
     )
     return 0
 
@@ -125,29 +130,43 @@ def _vault(args: argparse.Namespace) -> int:
 
 
 def load_settings_url() -> str:
-    from app.config import read_environment
+    from app.config import normalize_database_url
 
     env = read_environment()
-    return env.get("DATABASE_URL") or str(Settings.model_fields["database_url"].default)
+    url = env.get("DATABASE_URL") or str(Settings.model_fields["database_url"].default)
+    try:
+        return normalize_database_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting DATABASE_URL: {exc}") from None
+
+
+def _int(env: dict[str, str], var: str, default: int) -> int:
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{var} must be a whole number, got {raw!r}")
+    return int(raw)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keypool", description="Multi-key LLM chat gateway")
+    env = read_environment()  # HOST, PORT, WEB_CONCURRENCY from `.env` too; the real env wins
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (configuration from env / .env)")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--host", default=env.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=_int(env, "PORT", 8000))
     serve.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        default=_int(env, "WEB_CONCURRENCY", 1),
         help="worker processes (default: $WEB_CONCURRENCY or 1); with REDIS_URL they share one pool",
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
     demo = commands.add_parser("demo", help="gateway + built-in fake providers, no real keys")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    demo.add_argument("--port", type=int, default=_int(env, "PORT", 8000))
     demo.set_defaults(run=_demo)
     keys = commands.add_parser("keys", help="list keys by fingerprint; `keys check` probes them")
     keys.add_argument("action", nargs="?", choices=["list", "check"], default="list")
@@ -174,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args))
     except ConfigError as exc:
         print(f"keypool: configuration error: {exc}", file=sys.stderr)

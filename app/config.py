@@ -11,10 +11,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.catalog import CATALOG
 from app.model_groups import (
@@ -39,6 +42,13 @@ _N = TypeVar("_N", int, float)
 _KEYS_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEYS$")
 _KEY_VAR = re.compile(r"^([A-Z][A-Z0-9_]*?)_API_KEY(?:_(\d+))?$")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# What users paste (Heroku, docs, psql) → the async drivers the gateway ships with.
+_DB_SCHEMES = {
+    "postgres://": "postgresql+asyncpg://",
+    "postgresql://": "postgresql+asyncpg://",
+    "sqlite://": "sqlite+aiosqlite://",  # sqlite:///file.db, and sqlite:// (in memory)
+}
+_DB_DRIVERS = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
 MASTER_KEY_BYTES = 32
 
 
@@ -97,8 +107,15 @@ class Settings(BaseSettings):
     keypool_redis_prefix: str = "keypool:"
     redis_timeout_s: float = Field(default=0.5, gt=0)
     admin_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+    docs_enabled: bool = False
+    new_users_per_minute: int | None = Field(default=600, ge=0)
     max_message_chars: int = Field(default=50_000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    body_read_timeout_s: float = Field(default=15.0, gt=0)
+    ws_max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    ws_max_inflight: int = Field(default=8, ge=1)
+    max_streams_per_user: int | None = Field(default=None, ge=1)
     key_groups: int | None = Field(default=None, ge=1)
     request_deadline_s: float = Field(default=30.0, gt=0)
     pacing_max_wait_s: float = Field(default=1.0, ge=0)
@@ -108,6 +125,7 @@ class Settings(BaseSettings):
     probe_interval_s: float = Field(default=30.0, gt=0)
     db_auto_migrate: bool = True
     stats_flush_interval_s: float = Field(default=1.0, gt=0)
+    stats_spool_path: str = "./keypool-spool.jsonl"
     web_concurrency: int = Field(default=1, ge=1)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -147,6 +165,11 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return url
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        return normalize_database_url(url)
+
     @field_validator("tier_weights")
     @classmethod
     def _tier_weights(cls, raw: str) -> str:
@@ -171,6 +194,26 @@ class Settings(BaseSettings):
         if self.key_groups:
             return self.key_groups
         return max((len(p.keys) for p in self.providers), default=1)
+
+
+def normalize_database_url(url: str) -> str:
+    """The async-driver form of a pasted URL; ValueError (never echoing it: passwords) if unusable."""
+    url = url.strip()
+    for plain, driver in _DB_SCHEMES.items():
+        if url.startswith(plain):
+            url = driver + url.removeprefix(plain)
+            break
+    try:
+        make_url(url).port  # noqa: B018 - parses the port: "host:abc" fails here, not per request
+        usable = url.startswith(_DB_DRIVERS)
+    except (ArgumentError, ValueError):
+        usable = False
+    if not usable:
+        raise ValueError(
+            "must be postgresql://user:password@host/db or sqlite:///path.db "
+            "(or their +asyncpg / +aiosqlite forms)"
+        )
+    return url
 
 
 def decode_master_key(text: str) -> bytes:
@@ -332,11 +375,21 @@ def parse_keys(env: Mapping[str, str], provider: str) -> list[str]:
 
 
 def _discover_names(env: Mapping[str, str]) -> list[str]:
+    """Only names the operator meant as providers: LANGSMITH_API_KEY and friends are not LLMs."""
     names: list[str] = []
     for var in env:
         match = _KEYS_VAR.match(var) or _KEY_VAR.match(var)
         if match and match.group(1) not in ("LLM", "ADMIN"):
-            names.append(match.group(1).lower())
+            prefix = match.group(1)
+            if prefix.lower() in CATALOG or env.get(f"{prefix}_BASE_URL"):
+                names.append(prefix.lower())
+            else:
+                logger.info(
+                    "%s ignored: %s is neither a catalog provider nor has %s_BASE_URL",
+                    var,
+                    prefix.lower(),
+                    prefix,
+                )
     return sorted(set(names), key=names.index)
 
 
@@ -351,6 +404,7 @@ def _provider(env: Mapping[str, str], name: str, secrets: list[str]) -> Provider
             f"provider {name!r} is not in the built-in catalog: set {missing} "
             f"(an OpenAI-compatible endpoint ending in /v1)"
         )
+    _check_base_url(f"{prefix}_BASE_URL", base_url)
     return ProviderConfig(
         name=name,
         base_url=base_url.rstrip("/"),
@@ -367,6 +421,20 @@ def _provider(env: Mapping[str, str], name: str, secrets: list[str]) -> Provider
         key_weights=_weights(env, prefix, len(secrets)),
         shared_limit=_shared_limit(env, prefix),
     )
+
+
+def _check_base_url(var: str, url: str) -> None:
+    """A URL every request would fail on stops the start instead (never echoed: it may hold a
+    password)."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port in (-1, 0):
+        raise ConfigError(f"{var} must be an http(s) URL such as https://api.example.com/v1")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{var} must not contain user:password@ (keys go in <P>_API_KEYS)")
 
 
 def _shared_limit(env: Mapping[str, str], prefix: str) -> SharedLimit:

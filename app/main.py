@@ -10,12 +10,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, clients, health, metrics, observability, openai, websocket
+from app.api import admin, chat, clients, health, me, metrics, observability, openai, websocket
 from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import ChatCORSMiddleware, parse_origins
+from app.api.crashguard import GuardedFastAPI
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
+from app.api.openapi_doc import install_openapi
 from app.config import ConfigError, Settings, load_settings
 from app.dashboard import routes as dashboard
 from app.observability import logs
@@ -46,7 +48,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    app = FastAPI(title="keypool", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs_enabled  # off by default: the schema maps every route for a scanner
+    app = GuardedFastAPI(
+        title="keypool",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(AccessMiddleware)  # inside the body limit: it may read a /v1 body
@@ -55,10 +65,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
     # Outermost: ids, timing and logs cover the body limit, CORS and access refusals (401/429) too.
     app.add_middleware(RequestObserver)
-    modules = (chat, websocket, openai, admin, clients, health, metrics, observability, dashboard)
+    modules = (
+        chat,
+        websocket,
+        openai,
+        admin,
+        clients,
+        me,
+        health,
+        metrics,
+        observability,
+        dashboard,
+    )
     for module in modules:
         app.include_router(module.router)
     install_fast_routes(app)
+    install_openapi(app)
     return app
 
 

@@ -17,6 +17,7 @@ from app.usage import UsageEvent, UsageSink
 
 _STATES = tuple(state.value for state in KeyState)
 _CIRCUITS = ("closed", "open", "half_open")
+_NOT_OK = {"bad_request": "rejected", "not_found": "rejected", "cancelled": "cancelled"}
 # Seconds; chat answers run from milliseconds (cache, fake) to minutes (long completions).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -29,7 +30,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.attempts = Counter(
             "keypool_upstream_attempts",
-            "Upstream attempts by provider and result (ok, error, rate_limited).",
+            "Upstream attempts by provider, key and result "
+            "(ok, error, rate_limited, rejected, cancelled).",
             ["provider", "key", "result"],
             registry=self.registry,
         )
@@ -160,6 +162,8 @@ class Metrics:
 
     def observe(self, event: UsageEvent) -> None:
         result = "rate_limited" if event.rate_limited else "error" if event.error else "ok"
+        if result == "ok" and event.outcome in _NOT_OK:
+            result = _NOT_OK[event.outcome]  # an upstream 400/404 is an answer, not a success
         self._child(self.attempts, event.provider, event.fingerprint, result).inc()
         if event.prompt_tokens:
             self._child(self.tokens, event.provider, "prompt").inc(event.prompt_tokens)

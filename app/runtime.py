@@ -9,13 +9,18 @@ from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.access.budgets import WarningSink, log_budget_exceeded, log_budget_warning
 from app.access.service import Access, build_access
+from app.access.spend import SpendSink
+from app.cache.service import ResponseCache, build_cache
 from app.chat.assembly import build_chat
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
+from app.chat.userstreams import UserStreams
 from app.config import Settings
 from app.db.migrate import upgrade_async
 from app.db.session import create_engine, create_sessionmaker, mask_url
+from app.db.spool import Spool
 from app.db.stats_writer import StatsWriter
 from app.db.user_groups import UserGroupService
 from app.metrics import MeteredSink, Metrics
@@ -27,6 +32,16 @@ from app.state.build import build_store
 from app.state.degrading import DegradingStore
 
 logger = logging.getLogger("keypool")
+
+
+def _logged_and(log: WarningSink, alert: WarningSink) -> WarningSink:
+    """A budget sink that keeps the access layer's log line and also raises the alert."""
+
+    def sink(user_id: str, spent_usd: float, budget_usd: float) -> None:
+        log(user_id, spent_usd, budget_usd)
+        alert(user_id, spent_usd, budget_usd)
+
+    return sink
 
 
 @dataclass(slots=True)
@@ -42,9 +57,11 @@ class Runtime:
     access: Access
     metrics: Metrics = field(default_factory=Metrics)
     observability: Observability | None = None
+    user_streams: UserStreams = field(default_factory=lambda: UserStreams(None))
     ready: bool = False
     draining: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    cache: ResponseCache | None = None  # the response cache; None with CACHE_MODE=off
 
     def redis_status(self) -> str:
         """ "off" without REDIS_URL; else whether the shared state is in use right now."""
@@ -59,6 +76,8 @@ class Runtime:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.aclose()
         await self.access.aclose()
         if self.observability is not None:
             await self.observability.aclose()
@@ -95,7 +114,8 @@ async def build_runtime(settings: Settings) -> Runtime:
     await migrate(settings)
     engine = create_engine(settings.database_url)
     sessions = create_sessionmaker(engine)
-    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s)
+    spool = Spool(settings.stats_spool_path)
+    stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s, spool=spool)
     metrics = Metrics()
     observability = Observability(
         settings.providers,
@@ -105,24 +125,33 @@ async def build_runtime(settings: Settings) -> Runtime:
         log_prompts=settings.log_prompts,
     )
     observability.start()
-    groups = UserGroupService(sessions, settings.groups)
+    # Without client keys nothing else bounds how many user ids a caller may invent.
+    new_users = settings.new_users_per_minute if settings.auth_mode == "none" else None
+    groups = UserGroupService(
+        sessions, settings.groups, spool=spool, new_users_per_minute=new_users
+    )
     await stats.start()
     await groups.start()
     store = build_store(settings)
     if isinstance(store, DegradingStore):
         await store.start()
-    chat = build_chat(
-        settings,
-        store,
-        sink=MeteredSink(stats, metrics, observability.summary),
-        groups=groups,
-        observer=observability,  # settled attempts, provider_exhausted
-    )
     access = await build_access(
         settings,
         sessions,
-        on_budget_warning=observability.budget_warning,
-        on_budget_exceeded=observability.budget_exceeded,
+        # One alert per user per day each, from the ledger: logged by the access layer and
+        # sent through the observability hub (webhook, counters).
+        on_budget_warning=_logged_and(log_budget_warning, observability.budget_warning),
+        on_budget_exceeded=_logged_and(log_budget_exceeded, observability.budget_exceeded),
+    )
+    # Cost and budgets: each settled attempt is priced and booked before it is counted.
+    sink = SpendSink(MeteredSink(stats, metrics, observability.summary), access)
+    chat = build_chat(
+        settings,
+        store,
+        sink=sink,
+        groups=groups,
+        prices=access.prices,
+        observer=observability,  # settled attempts, provider_exhausted
     )
     runtime = Runtime(
         settings,
@@ -137,8 +166,27 @@ async def build_runtime(settings: Settings) -> Runtime:
         metrics,
     )
     runtime.observability = observability
+    runtime.user_streams = UserStreams(settings.max_streams_per_user)
     runtime.background.append(asyncio.create_task(chat.prober.run(), name="keypool-prober"))
     watcher = StateWatcher(settings.providers, store, observability)
     runtime.background.append(asyncio.create_task(watcher.run(), name="keypool-watcher"))
+    # Hits, misses and bypasses reach /metrics from the answers' x-keypool-cache header
+    # (RequestObserver), so the cache itself needs no collector.
+    runtime.cache = response_cache(settings)
     runtime.ready = True
     return runtime
+
+
+def response_cache(settings: Settings) -> ResponseCache | None:
+    """The response cache (shared through Redis when REDIS_URL is set); None when off."""
+    if settings.cache_mode == "off":
+        return None
+    return build_cache(
+        mode=settings.cache_mode,
+        scope=settings.cache_scope,
+        ttl_s=settings.cache_ttl_s,
+        max_entries=settings.cache_max_entries,
+        redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        prefix=settings.keypool_redis_prefix + "cache:",
+        timeout_s=settings.redis_timeout_s,
+    )

@@ -47,6 +47,7 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     id: str | int | None = None
     user_id: str | None = Field(default=None, min_length=1, max_length=MAX_USER_ID_CHARS)
+    cache: bool | None = Field(default=None, strict=True)  # response cache: opt in / out
 
     def upstream_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -105,7 +106,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-_LOCAL_FIELDS = {"model", "stream", "stream_options"}
+_LOCAL_FIELDS = {"model", "stream", "stream_options", "cache"}  # never sent upstream
 
 
 class OpenAIChatRequest(BaseModel):
@@ -122,6 +123,7 @@ class OpenAIChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
     top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
     user: str | None = Field(default=None, max_length=4096)
+    cache: bool | None = Field(default=None, strict=True)  # response cache, via extra_body
 
     def upstream_params(self, raw: dict[str, Any] | None = None) -> dict[str, Any]:
         """The validated body as the upstream gets it; `raw` (the parsed JSON this model was

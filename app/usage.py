@@ -16,7 +16,8 @@ class UsageEvent:
 
     ``error`` marks a failed attempt and ``rate_limited`` a 429 (set both for a 429).
     ``at`` is unix seconds; 0 means "now" by the writer's clock. ``model`` and ``user_id``
-    (None when unknown) are there for cost tracking per model and per user.
+    (None when unknown) are there for cost tracking per model and per user; ``cost_usd`` is
+    the attempt's price (set by the spend sink, `access.spend.SpendSink`; 0 when unpriced).
     """
 
     provider: str
@@ -30,6 +31,8 @@ class UsageEvent:
     at: float = 0.0
     model: str | None = None
     user_id: str | None = None
+    cost_usd: float = 0.0
+    outcome: str = ""  # the attempt's Outcome value, for metrics ("" when not known)
 
 
 class UsageSink(Protocol):

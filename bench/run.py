@@ -1,7 +1,7 @@
 """`make bench`: run every scenario against direct / passthrough / gateway and write results.
 
 python -m bench.run [--quick]
-    [--only latency,throughput,streaming,goodput,failover,redis,observability]
+    [--only latency,throughput,streaming,goodput,failover,redis,access_cache,observability]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import (
+    access_cache,
     s1_latency,
     s2_throughput,
     s3_streaming,
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Section]]] = {
     "goodput": s4_goodput.run,
     "failover": s5_failover.run,
     "redis": s6_redis.run,
+    "access_cache": access_cache.run,
     "observability": s7_observability.run,
 }
 

@@ -32,7 +32,7 @@ def log_budget_warning(user_id: str, spent_usd: float, budget_usd: float) -> Non
 
 def log_budget_exceeded(user_id: str, spent_usd: float, budget_usd: float) -> None:
     logger.warning(
-        "budget_exceeded: user %r has spent $%.4f, its daily budget is $%.2f; refusing",
+        "budget_exceeded: user %r has spent $%.4f, reaching its $%.2f daily budget",
         user_id,
         spent_usd,
         budget_usd,
@@ -43,18 +43,23 @@ class BudgetLedger:
     """Spend per user for one UTC day; rolls over to an empty day at UTC midnight.
 
     A budget of 0 (or less) means no limit. Crossing WARN_FRACTION of a budget calls `on_warning`
-    once per user per day; the clock is injected so day changes are testable.
+    once per user per day, and reaching the budget calls `on_exceeded` once per user per day
+    (the alert seams: log lines by default); the clock is injected so day changes are testable.
     """
 
     def __init__(
-        self, clock: Callable[[], float], on_warning: WarningSink = log_budget_warning
+        self,
+        clock: Callable[[], float],
+        on_warning: WarningSink = log_budget_warning,
+        on_exceeded: WarningSink = log_budget_exceeded,
     ) -> None:
         self._clock = clock
         self._on_warning = on_warning
+        self._on_exceeded = on_exceeded
         self._day = utc_day(clock())
         self._spent: dict[str, float] = {}
         self._warned: set[str] = set()
-        self._refused: set[str] = set()
+        self._exceeded: set[str] = set()
 
     def _roll(self, now: float) -> None:
         day = utc_day(now)
@@ -62,7 +67,7 @@ class BudgetLedger:
             self._day = day
             self._spent.clear()
             self._warned.clear()
-            self._refused.clear()
+            self._exceeded.clear()
 
     def load(
         self,
@@ -83,6 +88,8 @@ class BudgetLedger:
             budget = budget_of(user_id) if budget_of is not None else 0.0
             if budget > 0 and usd >= WARN_FRACTION * budget:
                 self._warned.add(user_id)
+            if budget > 0 and usd >= budget:
+                self._exceeded.add(user_id)
 
     def spent(self, user_id: str) -> float:
         self._roll(self._clock())
@@ -98,14 +105,6 @@ class BudgetLedger:
             return None
         return seconds_to_next_utc_midnight(now)
 
-    def first_refusal(self, user_id: str) -> bool:
-        """True the first time today a user is refused for its budget (budget_exceeded)."""
-        self._roll(self._clock())
-        if user_id in self._refused:
-            return False
-        self._refused.add(user_id)
-        return True
-
     def add(self, user_id: str, cost_usd: float, budget_usd: float) -> float:
         """Record spend; returns the user's total for today."""
         self._roll(self._clock())
@@ -114,8 +113,15 @@ class BudgetLedger:
         self._spent[user_id] = total
         if budget_usd > 0 and total >= WARN_FRACTION * budget_usd and user_id not in self._warned:
             self._warned.add(user_id)
-            try:
-                self._on_warning(user_id, total, budget_usd)
-            except Exception:  # an alert channel must never fail the request that paid
-                logger.exception("budget_warning sink failed")
+            _alert(self._on_warning, "budget_warning", user_id, total, budget_usd)
+        if budget_usd > 0 and total >= budget_usd and user_id not in self._exceeded:
+            self._exceeded.add(user_id)
+            _alert(self._on_exceeded, "budget_exceeded", user_id, total, budget_usd)
         return total
+
+
+def _alert(sink: WarningSink, name: str, user_id: str, spent: float, budget: float) -> None:
+    try:
+        sink(user_id, spent, budget)
+    except Exception:  # an alert channel must never fail the request that paid
+        logger.exception("%s sink failed", name)

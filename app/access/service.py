@@ -76,7 +76,6 @@ class Access:
         on_budget_warning: WarningSink = log_budget_warning,
         on_budget_exceeded: WarningSink = log_budget_exceeded,
     ) -> None:
-        self._on_budget_exceeded = on_budget_exceeded
         self.mode: AuthMode = settings.auth_mode
         self.tiers: Tiers = parse_tiers(
             settings.tier_rpm, settings.tier_daily_budget_usd, settings.default_tier
@@ -90,7 +89,10 @@ class Access:
         self.index = ClientKeyIndex()
         self.users: dict[str, UserLimits] = {}
         self.limiter: Limiter = limiter or LocalLimiter()
-        self.ledger = BudgetLedger(clock, on_budget_warning)
+        self.ledger = BudgetLedger(clock, on_budget_warning, on_budget_exceeded)
+        # The budget each authenticated user was last admitted under (a client key's own
+        # budget may differ from the user's): what their spend is booked against.
+        self._budgets: dict[str, float] = {}
         self.usage = UsageWriter(
             sessionmaker, flush_interval_s=settings.stats_flush_interval_s, clock=clock
         )
@@ -155,17 +157,9 @@ class Access:
         return resolve(self.tiers, user_id, self.users.get(user_id))
 
     def budget_left_s(self, principal: Principal) -> float | None:
-        """None when the user may spend; else seconds until its budget renews.
-
-        The first refusal of a user in a day goes to `on_budget_exceeded` (the alert)."""
-        left = self.ledger.exhausted(principal.user_id, principal.daily_budget_usd)
-        if left is not None and self.ledger.first_refusal(principal.user_id):
-            spent = self.ledger.spent(principal.user_id)
-            try:
-                self._on_budget_exceeded(principal.user_id, spent, principal.daily_budget_usd)
-            except Exception:  # an alert channel must never fail the refusal itself
-                logger.exception("budget_exceeded sink failed")
-        return left
+        """None when the user may spend; else seconds until its budget renews."""
+        self._budgets[principal.user_id] = principal.daily_budget_usd
+        return self.ledger.exhausted(principal.user_id, principal.daily_budget_usd)
 
     async def admit(self, principal: Principal) -> Decision:
         return await self.limiter.acquire(principal.user_id, principal.rpm, self.clock())
@@ -192,6 +186,14 @@ class Access:
         delta = DailyUsage(1, prompt_tokens, completion_tokens, cost)
         self.usage.add(user_id, utc_day(self.clock()), delta)
         return cost
+
+    def spend_budget(self, user_id: str) -> float:
+        """The budget a user's spend counts against: 0 (none) in `none` mode, where users are
+        self-declared; else the budget they were last admitted under, or their own/tier one."""
+        if self.mode == "none":
+            return 0.0
+        seen = self._budgets.get(user_id)
+        return seen if seen is not None else self.for_user(user_id).daily_budget_usd
 
     # --- admin --------------------------------------------------------------------------
 

@@ -125,21 +125,7 @@ class AccessMiddleware:
         return access.for_user(user), receive
 
     async def _check(self, access: Access, principal: Principal) -> Decision:
-        left = access.budget_left_s(principal)
-        if left is not None:
-            raise BudgetExceeded(
-                f"daily budget of ${principal.daily_budget_usd:g} spent; it renews at 00:00 UTC",
-                left,
-            )
-        decision = await access.admit(principal)
-        if not decision.allowed:
-            headers = {k.decode(): v.decode() for k, v in decision.headers()}
-            raise UserRateLimited(
-                f"over {principal.rpm} requests per minute for this user",
-                decision.retry_after_s,
-                headers,
-            )
-        return decision
+        return await check(access, principal)
 
     def _rewrite(self, scope: Scope, principal: Principal) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k != b"x-user-id"]
@@ -166,6 +152,29 @@ class AccessMiddleware:
         # A close before accept is the handshake's refusal (HTTP 403): every ASGI server knows
         # it, and uvicorn logs a denial *response* as an unfinished handshake.
         await send({"type": "websocket.close", "code": 1008})
+
+
+def require_budget(access: Access, principal: Principal) -> None:
+    left = access.budget_left_s(principal)
+    if left is not None:
+        raise BudgetExceeded(
+            f"daily budget of ${principal.daily_budget_usd:g} spent; it renews at 00:00 UTC",
+            left,
+        )
+
+
+async def check(access: Access, principal: Principal) -> Decision:
+    """Budget, then the rate limit: one request (or websocket frame) of an authenticated user."""
+    require_budget(access, principal)
+    decision = await access.admit(principal)
+    if not decision.allowed:
+        headers = {k.decode(): v.decode() for k, v in decision.headers()}
+        raise UserRateLimited(
+            f"over {principal.rpm} requests per minute for this user",
+            decision.retry_after_s,
+            headers,
+        )
+    return decision
 
 
 async def _body_user(receive: Receive) -> tuple[str | None, Receive]:

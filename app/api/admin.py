@@ -24,7 +24,11 @@ def _key(runtime: Runtime, provider: str, key_index: int) -> ProviderConfig:
     if config is None or not 0 <= key_index < len(config.keys):
         raise UnknownKey(
             f"no key {key_index} for provider {provider!r}",
-            details={"provider": provider, "key_index": key_index},
+            # A 20-digit index is a valid int but not a JSON one orjson will write.
+            details={
+                "provider": provider,
+                "key_index": key_index if abs(key_index) < 2**63 else None,
+            },
         )
     return config
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import orjson
@@ -9,11 +10,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.depth import MAX_JSON_DEPTH, too_deep
 from app.api.errors import invalid_request
 from app.api.responses import json_response
-from app.errors import InvalidRequest, PayloadTooLarge
+from app.errors import InvalidRequest, KeypoolError, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
+DEFAULT_BODY_TIMEOUT_S = 15.0
 
 
 def body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -24,12 +27,18 @@ def body_doc(model: type[BaseModel]) -> dict[str, Any]:
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
             f"body is not valid JSON: {exc.msg} at position {exc.pos}",
             details={"details": [{"loc": ["body"], "msg": "invalid JSON"}]},
         ) from None
+    if too_deep(raw, data):
+        raise InvalidRequest(
+            f"body nests JSON more than {MAX_JSON_DEPTH} levels deep",
+            details={"details": [{"loc": ["body"], "msg": "JSON nested too deep"}]},
+        )
+    return data
 
 
 def validate(model: type[M], data: Any, max_message_chars: int) -> M:
@@ -39,11 +48,23 @@ def validate(model: type[M], data: Any, max_message_chars: int) -> M:
         raise invalid_request(exc) from None
 
 
+class RequestTimeout(KeypoolError):
+    """The body did not arrive within BODY_READ_TIMEOUT_S (a client declaring bytes it never sends)."""
+
+    status_code = 408
+    type = "request_timeout"
+
+
 async def read_json(request: Request) -> Any:
+    settings = getattr(request.app.state, "settings", None)
+    timeout_s = settings.body_read_timeout_s if settings is not None else DEFAULT_BODY_TIMEOUT_S
     try:
-        raw = await request.body()
+        async with asyncio.timeout(timeout_s):
+            raw = await request.body()
     except ClientDisconnect:
         raise InvalidRequest("client disconnected while sending the body") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
     return parse_json(raw)
 
 

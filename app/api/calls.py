@@ -14,9 +14,23 @@ from app.schemas import MAX_USER_ID_CHARS, ChatRequest, OpenAIChatRequest
 AUTO_MODEL = "auto"  # /v1's name for Path A
 
 
+def is_utf8_header(value: str) -> bool:
+    """Starlette hands header bytes over as latin-1: valid UTF-8 survives the round trip."""
+    try:
+        value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
 def user_id_of(connection: HTTPConnection, from_body: str | None) -> str | None:
     """`X-User-Id` wins over the body; bounded like the body field because it becomes a DB key."""
     header = connection.headers.get("x-user-id")
+    if header and not header.isascii() and not is_utf8_header(header):
+        raise InvalidRequest(
+            "invalid request: X-User-Id is not valid UTF-8",
+            details={"details": [{"loc": ["header", "x-user-id"], "msg": "not valid UTF-8"}]},
+        )
     if header and len(header) > MAX_USER_ID_CHARS:
         raise InvalidRequest(
             f"invalid request: X-User-Id is over {MAX_USER_ID_CHARS} characters",
@@ -33,6 +47,7 @@ def chat_call(body: ChatRequest, user_id: str | None) -> ChatCall:
         provider=body.provider,
         fallback=body.fallback,
         user_id=user_id,
+        cache=body.cache,
     )
 
 
@@ -42,6 +57,7 @@ def openai_call(body: OpenAIChatRequest, raw: dict[str, Any], user_id: str | Non
         params=body.upstream_params(raw),
         model=None if body.model == AUTO_MODEL else body.model,
         user_id=user_id,
+        cache=body.cache,
     )
 
 

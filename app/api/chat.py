@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import body_doc, read_model, validate
+from app.api.cached import answer
 from app.api.calls import chat_call, user_id_of
 from app.api.deps import runtime_of
-from app.api.observe import note_answer
-from app.api.responses import json_response, keypool_headers, stream_headers
+from app.api.observe import noting
+from app.api.responses import json_response, stream_headers
 from app.api.sse import keypool_sse, stream_answer
 from app.chat.batch import run_batch
-from app.chat.service import ChatCall
+from app.chat.fallback import KeySpread
+from app.chat.service import ChatCall, ChatResult
 from app.errors import InvalidRequest
 from app.schemas import BatchRequest, ChatRequest
 
@@ -27,11 +31,10 @@ async def chat(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    result = await service.complete(chat_call(body, user_id_of(request, body.user_id)))
-    note_answer(request, result)  # the request log line: path, model, attempts
-    return json_response(
-        result.as_dict(), headers=keypool_headers(result.provider, result.key_index)
-    )
+    call = chat_call(body, user_id_of(request, body.user_id))
+    render = noting(request, ChatResult.as_dict)  # the request log line: path, model, attempts
+    done = await answer(service, runtime.cache, request, call, "chat", render)
+    return json_response(done.body, headers=done.headers())
 
 
 @router.post("/stream", openapi_extra=_BODY_DOC)
@@ -40,8 +43,9 @@ async def chat_stream(request: Request) -> Response:
     runtime = runtime_of(request)
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
-    opening = service.open_stream(chat_call(body, user_id_of(request, body.user_id)))
-    return await stream_answer(request, opening, keypool_sse, stream_headers)
+    call = chat_call(body, user_id_of(request, body.user_id))
+    opening = service.open_stream(call)
+    return await stream_answer(request, opening, keypool_sse, stream_headers, call.user_id)
 
 
 @router.post("/batch")
@@ -51,7 +55,14 @@ async def chat_batch(request: Request) -> Response:
     service, settings = runtime.service, runtime.settings
     envelope = await read_model(request, BatchRequest, settings.max_message_chars)
     items = [batch_item(item, request, settings.max_message_chars) for item in envelope.requests]
-    return json_response({"results": await run_batch(service, items)})
+
+    async def complete(call: ChatCall, spread: KeySpread) -> dict[str, Any]:
+        done = await answer(
+            service, runtime.cache, request, call, "chat", ChatResult.as_dict, spread=spread
+        )
+        return done.body
+
+    return json_response({"results": await run_batch(service, items, complete)})
 
 
 def batch_item(item: object, request: Request, max_chars: int) -> ChatCall | InvalidRequest:

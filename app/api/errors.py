@@ -102,8 +102,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Logged by type only: exception text may carry upstream payloads; the client never sees it.
-    logger.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    # Not logged here: Starlette re-raises after this answer and CrashGuardMiddleware logs it
+    # once, by type only (exception text may carry upstream payloads).
     error = KeypoolError("internal error; the request was not completed")
     response = error_response(request, error)
     # Rendered outside the RequestObserver (Starlette's outermost layer): add its id here.

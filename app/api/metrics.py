@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hmac
+
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from app.api.deps import RuntimeDep
+from app.errors import Unauthorized
+
+
+def bearer_matches(request: Request, token: str) -> bool:
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
+
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics")
-async def metrics(runtime: RuntimeDep) -> Response:
+async def metrics(runtime: RuntimeDep, request: Request) -> Response:
+    """With METRICS_TOKEN set, only `Authorization: Bearer <METRICS_TOKEN>` may scrape."""
+    token = runtime.settings.metrics_token
+    if token is not None and not bearer_matches(request, token.get_secret_value()):
+        raise Unauthorized("missing or wrong metrics token", headers={"WWW-Authenticate": "Bearer"})
     body = await runtime.metrics.render(runtime.service.providers, runtime.store)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

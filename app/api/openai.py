@@ -10,12 +10,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import body_doc, read_json, validate
+from app.api.cached import answer
 from app.api.calls import AUTO_MODEL, group_key, openai_call, user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
-from app.api.observe import note_answer
-from app.api.responses import json_response, keypool_headers, stream_headers
+from app.api.observe import noting
+from app.api.responses import json_response, stream_headers
 from app.api.sse import DONE, sse, stream_answer
-from app.chat.service import ChatService
+from app.chat.service import ChatResult, ChatService
 from app.chat.streams import ChatStream, StreamInterrupted
 from app.errors import ModelNotFound
 from app.schemas import OpenAIChatRequest
@@ -39,13 +40,20 @@ async def chat_completions(request: Request) -> Response:
         def render(stream: ChatStream) -> AsyncIterator[bytes]:
             return openai_chunks(stream, include_usage)
 
-        return await stream_answer(request, service.open_stream(call), render, stream_headers)
-    result = await service.complete(call)
-    note_answer(request, result)  # the request log line: path, model, attempts
-    answer = dict(result.completion.raw)
-    answer.setdefault("object", "chat.completion")
-    answer["usage"] = {**answer.get("usage", {}), **result.usage.as_dict()}
-    return json_response(answer, headers=keypool_headers(result.provider, result.key_index))
+        return await stream_answer(
+            request, service.open_stream(call), render, stream_headers, call.user_id
+        )
+    noted = noting(request, completion_body)  # the request log line: path, model, attempts
+    done = await answer(service, runtime.cache, request, call, "openai", noted)
+    return json_response(done.body, headers=done.headers())
+
+
+def completion_body(result: ChatResult) -> dict[str, Any]:
+    """OpenAI's chat.completion: the upstream's body, with keypool's final usage."""
+    body = dict(result.completion.raw)
+    body.setdefault("object", "chat.completion")
+    body["usage"] = {**body.get("usage", {}), **result.usage.as_dict()}
+    return body
 
 
 async def openai_chunks(stream: ChatStream, include_usage: bool) -> AsyncIterator[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -10,12 +11,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from app.api.deps import runtime_of
 from app.api.observe import note_answer
 from app.api.responses import json_response
 from app.chat.streams import ChatStream, StreamInterrupted
+from app.chat.userstreams import TooManyStreams, UserStreams
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
+logger = logging.getLogger("keypool.api")
 CLIENT_CLOSED = 499  # nginx's status for "client closed request"; nobody is left to read it
 
 
@@ -39,7 +43,12 @@ def start_event(stream: ChatStream) -> dict[str, Any]:
 
 def done_event(stream: ChatStream) -> dict[str, Any]:
     usage = stream.usage.as_dict() if stream.usage else None
-    return {"type": "done", "usage": usage, "finish_reason": stream.finish_reason}
+    return {
+        "type": "done",
+        "usage": usage,
+        "finish_reason": stream.finish_reason,
+        "cost_usd": round(stream.cost_usd, 10),
+    }
 
 
 def interrupted_event(exc: StreamInterrupted, stream: ChatStream) -> dict[str, Any]:
@@ -93,13 +102,44 @@ async def stream_answer(
     opening: Coroutine[Any, Any, ChatStream],
     render: Callable[[ChatStream], AsyncIterator[bytes]],
     headers: Callable[[ChatStream], dict[str, str]],
+    user_id: str | None = None,
 ) -> Response:
     """The SSE answer once the first token is in; before it, the JSON error (or 499) instead."""
-    opened = await open_while_connected(request, opening)
+    streams: UserStreams | None = runtime_of(request).user_streams
+    if streams is not None:
+        try:
+            streams.acquire(user_id)
+        except TooManyStreams:
+            opening.close()  # never started: no key was taken
+            raise
+    try:
+        opened = await open_while_connected(request, opening)
+    except BaseException:
+        if streams is not None:
+            streams.release(user_id)
+        raise
     if isinstance(opened, Response):
+        if streams is not None:
+            streams.release(user_id)
         return opened
     note_answer(request, opened)  # the request log line: path, model, attempts
-    return sse_response(render(opened), headers(opened))
+    body = render(opened)
+    if streams is not None:
+        body = _releasing(body, streams, user_id)
+    return sse_response(body, headers(opened))
+
+
+async def _releasing(
+    body: AsyncIterator[bytes], streams: UserStreams, user_id: str | None
+) -> AsyncIterator[bytes]:
+    try:
+        async for frame in body:
+            yield frame
+    finally:
+        streams.release(user_id)
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def open_while_connected(
@@ -117,11 +157,16 @@ async def open_while_connected(
         await asyncio.wait((opener, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-        if not opener.done():
+        left = not opener.done()
+        if left:
             opener.cancel()
-    if not opener.cancelled():
+    if not left:
         return opener.result()  # the stream, or the KeypoolError for the JSON answer
-    await asyncio.gather(opener, return_exceptions=True)  # let fallback release its key
+    # cancel() only requests it: the task is not done (nor cancelled()) until it has run again.
+    await asyncio.gather(opener, watcher, return_exceptions=True)  # let fallback release its key
+    if not opener.cancelled() and opener.exception() is None:
+        await opener.result().aclose()  # it opened as the client left: nobody will read it
+    logger.info("client closed the request before the first token (499)")
     body = {"error": {"type": "client_closed_request", "message": "the client went away"}}
     return json_response(body, CLIENT_CLOSED)
 

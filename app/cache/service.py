@@ -6,6 +6,7 @@ answers, never errors. A hit is served as stored (the caller then zeroes `cost_u
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -56,6 +57,7 @@ class ResponseCache:
         self.mode = mode
         self.scope = scope
         self.counters = CacheCounters()
+        self._writes: set[asyncio.Task[None]] = set()
 
     def applies(self, params: Mapping[str, Any], explicit: bool | None) -> bool:
         return should_cache(self.mode, params, explicit)
@@ -102,7 +104,23 @@ class ResponseCache:
         if self.shared is not None:
             await self.shared.set(key, raw)
 
+    def remember(self, key: str, answer: Mapping[str, Any]) -> None:
+        """`store` without waiting: in memory at once, the Redis write in the background (the
+        answer does not wait for it; a failed write only means a later miss)."""
+        raw = orjson.dumps(answer)
+        self.memory.set(key, raw)
+        if self.shared is not None:
+            task = asyncio.ensure_future(self._share(key, raw))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _share(self, key: str, raw: bytes) -> None:
+        assert self.shared is not None
+        await self.shared.set(key, raw)
+
     async def aclose(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self.shared is not None:
             await self.shared.aclose()
 

@@ -13,7 +13,7 @@ from app.chat.clients import ClientCache
 from app.chat.observing import ChatObserver
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
-from app.chat.usage import GroupResolver
+from app.chat.usage import GroupResolver, Pricing
 from app.config import Settings
 from app.keys.backoff import WaitPolicy
 from app.providers.transport import AiohttpTransport
@@ -35,6 +35,7 @@ def build_chat(
     sink: UsageSink | None = None,
     groups: GroupResolver | None = None,
     observer: ChatObserver | None = None,
+    prices: Pricing | None = None,
 ) -> ChatParts:
     """Transport, clients, prober and service; the prober is built but not started.
 
@@ -65,6 +66,7 @@ def build_chat(
         on_key_failure=prober.nudge,
         model_groups=settings.groups_by_name,
         observer=observer,
+        prices=prices,
     )
     service.bind_loop(asyncio.get_running_loop())
     return ChatParts(transport, service, prober)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from app.chat.fallback import KeySpread
@@ -18,28 +18,38 @@ from app.errors import KeypoolError
 
 logger = logging.getLogger("keypool.batch")
 
+# One item's answer body (the route passes its response-cache path); default: the service's.
+Complete = Callable[[ChatCall, KeySpread], Awaitable[dict[str, Any]]]
+
 
 async def run_batch(
-    service: ChatService, items: Sequence[ChatCall | KeypoolError]
+    service: ChatService,
+    items: Sequence[ChatCall | KeypoolError],
+    complete: Complete | None = None,
 ) -> list[dict[str, Any]]:
     """One result per item, in order; an item that is already an error is reported as such."""
     spread = KeySpread()
-    return list(await asyncio.gather(*(_one(service, item, spread) for item in items)))
+
+    async def plain(call: ChatCall, spread: KeySpread) -> dict[str, Any]:
+        return (await service.complete(call, spread=spread)).as_dict()
+
+    one = complete or plain
+    return list(await asyncio.gather(*(_one(one, item, spread) for item in items)))
 
 
 async def _one(
-    service: ChatService, item: ChatCall | KeypoolError, spread: KeySpread
+    complete: Complete, item: ChatCall | KeypoolError, spread: KeySpread
 ) -> dict[str, Any]:
     if isinstance(item, KeypoolError):
         return failed(item)
     try:
-        result = await service.complete(item, spread=spread)
+        response = await complete(item, spread)
     except KeypoolError as exc:
         return failed(exc)
     except Exception as exc:  # isolation: a bug in one request must not take its siblings down
         logger.error("batch item failed unexpectedly: %s", type(exc).__name__)
         return failed(KeypoolError("internal error; this request was not completed"))
-    return {"ok": True, "response": result.as_dict()}
+    return {"ok": True, "response": response}
 
 
 def failed(error: KeypoolError) -> dict[str, Any]:

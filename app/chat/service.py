@@ -17,7 +17,7 @@ from app.chat.observing import ChatObserver
 from app.chat.routing import Route, resolve_route
 from app.chat.settlement import Settlement
 from app.chat.streams import ChatStream, OpenedStream, open_committable
-from app.chat.usage import GroupResolver, estimate_usage
+from app.chat.usage import GroupResolver, Pricing, answer_cost, estimate_usage
 from app.config import ProviderConfig
 from app.keys.backoff import WaitPolicy
 from app.keys.model import Outcome
@@ -36,6 +36,7 @@ class ChatCall:
     provider: str | None = None
     fallback: bool = True
     user_id: str | None = None
+    cache: bool | None = None  # the body's `"cache"` switch (response cache; never upstream)
 
 
 @dataclass(slots=True)
@@ -49,6 +50,7 @@ class ChatResult:
     attempts: list[Attempt] = field(default_factory=list)
     latency_ms: float = 0.0
     group: str | None = None  # the model group that served the request, if any
+    cost_usd: float = 0.0  # from the final usage and the service's prices
 
     def as_dict(self) -> dict[str, Any]:
         """The /api/chat 200 body (DESIGN.md §3); a model group's answer also names it."""
@@ -62,6 +64,7 @@ class ChatResult:
             "usage": self.usage.as_dict(),
             "attempts": [a.as_dict() for a in self.attempts],
             "latency_ms": round(self.latency_ms, 2),
+            "cost_usd": round(self.cost_usd, 10),
         }
         if self.group is not None:
             answer["group"] = self.group
@@ -89,8 +92,10 @@ class ChatService:
         model_groups: Mapping[str, ModelGroup] | None = None,
         clock: Callable[[], float] = time.time,
         observer: ChatObserver | None = None,
+        prices: Pricing | None = None,
     ) -> None:
         self.providers = tuple(providers)
+        self.prices = prices  # what answers cost (`cost_usd`); None: every answer costs 0
         self.store = store
         self.clients = clients
         self.groups = groups
@@ -154,6 +159,9 @@ class ChatService:
             attempts=success.attempts,
             latency_ms=(time.perf_counter() - started) * 1000,
             group=route.group,
+            cost_usd=answer_cost(
+                self.prices, success.lease.provider.name, success.lease.model, usage
+            ),
         )
 
     async def open_stream(self, call: ChatCall) -> ChatStream:
@@ -178,6 +186,7 @@ class ChatService:
             call.params,
             route.path,
             group=route.group,
+            prices=self.prices,
         )
 
     # The four entry points of the original design; `model=None` takes Path A.

@@ -121,6 +121,7 @@ class Settlement:
                 at=now,
                 model=lease.model,
                 user_id=lease.user_id,
+                outcome=outcome.value,
             )
         )
 

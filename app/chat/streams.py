@@ -9,7 +9,7 @@ from typing import Any
 
 from app.chat.failures import Attempt
 from app.chat.settlement import Lease
-from app.chat.usage import estimate_usage
+from app.chat.usage import Pricing, answer_cost, estimate_usage
 from app.keys.model import Outcome
 from app.providers.client import ProviderClient, StreamChunk, UpstreamChatStream, Usage
 from app.providers.errors import UpstreamError
@@ -66,8 +66,10 @@ class ChatStream:
         path: str,
         *,
         group: str | None = None,
+        prices: Pricing | None = None,
     ) -> None:
         self._upstream = opened.upstream
+        self._prices = prices
         self._head = deque(opened.head)
         self._lease = lease
         self._params = params
@@ -82,6 +84,11 @@ class ChatStream:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self._text: list[str] = []
+
+    @property
+    def cost_usd(self) -> float:
+        """The answer's cost once the stream has ended (from its final usage); 0 before."""
+        return answer_cost(self._prices, self.provider, self.model, self.usage)
 
     def __aiter__(self) -> ChatStream:
         return self

@@ -12,6 +12,21 @@ class GroupResolver(Protocol):
     async def group_for(self, user_id: str) -> int: ...
 
 
+class Pricing(Protocol):
+    """USD of one answer from its provider, upstream model and tokens (`access.prices.PriceBook`)."""
+
+    def cost_usd(
+        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> float: ...
+
+
+def answer_cost(pricing: Pricing | None, provider: str, model: str, usage: Usage | None) -> float:
+    """An answer's cost from its final usage; 0 without prices or usage."""
+    if pricing is None or usage is None:
+        return 0.0
+    return pricing.cost_usd(provider, model, usage.prompt_tokens, usage.completion_tokens)
+
+
 def text_tokens(text: str) -> int:
     """~4 characters a token: the usual rule of thumb for English with BPE tokenizers."""
     return max(1, (len(text) + 3) // 4) if text else 0

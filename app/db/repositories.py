@@ -43,6 +43,7 @@ class StatsDelta:
     errors: int
     rate_limited: int
     last_request_at: datetime | None
+    cost_usd: float = 0.0
 
     def sort_key(self) -> tuple[str, int, int]:
         """Order that matches the unique index, so concurrent upserts lock rows alike."""
@@ -121,6 +122,15 @@ class UserRepository:
         stmt = select(UserProfile.api_key_group, func.count()).group_by(UserProfile.api_key_group)
         return {grp: int(n) for grp, n in (await self.session.execute(stmt)).tuples()}
 
+    async def recent_groups(self, limit: int) -> list[tuple[str, int]]:
+        """(user_id, group) of the `limit` most recently created users, newest first."""
+        stmt = (
+            select(UserProfile.user_id, UserProfile.api_key_group)
+            .order_by(UserProfile.created_at.desc(), UserProfile.user_id)
+            .limit(limit)
+        )
+        return [(uid, grp) for uid, grp in (await self.session.execute(stmt)).tuples()]
+
     async def list_for_rebalance(self) -> list[tuple[str, int]]:
         """Every (user_id, group), oldest first: earlier users keep their group first."""
         stmt = select(UserProfile.user_id, UserProfile.api_key_group).order_by(
@@ -155,7 +165,10 @@ class KeyStatsRepository:
         stmt = _dialect_insert(self.session, ApiKeyStats).values(values)
         table, new = ApiKeyStats.__table__.c, stmt.excluded
         counters = ("total_requests", "total_tokens", "prompt_tokens", "completion_tokens")
-        summed = {name: table[name] + new[name] for name in (*counters, "errors", "rate_limited")}
+        summed = {
+            name: table[name] + new[name]
+            for name in (*counters, "errors", "rate_limited", "cost_usd")
+        }
         upsert: Insert = stmt.on_conflict_do_update(
             index_elements=list(STATS_CONFLICT_KEY),
             set_={
@@ -225,6 +238,7 @@ def _add(a: StatsDelta, b: StatsDelta) -> StatsDelta:
         errors=a.errors + b.errors,
         rate_limited=a.rate_limited + b.rate_limited,
         last_request_at=max(times) if times else None,
+        cost_usd=a.cost_usd + b.cost_usd,
     )
 
 
@@ -241,6 +255,7 @@ def _delta_values(row: StatsDelta) -> dict[str, Any]:
         "errors": row.errors,
         "rate_limited": row.rate_limited,
         "last_request_at": row.last_request_at,
+        "cost_usd": row.cost_usd,
     }
 
 

@@ -8,16 +8,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from app.db.flushing import FlushLoop
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, StatsDelta
 from app.db.session import DB_ERRORS, SessionFactory, describe_target
+from app.db.spool import Spool
 from app.usage import UsageEvent
 
 _log = logging.getLogger(__name__)
 
 RowKey = tuple[str, int, int | None]
+SPOOL_KIND = "stats"
 
 
 @dataclass(slots=True)
@@ -31,6 +34,7 @@ class _Tally:
     errors: int = 0
     rate_limited: int = 0
     last_at: float = 0.0
+    cost_usd: float = 0.0
 
     def add(self, event: UsageEvent, at: float) -> None:
         self.requests += 1
@@ -39,6 +43,7 @@ class _Tally:
         self.errors += event.error
         self.rate_limited += event.rate_limited
         self.last_at = max(self.last_at, at)
+        self.cost_usd += event.cost_usd
         self.fingerprint = event.fingerprint
 
     def absorb(self, older: _Tally) -> None:
@@ -49,6 +54,7 @@ class _Tally:
         self.errors += older.errors
         self.rate_limited += older.rate_limited
         self.last_at = max(self.last_at, older.last_at)
+        self.cost_usd += older.cost_usd
 
     def delta(self, key: RowKey) -> StatsDelta:
         provider, key_index, key_group = key
@@ -63,6 +69,7 @@ class _Tally:
             errors=self.errors,
             rate_limited=self.rate_limited,
             last_request_at=datetime.fromtimestamp(self.last_at, UTC) if self.last_at else None,
+            cost_usd=self.cost_usd,
         )
 
 
@@ -85,12 +92,14 @@ class StatsWriter:
         logger: logging.Logger = _log,
         clock: Callable[[], float] = time.time,
         on_flush: Callable[[bool], None] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._max_events = flush_max_events
         self._logger = logger
         self._clock = clock
         self._on_flush = on_flush
+        self._spool = spool
         self._pending: dict[RowKey, _Tally] = {}
         self._events = 0
         self._flush_lock = asyncio.Lock()
@@ -123,16 +132,64 @@ class StatsWriter:
             self._loop.wake()
 
     async def start(self) -> None:
+        if self._spool is not None:
+            self._unspool(self._spool.take(SPOOL_KIND))
         self._loop.start()
 
     async def aclose(self) -> None:
-        """Stop the background task, then write everything still pending."""
-        if not await self._loop.stop():
-            self._logger.error(
-                "stats writer: shutting down with %d events (%d rows) unwritten",
-                self._events,
-                len(self._pending),
-            )
+        """Stop the background task, then write everything still pending (or spool it)."""
+        if await self._loop.stop() or not self._pending:
+            return
+        if self._spool is not None and self._spool.put(SPOOL_KIND, self._spooled()):
+            self._pending, self._events = {}, 0  # written at the next start
+            return
+        self._logger.error(
+            "stats writer: shutting down with %d events (%d rows) unwritten",
+            self._events,
+            len(self._pending),
+        )
+
+    def _spooled(self) -> list[dict[str, object]]:
+        return [
+            {
+                "provider": key[0],
+                "key_index": key[1],
+                "key_group": key[2],
+                "fingerprint": t.fingerprint,
+                "requests": t.requests,
+                "prompt_tokens": t.prompt_tokens,
+                "completion_tokens": t.completion_tokens,
+                "errors": t.errors,
+                "rate_limited": t.rate_limited,
+                "last_at": t.last_at,
+            }
+            for key, t in self._pending.items()
+        ]
+
+    def _unspool(self, records: list[dict[str, Any]]) -> None:
+        """Sums a previous process could not write; a malformed record is skipped, not fatal."""
+        for record in records:
+            try:
+                key: RowKey = (
+                    str(record["provider"]),
+                    int(record["key_index"]),
+                    None if record["key_group"] is None else int(record["key_group"]),
+                )
+                tally = _Tally(
+                    str(record["fingerprint"]),
+                    requests=int(record["requests"]),
+                    prompt_tokens=int(record["prompt_tokens"]),
+                    completion_tokens=int(record["completion_tokens"]),
+                    errors=int(record["errors"]),
+                    rate_limited=int(record["rate_limited"]),
+                    last_at=float(record["last_at"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                self._logger.warning("stats writer: malformed spooled record skipped")
+                continue
+            self._restore({key: tally}, tally.requests)
+        if records:
+            self._loop.wake()
 
     async def flush(self) -> bool:
         """Write what is pending; on failure keep it for the next try and return False."""

@@ -9,16 +9,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from app.db.assignment import LruCache, least_loaded, plan_rebalance
 from app.db.flushing import FlushLoop
 from app.db.outage import OutageLog
 from app.db.repositories import KeyStatsRepository, NewUser, UserRepository
 from app.db.session import DB_ERRORS, SessionFactory, describe_target
+from app.db.spool import Spool
 from app.errors import DatabaseUnavailable
 from app.timefmt import iso_utc
 
 _log = logging.getLogger(__name__)
+SPOOL_KIND = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,8 @@ class UserGroupService:
         flush_interval_s: float = 0.5,
         read_timeout_s: float = 2.0,
         logger: logging.Logger = _log,
+        spool: Spool | None = None,
+        new_users_per_minute: int | None = None,
     ) -> None:
         if groups < 1:
             raise ValueError("groups must be at least 1")
@@ -82,7 +87,12 @@ class UserGroupService:
         self._read_timeout = read_timeout_s
         self._logger = logger
         self._max_pending = max_pending
+        self._spool = spool
+        self._new_per_minute = new_users_per_minute
+        self._minute_started = 0.0
+        self._new_this_minute = 0
         self._cache: LruCache[str, int] = LruCache(cache_size)
+        self._cache_size = cache_size
         self._sizes: dict[int, int] = {}
         self._assign_lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
@@ -108,18 +118,57 @@ class UserGroupService:
 
     async def start(self) -> None:
         """Load group sizes (a down database only delays that) and start the saver."""
+        if self._spool is not None:
+            self._unspool(self._spool.take(SPOOL_KIND))
         try:
             await self._resync_sizes()
         except DB_ERRORS as exc:
             self._outage.failed(exc, kept="new users")
+        else:
+            await self._warm_cache()
         self._loop.start()
 
     async def aclose(self) -> None:
-        """Stop the saver and write the users still queued."""
-        if not await self._loop.stop():
-            self._logger.error(
-                "user groups: shutting down with %d users unsaved", self.pending_users
-            )
+        """Stop the saver and write the users still queued (or spool them)."""
+        if await self._loop.stop() or not self.pending_users:
+            return
+        users = [*self._writing.values(), *self._pending.values()]
+        records = [
+            {
+                "user_id": u.user_id,
+                "api_key_group": u.api_key_group,
+                "tier": u.tier,
+                "created_at": u.created_at.timestamp(),
+            }
+            for u in users
+        ]
+        if self._spool is not None and self._spool.put(SPOOL_KIND, records):
+            self._pending, self._writing = {}, {}  # saved at the next start
+            return
+        self._logger.error("user groups: shutting down with %d users unsaved", len(users))
+
+    def _unspool(self, records: list[dict[str, Any]]) -> None:
+        """Users a previous process assigned but could not save: same groups, saved now."""
+        for record in records:
+            try:
+                user = NewUser(
+                    str(record["user_id"]),
+                    int(record["api_key_group"]),
+                    datetime.fromtimestamp(float(record["created_at"]), UTC),
+                    str(record.get("tier", "free")),
+                )
+            except (KeyError, TypeError, ValueError):
+                self._logger.warning("user groups: malformed spooled user skipped")
+                continue
+            if not 1 <= user.api_key_group <= self.groups:
+                user = NewUser(
+                    user.user_id, least_loaded(self._sizes, self.groups), user.created_at
+                )
+            self._pending[user.user_id] = user
+            self._cache.put(user.user_id, user.api_key_group)
+            self._sizes[user.api_key_group] = self._sizes.get(user.api_key_group, 0) + 1
+        if records:
+            self._loop.wake()
 
     async def group_for(self, user_id: str) -> int:
         """The user's group: cached, else stored, else newly assigned."""
@@ -151,24 +200,49 @@ class UserGroupService:
             if known is not None:
                 return known
             group = least_loaded(self._sizes, self.groups)
-            self._sizes[group] = self._sizes.get(group, 0) + 1
             self._cache.put(user_id, group)
+            if not self._admit_new_user():
+                return group  # served from memory (bounded LRU), never stored
+            self._sizes[group] = self._sizes.get(group, 0) + 1
             self._enqueue(NewUser(user_id, group, datetime.fromtimestamp(self._clock(), UTC)))
             return group
 
+    def _admit_new_user(self) -> bool:
+        """At most NEW_USERS_PER_MINUTE new users are stored per minute: user ids are claims
+        anyone can make up, and each stored one is a permanent row. Over it, a new id still
+        gets a group for this process's lifetime (in the bounded cache) but no row."""
+        if self._new_per_minute is None:
+            return True
+        now = self._clock()
+        if now - self._minute_started >= 60.0:
+            if self._new_this_minute > self._new_per_minute:
+                self._logger.warning(
+                    "user groups: %d new user ids in a minute; %d stored (NEW_USERS_PER_MINUTE)",
+                    self._new_this_minute,
+                    self._new_per_minute,
+                )
+            self._minute_started, self._new_this_minute = now, 0
+        self._new_this_minute += 1
+        return self._new_this_minute <= self._new_per_minute
+
     async def _read_group(self, user_id: str) -> int | None:
+        """Memory only: a request never waits on the database (one that accepts connections and
+        never answers cost seconds here). Users stored before this process started are in the
+        cache from `start`; any other stored group is adopted when the new user is saved."""
         queued = self._pending.get(user_id) or self._writing.get(user_id)
-        if queued is not None:
-            return queued.api_key_group
-        if not self._outage.healthy:
-            return None  # don't make requests wait on a database known to be down
+        return queued.api_key_group if queued is not None else None
+
+    async def _warm_cache(self) -> None:
+        """The most recent users' groups, so returning users keep theirs from the first request."""
         try:
             async with asyncio.timeout(self._read_timeout), self._sessionmaker() as session:
-                profile = await UserRepository.from_session(session).get(user_id)
+                recent = await UserRepository.from_session(session).recent_groups(self._cache_size)
         except DB_ERRORS as exc:
             self._outage.failed(exc, kept="new users")
-            return None
-        return profile.api_key_group if profile is not None else None
+            return
+        for user_id, group in reversed(recent):  # oldest first: the newest end up freshest
+            if self._cache.get(user_id) is None:
+                self._cache.put(user_id, group)
 
     def _enqueue(self, user: NewUser) -> None:
         if len(self._pending) >= self._max_pending:

@@ -26,8 +26,11 @@ def demo_environment(base_url: str) -> dict[str, str]:
     }
 
 
-def banner(host: str, port: int) -> str:
+def banner(host: str, port: int, admin_token: str = "") -> str:
     url = f"http://{host}:{port}"
+    # The demo's own token is a documented constant: print it. One the user exported is theirs:
+    # refer to it by name (and the user's shell has it set).
+    shown = "$ADMIN_TOKEN" if admin_token and admin_token != DEMO_ADMIN_TOKEN else DEMO_ADMIN_TOKEN
     body = '{"messages":[{"role":"user","content":"Hello!"}]}'
     return f"""
 keypool demo: gateway on {url}, fake providers alpha and beta (3 keys each;
@@ -46,8 +49,7 @@ Try:
   curl -s {url}/v1/chat/completions \\
        -d '{{"model":"auto","messages":[{{"role":"user","content":"Hi"}}]}}'
   curl -s {url}/v1/models
-  curl -s {url}/api/admin/api-keys/health -H "Authorization: Bearer $ADMIN_TOKEN"
-       (the demo's ADMIN_TOKEN is the README's demo value unless you export your own)
+  curl -s {url}/api/admin/api-keys/health -H "Authorization: Bearer {shown}"
   curl -s {url}/readyz
 
 Ctrl-C stops both.
@@ -58,12 +60,14 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     from app.main import create_app
+    from app.serving import server_options
 
     with FakeProviderThread(demo_config()) as fake:
         os.environ.update(demo_environment(fake.base_url))
         os.environ.setdefault("ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
+        os.environ.setdefault("DOCS_ENABLED", "true")  # a playground: /docs is part of the tour
         app = create_app()
-        print(banner(host, port), flush=True)
+        print(banner(host, port, os.environ["ADMIN_TOKEN"]), flush=True)
         print(f"  ADMIN_TOKEN for the dashboard: {admin_token_hint()}\n", flush=True)
         traffic = None
         if os.environ.get("KEYPOOL_DEMO_TRAFFIC", "1") != "0":
@@ -75,7 +79,15 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
 
             traffic = DemoTraffic(f"http://{host}:{port}").start()
         try:
-            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                ws_max_size=app.state.settings.ws_max_message_bytes,
+                **server_options(),
+            )
         finally:
             if traffic is not None:
                 traffic.stop()

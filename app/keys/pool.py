@@ -74,9 +74,14 @@ class KeyPool:
         signal: RateLimitSignal,
         latency_s: float | None = None,
     ) -> None:
+        known_bad = self.statuses[index].state is KeyState.FAILED
         record_outcome(self.statuses[index], outcome, now, signal, latency_s)
         if outcome is Outcome.OK and latency_s is not None:
             self.latency_ewma = blend_latency(self.latency_ewma, latency_s)
+        # One dead key's requests already in flight when it was marked failed say nothing more
+        # about the provider: counted, a burst on that key alone opened the breaker for all.
+        if known_bad and outcome.is_provider_failure:
+            outcome = Outcome.CANCELLED  # neutral: ends a trial, neither counts nor resets
         self.breaker.record(outcome, now)
 
     def choose(self, now: float, rng: random.Random, ask: Ask) -> Grant:

@@ -44,7 +44,8 @@ def parse_duration(value: str) -> float | None:
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    total = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return total if math.isfinite(total) else None  # "999…9s" past float range is inf
 
 
 def parse_retry_after(value: str, now: float) -> float | None:
@@ -66,7 +67,7 @@ def parse_signal(headers: Mapping[str, str], now: float) -> RateLimitSignal:
     retry_after = None
     if "retry-after-ms" in headers:
         ms = _int(headers["retry-after-ms"])
-        retry_after = ms / 1000 if ms is not None else None
+        retry_after = max(0, ms) / 1000 if ms is not None else None
     if retry_after is None and "retry-after" in headers:
         retry_after = parse_retry_after(headers["retry-after"], now)
     return RateLimitSignal(

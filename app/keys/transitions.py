@@ -24,7 +24,7 @@ def record_start(status: KeyStatus, at: float, now: float, *, paced: bool = Fals
     after a cooldown is not held, and the learned budget is not spent ahead: with a queue of
     reserved turns in flight it would only ever read zero.
     """
-    if status.in_flight == 0:
+    if status.in_flight == 0 and not _suspect(status):
         status.quiet_since = at
     status.in_flight += 1
     status.requests += 1
@@ -33,6 +33,16 @@ def record_start(status: KeyStatus, at: float, now: float, *, paced: bool = Fals
     if status.state is KeyState.RATE_LIMITED:
         status.trial_until = at + TRIAL_HOLD_S
     spend_budget(status, now)
+
+
+def _suspect(status: KeyStatus) -> bool:
+    """Failed as a provider (5xx, timeout, connection) since it last succeeded.
+
+    Such a key keeps its old quiet time when it gets busy again, so a key that hung until its
+    timeout is judged stalled as soon as it holds a request again: a soft quarantine (other keys
+    first, it stays the last resort) that its next success lifts. A 429 alone is not suspect.
+    """
+    return status.failures > 0 and status.health_factor < 1.0 and status.quiet_since is not None
 
 
 def record_outcome(
@@ -142,12 +152,23 @@ def record_probe(status: KeyStatus, *, ok: bool, auth_failed: bool, now: float) 
 
 
 def set_disabled(status: KeyStatus, disabled: bool) -> None:
+    """Enable lifts an admin disable only: the evidence kept under it decides what comes back.
+
+    A key known bad (401/403, or repeated errors) stays failed until a probe succeeds; a cooldown
+    (its end kept through the disable) runs out as it would have; otherwise the key is active.
+    """
     if disabled:
         status.state = KeyState.DISABLED
-        status.cooldown_until = None
         status.trial_until = None
     elif status.state is KeyState.DISABLED:
-        _reactivate(status)
+        if status.auth_failed:
+            _fail(status, auth=True)
+        elif status.cooldown_until is not None:
+            status.state = KeyState.RATE_LIMITED
+        elif status.failures >= FAIL_AFTER_ERRORS:
+            _fail(status, auth=False)
+        else:
+            _reactivate(status)
 
 
 def needs_probe(status: KeyStatus, now: float) -> bool:

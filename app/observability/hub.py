@@ -144,16 +144,18 @@ class Observability:
             "warning",
             f"user {user_id} has spent ${spent_usd:.4f} of a ${budget_usd:.2f} daily budget",
             user_id=user_id,
+            log=False,  # the access layer logs it (keypool.access)
         )
 
     def budget_exceeded(self, user_id: str, spent_usd: float, budget_usd: float) -> None:
-        """The access layer's first refusal of a user for a spent budget (once per day)."""
+        """The access layer's ledger reaching a user's budget (once per user per day)."""
         self.alerts.emit(
             "budget_exceeded",
             "warning",
             f"user {user_id} has spent its ${budget_usd:.2f} daily budget "
             f"(${spent_usd:.4f}); requests are refused until 00:00 UTC",
             user_id=user_id,
+            log=False,  # the access layer logs it (keypool.access)
         )
 
     def start(self) -> None:

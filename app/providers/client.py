@@ -13,6 +13,7 @@ from app.config import ApiKey, ProviderConfig
 from app.keys.model import NO_SIGNAL, RateLimitSignal
 from app.keys.signals import parse_signal
 from app.providers.errors import UpstreamError, UpstreamStreamError
+from app.providers.redact import client_message
 from app.providers.transport import Transport, UpstreamStream
 
 
@@ -113,9 +114,10 @@ class ProviderClient:
 
     def _redact(self, exc: UpstreamError) -> UpstreamError:
         """Some upstreams echo the key in their error text, which a 400 relays to the client."""
-        message, secret = exc.upstream_message, self.key.secret
-        if message and secret in message:
-            exc.upstream_message = message.replace(secret, self.key.fingerprint)
+        if exc.upstream_message:
+            exc.upstream_message = client_message(
+                exc.upstream_message, self.key.secret, self.key.fingerprint
+            )
         return exc
 
     async def complete(self, params: dict[str, Any]) -> Completion:

@@ -71,6 +71,8 @@ def map_upstream_errors() -> Iterator[None]:
     """Re-raise aiohttp/asyncio failures as the most specific UpstreamError, chained with `from`."""
     try:
         yield
+    except UpstreamError:
+        raise
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout("upstream timeout") from exc
     except aiohttp.ClientPayloadError as exc:
@@ -79,6 +81,10 @@ def map_upstream_errors() -> Iterator[None]:
         raise UpstreamConnectionError("upstream sent a malformed response") from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamConnectionError(f"upstream connection error ({type(exc).__name__})") from exc
+    except Exception as exc:
+        # e.g. aiohttp's ValueError for a URL it will not send: still one key's failure, which
+        # falls over to the next, never a 500 for the whole request.
+        raise UpstreamConnectionError(f"upstream request failed ({type(exc).__name__})") from exc
 
 
 def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -93,7 +99,8 @@ def upstream_message(body: bytes) -> str | None:
         return None
     error = data.get("error") if isinstance(data, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    return str(message)[:500] if message else None
+    # Not cut here: the client redacts its key first, then cuts (a cut could split the key).
+    return str(message)[:_MAX_ERROR_BODY] if message else None
 
 
 class _AiohttpStream:
@@ -220,7 +227,12 @@ class AiohttpTransport:
     ) -> UpstreamResponse:
         with map_upstream_errors():
             async with self._session(url).request(
-                method, url, data=body, headers=headers, timeout=self._timeout(timeout_s)
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout(timeout_s),
+                allow_redirects=False,  # a followed 307 would re-post the prompt elsewhere
             ) as response:
                 payload = await response.read()
                 limits = rate_limit_headers(response.headers)
@@ -235,7 +247,7 @@ class AiohttpTransport:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
         with map_upstream_errors():
             response = await self._session(url).post(
-                url, data=body, headers=headers, timeout=timeout
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             )
             limits = rate_limit_headers(response.headers)
             if response.status >= 300:

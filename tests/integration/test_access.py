@@ -171,32 +171,32 @@ class TestTokenMode:
         self, make_fake: FakeFactory, make_gateway: GatewayFactory
     ):
         gateway = start(
-            make_fake, make_gateway, AUTH_MODE="token", MODEL_PRICES="fake-small=1000/1000"
+            make_fake, make_gateway, AUTH_MODE="token", MODEL_PRICES="fake-small=50000/50000"
         )
-        key = new_key(gateway, daily_budget_usd=0.5)["key"]
+        key = new_key(gateway, daily_budget_usd=0.5, rpm=1000)["key"]
         url = gateway.base_url
-        assert httpx.post(f"{url}/api/chat", json=HI, headers=bearer(key)).status_code == 200
-        # Cost recording is wired into the chat path separately; spend as it will.
-        access = gateway.server.lifespan.state["access"]
-        assert gateway.loop is not None
-        gateway.loop.call_soon_threadsafe(access.record, "alice", "alpha", "fake-small", 300, 300)
-
-        def refused_now() -> httpx.Response | None:
+        spent = []
+        refused = None
+        for _ in range(20):  # each answer costs (1 + 5 tokens) x $0.05 against $0.50
             answer = httpx.post(f"{url}/api/chat", json=HI, headers=bearer(key))
-            return answer if answer.status_code == 429 else None
-
-        refused = wait_for(refused_now, what="budget refusal")
+            if answer.status_code != 200:
+                refused = answer
+                break
+            spent.append(answer.json())
+        assert refused is not None, "the budget never ran out"
+        assert refused.status_code == 429
         assert refused.json()["error"]["type"] == "budget_exceeded"
         assert 1 <= int(refused.headers["retry-after"]) <= 86_400
         usage = wait_for(
             lambda: (
-                user_entry(gateway, "alice").json()["usage_today"]["requests"] == 1
+                user_entry(gateway, "alice").json()["usage_today"]["requests"] == len(spent)
                 and user_entry(gateway, "alice").json()["usage_today"]
             ),
             what="usage written",
         )
-        assert usage["total_tokens"] == 600
-        assert usage["cost_usd"] == pytest.approx(0.6)
+        assert usage["total_tokens"] == sum(b["usage"]["total_tokens"] for b in spent)
+        assert usage["cost_usd"] == pytest.approx(sum(b["cost_usd"] for b in spent))
+        assert usage["cost_usd"] >= 0.5
 
     async def test_websocket_takes_the_key_from_the_header_or_the_query(
         self, token_gateway: GatewayServer, caplog: pytest.LogCaptureFixture
@@ -257,7 +257,13 @@ class TestTrustedMode:
         patched = httpx.patch(f"{url}/api/admin/users/bob", json={"tier": "pro"}, headers=AUTH)
         assert patched.status_code == 200, patched.text
         assert patched.json()["tier"] == "pro"
-        assert patched.json()["usage_today"] == {"requests": 0, "total_tokens": 0, "cost_usd": 0}
+        tokens = sum(a.json()["usage"]["total_tokens"] for a in answers[:2])
+        # bob's two answers (no price for fake-small: they cost 0)
+        assert patched.json()["usage_today"] == {
+            "requests": 2,
+            "total_tokens": tokens,
+            "cost_usd": 0,
+        }
         assert httpx.post(f"{url}/api/chat", json=HI, headers=as_bob).status_code == 200
         bad = httpx.patch(f"{url}/api/admin/users/bob", json={"tier": "gold"}, headers=AUTH)
         assert bad.status_code == 422

@@ -268,7 +268,7 @@ class TestAlerts:
         quota_line = f"key alpha:0:{quota[-4:]}: active -> failed (quota_exceeded)"
         assert quota_line in changes
 
-    def test_budget_warning_and_the_first_refusal_alert_once_per_user(
+    def test_budget_warning_and_budget_exceeded_alert_once_per_user(
         self,
         make_fake: FakeFactory,
         make_gateway: GatewayFactory,
@@ -299,7 +299,7 @@ class TestAlerts:
             access = gateway.server.lifespan.state["access"]
             assert gateway.loop is not None
             spend = access.record
-            # Cost recording is wired into the chat path separately; spend as it will.
+            # Spend booked as the chat path does (SpendSink), in larger steps.
             for tokens in (425, 10, 150):  # $0.85 (warned), $0.87, $1.17 (spent)
                 gateway.loop.call_soon_threadsafe(
                     spend, "alice", "alpha", "fake-small", tokens, tokens

@@ -21,7 +21,9 @@ ALPHA = [f"sk-alpha-{i}-{secrets.token_hex(12)}" for i in range(3)]
 BETA = [f"sk-beta-{i}-{secrets.token_hex(12)}" for i in range(2)]
 GAMMA = [f"sk-gamma-{secrets.token_hex(12)}"]
 DELTA = [f"sk-delta-{secrets.token_hex(12)}"]
-ALL_SECRETS = [ADMIN, *ALPHA, *BETA, *GAMMA, *DELTA]
+ECHO = [f"sk-echo-{secrets.token_hex(12)}"]  # its provider quotes it back in a 400's message
+METRICS = f"metrics-{secrets.token_hex(16)}"
+ALL_SECRETS = [ADMIN, METRICS, *ALPHA, *BETA, *GAMMA, *DELTA, *ECHO]
 # Loggers that do not propagate to the root, where caplog listens.
 SILOED = ("uvicorn", "uvicorn.access")
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -59,6 +61,7 @@ def start(make_fake: FakeFactory, make_gateway: GatewayFactory) -> tuple[Gateway
     )
     beta = make_fake({BETA[0]: {"mode": "error_500"}, BETA[1]: {"mode": "forbidden"}})
     delta = make_fake({DELTA[0]: {"mode": "rate_limited", "retry_after_s": 30.0}})
+    echo = make_fake({ECHO[0]: {"mode": "echo_key"}})
     env = {
         **provider_env("alpha", alpha, ALPHA, api_key_5=ALPHA[0]),  # a duplicate: warned about
         **provider_env("beta", beta, BETA),
@@ -66,8 +69,10 @@ def start(make_fake: FakeFactory, make_gateway: GatewayFactory) -> tuple[Gateway
         "GAMMA_BASE_URL": f"http://127.0.0.1:{closed_port()}/v1",
         "GAMMA_DEFAULT_MODEL": "fake-small",
         **provider_env("delta", delta, DELTA),
-        "LLM_PROVIDERS": "alpha,beta,gamma,delta",
+        **provider_env("echo", echo, ECHO),
+        "LLM_PROVIDERS": "alpha,beta,gamma,delta,echo",
         "ADMIN_TOKEN": ADMIN,
+        "METRICS_TOKEN": METRICS,
         "CIRCUIT_FAILURE_THRESHOLD": "1000",
         "REQUEST_DEADLINE_S": "1",
         "LOG_LEVEL": "DEBUG",
@@ -114,6 +119,14 @@ def traffic(client: httpx.Client) -> list[httpx.Response]:
         client.get("/api/admin/users/nobody", headers=admin),
         client.get("/readyz"),
         client.get("/nowhere"),
+        client.post("/api/chat", json={"messages": MESSAGES, "model": "echo/fake-small"}),
+        client.post(
+            "/v1/chat/completions", json={"model": "echo/fake-small", "messages": MESSAGES}
+        ),
+        client.post("/api/chat/stream", json={"messages": MESSAGES, "provider": "echo"}),
+        client.get("/metrics"),
+        client.get("/metrics", headers={"Authorization": f"Bearer {METRICS[:-1]}x"}),
+        client.get("/metrics", headers={"Authorization": f"Bearer {METRICS}"}),
     ]
     return answers
 
@@ -145,3 +158,7 @@ def test_no_secret_in_logs_responses_or_headers(
     assert '"fingerprint":"alpha:0:' in texts["responses"]
     leaks = [(where, s[:12]) for s in ALL_SECRETS for where, text in texts.items() if s in text]
     assert leaks == []
+    # Nor any long part of one: the echoing provider's message is cut at 500 characters.
+    assert "Incorrect API key: echo:0:" in texts["responses"]  # redacted, then cut
+    parts = [(where, s[:12]) for s in ALL_SECRETS for where, t in texts.items() if s[:16] in t]
+    assert parts == []

@@ -49,7 +49,7 @@ def text_of(events: list[dict[str, Any]]) -> str:
 def gateway(make_fake: FakeFactory, make_gateway: GatewayFactory) -> GatewayServer:
     fake = make_fake({"k0": {}, "k1": {}})
     env = {**provider_env("alpha", fake, ["k0", "k1"]), "ADMIN_TOKEN": ADMIN_TOKEN}
-    return make_gateway({**env, "MAX_BODY_BYTES": "4096"})
+    return make_gateway({**env, "MAX_MESSAGE_CHARS": "4096"})
 
 
 class TestRequests:
@@ -109,7 +109,7 @@ class TestBadFrames:
             ('["a", "list"]', None),
             ('{"id": "x", "messages": []}', "x"),
             ('{"id": "y", "messages": [{"role": "robot", "content": "hi"}]}', "y"),
-            ('{"id": "z", "messages": [{"role": "user", "content": "' + "x" * 5000 + '"}]}', None),
+            ('{"id": "z", "messages": [{"role": "user", "content": "' + "x" * 5000 + '"}]}', "z"),
             (b"\xff\xfe binary junk", None),
         ],
         ids=["bad-json", "not-an-object", "empty-messages", "bad-role", "oversize", "binary"],

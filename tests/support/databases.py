@@ -128,6 +128,7 @@ STATS_COLUMNS = (
     "errors",
     "rate_limited",
     "last_request_at",
+    "cost_usd",
 )
 
 

@@ -17,6 +17,7 @@ import uvicorn
 from app.config import load_settings
 from app.demo.fake_provider import FakeProviderThread
 from app.main import create_app
+from app.serving import server_options
 
 
 def require_service(host: str, port: int, name: str, *, always: bool = False) -> None:
@@ -51,7 +52,11 @@ class GatewayServer:
 
     def __init__(self, env: Mapping[str, str], tmp_path: Path) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
-        full = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}", **env}
+        full = {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+            "STATS_SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+            **env,
+        }
         self.settings = load_settings(full)
         self.app = create_app(self.settings)
         config = uvicorn.Config(
@@ -61,6 +66,8 @@ class GatewayServer:
             log_level="warning",
             lifespan="on",
             ws_ping_interval=None,
+            ws_max_size=self.settings.ws_max_message_bytes,
+            **server_options(),  # as `keypool serve` runs it
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)

@@ -97,7 +97,10 @@ class TestProviders:
 
     @pytest.mark.parametrize(
         ("extra", "missing"),
-        [({}, "ACME_BASE_URL"), ({"ACME_BASE_URL": "http://acme/v1"}, "ACME_DEFAULT_MODEL")],
+        [
+            ({"LLM_PROVIDERS": "acme"}, "ACME_BASE_URL"),
+            ({"ACME_BASE_URL": "http://acme/v1"}, "ACME_DEFAULT_MODEL"),
+        ],
     )
     def test_unknown_provider_without_endpoint_is_one_clear_error(
         self, extra: dict[str, str], missing: str

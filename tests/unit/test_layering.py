@@ -7,6 +7,7 @@
                                  ├──► db ──► usage, errors, timefmt
                                  ├──► vault ──► providers, state, db, keys   (cache ──► state)
                                  └──► observability ──► chat, providers, state, db, metrics
+    api and runtime also use cache (the response cache in front of the non-streaming routes)
 
 `app/keys` is pure (no I/O library, no clock, no other room), and aiohttp is imported only by
 `app/providers/transport.py` (and the demo's fake provider).
@@ -72,6 +73,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "usage": set(),
     "timefmt": set(),
+    "serving": set(),  # uvicorn's options for `keypool serve` and the demo
     "schemas": {"errors"},
     "config": {"catalog", "model_groups"},
     "providers": {"keys", "config", "errors"},
@@ -95,12 +97,14 @@ ALLOWED: dict[str, set[str]] = {
         "metrics",
         "vault",
         "observability",
+        "cache",
     }
     | BASE,
-    "runtime": {"access", "chat", "providers", "state", "db", "metrics", "observability"} | BASE,
+    "runtime": {"access", "chat", "providers", "state", "db", "metrics", "observability", "cache"}
+    | BASE,
     "main": {"api", "runtime", "observability", "dashboard"} | BASE,
-    "cli": {"access", "db", "demo", "vault", "observability", "metrics"} | BASE,
-    "demo": {"main"} | BASE,
+    "cli": {"access", "db", "demo", "vault", "observability", "metrics", "serving"} | BASE,
+    "demo": {"main", "serving"} | BASE,
 }
 
 

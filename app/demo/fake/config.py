@@ -19,6 +19,7 @@ Mode = Literal[
     "reset",
     "stream_fail_before_first",
     "stream_cut",
+    "echo_key",
 ]
 MODES: frozenset[str] = frozenset(get_args(Mode))
 DEFAULT_MODELS = ("fake-small", "fake-large")

@@ -122,6 +122,12 @@ async def _fault(request: web.Request, rt: KeyRuntime, *, chat: bool) -> web.Res
     if mode == "bad_request" and not chat:
         mode = "ok"  # a request-level rejection says nothing about the key itself
     counted = rt if chat else None
+    if mode == "echo_key" and chat:
+        # Like providers that quote the credential they refused, placed so a 500-character cut
+        # would split it: the gateway must hide it whole and in part.
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = "x" * (490 - len("Incorrect API key: ")) + f"Incorrect API key: {given}"
+        return _json(counted, 400, bodies.error_body(400, message), _window_headers(rt))
     fault = _STATUS_FAULTS.get(mode)
     if fault is not None:
         status, message = fault

@@ -46,7 +46,9 @@ local function spend_budget(rec)
 end
 
 local function record_start(rec, at)
-  if rec.in_flight == 0 then rec.quiet_since = at end
+  -- as transitions.record_start: a key that failed since it last answered keeps its quiet time
+  local suspect = rec.failures > 0 and rec.health_factor < 1.0 and rec.quiet_since ~= nil
+  if rec.in_flight == 0 and not suspect then rec.quiet_since = at end
   rec.in_flight = rec.in_flight + 1
   rec.flights[me] = (rec.flights[me] or 0) + 1
   rec.requests = rec.requests + 1

@@ -140,11 +140,17 @@ end
 
 function ops.release()
   local rec = load_one(args.index)
+  local known_bad = rec.state == FAILED
   record_outcome(rec, args)
   if args.outcome == 'ok' and args.latency ~= nil then
     meta.latency_ewma = blend(meta.latency_ewma, args.latency)
   end
-  breaker_record(args)
+  -- as KeyPool.release: a failed key's late failures are neutral for the breaker
+  if known_bad and args.provider_failure then
+    breaker_record({outcome = 'cancelled', provider_failure = false})
+  else
+    breaker_record(args)
+  end
   dirty[args.index] = true
   save()
   return '{}'
@@ -166,9 +172,18 @@ end
 function ops.set_disabled()
   local rec = load_one(args.index)
   if args.disabled then
-    rec.state, rec.cooldown_until, rec.trial_until = DISABLED, nil, nil
+    rec.state, rec.trial_until = DISABLED, nil
   elseif rec.state == DISABLED then
-    reactivate(rec)
+    -- as transitions.set_disabled: enable lifts the disable, not the evidence under it
+    if rec.auth_failed then
+      fail(rec, true)
+    elseif rec.cooldown_until ~= nil then
+      rec.state = RATE_LIMITED
+    elseif rec.failures >= FAIL_AFTER_ERRORS then
+      fail(rec, false)
+    else
+      reactivate(rec)
+    end
   end
   dirty[args.index] = true
   save()

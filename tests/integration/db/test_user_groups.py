@@ -180,8 +180,8 @@ class TestDatabaseOutage:
         self, make_service: MakeService, switchable: SwitchableSessions, sessionmaker: Sessions
     ):
         await seed_users(sessionmaker, [2])
+        switchable.down = True  # from the start: nothing could be read into the cache
         svc = await make_service(switchable, 2)
-        switchable.down = True
 
         assert await svc.group_for("u00") == 1  # unknown while the database is down
         switchable.down = False
@@ -241,3 +241,36 @@ class TestGroupStats:
             GroupStat(2, 0, 0, 0, None),
             GroupStat(3, 1, 0, 0, None),
         ]
+
+
+class TestNeverWaitsOnTheDatabase:
+    async def test_a_new_user_gets_a_group_at_once_from_a_database_that_never_answers(
+        self, make_service: MakeService, sessionmaker: Sessions
+    ):
+        held: list[asyncio.StreamWriter] = []
+
+        async def accept_and_say_nothing(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            held.append(w)
+
+        server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sessions = SwitchableSessions(sessionmaker, f"postgresql+asyncpg://u@127.0.0.1:{port}/db")
+        try:
+            svc = await make_service(sessions, 3)  # started healthy
+            sessions.down = True  # then the database stops answering
+            started = asyncio.get_running_loop().time()
+            group = await svc.group_for("brand-new")
+            assert asyncio.get_running_loop().time() - started < 0.5  # it used to wait 2 s
+            assert group in (1, 2, 3)
+        finally:
+            for writer in held:
+                writer.close()
+            server.close()
+            await sessions.dispose()
+
+    async def test_returning_users_keep_their_group_from_the_first_request(
+        self, make_service: MakeService, sessionmaker: Sessions
+    ):
+        await seed_users(sessionmaker, [3, 3])
+        svc = await make_service(sessionmaker, 3)
+        assert [await svc.group_for("u00"), await svc.group_for("u01")] == [3, 3]

@@ -89,10 +89,15 @@ def test_a_user_loaded_past_the_warning_line_is_not_warned_again():
     assert [w[0] for w in warnings] == ["v"]
 
 
-def test_the_first_refusal_of_a_user_is_news_once_a_day():
+def test_reaching_the_budget_alerts_exactly_once_per_user_per_day():
     clock = noon()
-    ledger = BudgetLedger(clock, lambda *a: None)
-    assert [ledger.first_refusal("u") for _ in range(3)] == [True, False, False]
-    assert ledger.first_refusal("v") is True
+    reached: list[tuple[str, float, float]] = []
+    ledger = BudgetLedger(clock, lambda *a: None, lambda *a: reached.append(a))
+    ledger.add("u", 0.9, 1.0)
+    assert reached == []
+    ledger.add("u", 0.1, 1.0)
+    ledger.add("u", 0.5, 1.0)  # overshoot by a request in flight: no second alert
+    assert reached == [("u", 1.0, 1.0)]
     clock.now = datetime(2026, 12, 7, 0, 0, 1, tzinfo=UTC).timestamp()
-    assert ledger.first_refusal("u") is True
+    ledger.add("u", 2.0, 1.0)
+    assert [r[0] for r in reached] == ["u", "u"]  # a new day, a new alert

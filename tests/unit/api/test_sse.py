@@ -68,6 +68,7 @@ class TestKeypoolEvents:
                 "estimated": True,
             },
             "finish_reason": "stop",
+            "cost_usd": 0.0,  # a service without prices prices nothing
         }
 
     async def test_cut_gives_exactly_one_error_event_and_no_done(self):

@@ -34,6 +34,7 @@ class TestWithoutDatabase:
 
         assert Counter(groups) == {1: 3, 2: 3, 3: 2, 4: 2}
         assert svc.pending_users == 10
+        assert await svc.flush() is False  # the request path never touched the database
         assert not svc.healthy
 
     async def test_one_assignment_for_concurrent_first_requests(self, logger: logging.Logger):

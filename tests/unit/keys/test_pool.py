@@ -188,3 +188,58 @@ class TestHangingKey:
         p = pool(2)
         p.acquire(NOW, RNG, Ask())
         assert p.acquire(NOW + 30, RNG, Ask(preferred=0)).index == 0
+
+
+class TestSoftQuarantine:
+    def test_a_key_that_hung_until_its_timeout_gets_no_burst_afterwards(self):
+        p = TestHangingKey().warmed()
+        t = NOW + 1
+        assert p.acquire(t, RNG, Ask()).index == 0  # hangs until its timeout
+        p.release(0, Outcome.TIMEOUT, t + 60, NO_SIGNAL)
+        later = t + 60
+        picks = []
+        for _ in range(10):  # the other key answers each request at once
+            index = p.acquire(later, RNG, Ask()).index
+            picks.append(index)
+            if index == 1:
+                p.release(1, Outcome.OK, later, NO_SIGNAL, latency_s=0.01)
+        assert picks.count(0) == 1  # one request at a time until it answers again
+
+    def test_its_next_success_lifts_the_quarantine(self):
+        p = TestHangingKey().warmed()
+        t = NOW + 1
+        p.acquire(t, RNG, Ask())
+        p.release(0, Outcome.TIMEOUT, t + 60, NO_SIGNAL)
+        assert p.acquire(t + 60, RNG, Ask(preferred=0)).index == 0
+        p.release(0, Outcome.OK, t + 60.1, NO_SIGNAL, latency_s=0.01)
+        picks = [p.acquire(t + 61, RNG, Ask()).index for _ in range(4)]
+        assert picks.count(0) == 2  # back in the rotation
+
+    def test_a_rate_limited_key_is_not_quarantined(self):
+        p = TestHangingKey().warmed()
+        cool(p, 0, 1.0, NOW + 1)
+        t = NOW + 100
+        assert p.acquire(t, RNG, Ask(preferred=0)).index == 0
+        assert p.statuses[0].quiet_since == t  # a fresh clock: judged like any busy key
+
+
+class TestOneDeadKeyAndTheBreaker:
+    def test_a_burst_on_one_dead_key_does_not_open_the_providers_breaker(self):
+        # Concurrent requests all reach the dead key before its first failure comes back; only
+        # those answered before it was marked failed say something about the provider.
+        p = pool(3, breaker=CircuitBreaker(threshold=5, reset_s=60.0))
+        for _ in range(6):
+            assert p.acquire(NOW, RNG, Ask(preferred=1)).index == 1
+        for _ in range(6):
+            p.release(1, Outcome.SERVER_ERROR, NOW + 0.01, NO_SIGNAL)
+        assert p.statuses[1].state is KeyState.FAILED
+        assert p.breaker.state(NOW + 0.02) is CircuitState.CLOSED
+        assert p.acquire(NOW + 0.02, RNG, Ask()).index in (0, 2)
+
+    def test_failures_spread_over_keys_still_open_it(self):
+        p = pool(3, breaker=CircuitBreaker(threshold=5, reset_s=60.0))
+        for i in range(5):  # two keys each failing twice and one once: the provider is unwell
+            index = p.acquire(NOW, RNG, Ask(preferred=i % 3)).index
+            assert index is not None
+            p.release(index, Outcome.SERVER_ERROR, NOW + 0.01, NO_SIGNAL)
+        assert p.breaker.state(NOW + 0.02) is CircuitState.OPEN

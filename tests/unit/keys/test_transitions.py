@@ -190,7 +190,8 @@ class TestProbesAndAdmin:
         attempt(status, Outcome.OK)
         assert status.state is KeyState.DISABLED
         set_disabled(status, False)
-        assert status.usable(NOW)
+        assert not status.usable(NOW)  # enable lifts the disable, not the announced cooldown
+        assert status.usable(NOW + 60)
 
 
 class TestQuotaExceeded:
