@@ -8,7 +8,6 @@ while serving it, and each request is recorded with route "/api/chat/ws" when it
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -16,12 +15,11 @@ from typing import Any
 from app.observability.hub import Observability
 from app.observability.logs import new_request_id, request_id_var
 from app.observability.middleware import PRINCIPAL_KEY, accepted_request_id
+from app.observability.requestlog import request_log
 
 WS_ROUTE = "/api/chat/ws"
 CLIENT_CLOSED = 499
 STREAM_FAILED = 502  # an upstream stream broke after it started (SSE would be a 200 by then)
-
-logger = logging.getLogger("keypool.request")
 
 
 def principal_of(scope: Mapping[str, Any]) -> str | None:
@@ -116,7 +114,7 @@ class WsRequest:
             message=self.message,
             request_id=self.request_id,
         )
-        if logger.isEnabledFor(logging.INFO):
+        if request_log.enabled():
             self._log(hub, seconds * 1000)
 
     def _log(self, hub: Observability, latency_ms: float) -> None:
@@ -137,14 +135,8 @@ class WsRequest:
             "attempts": self.attempts,
             "user": self.user,
         }
-        logger.info(
-            "WS %s %d %.1f ms id=%s provider=%s key=%s user=%s",
-            WS_ROUTE,
-            self.status,
-            latency_ms,
-            self.request_id,
-            self.provider,
-            key,
-            self.user,
-            extra=fields,
+        message = (
+            f"WS {WS_ROUTE} {self.status} {latency_ms:.1f} ms id={self.request_id} "
+            f"provider={self.provider} key={key} user={self.user}"
         )
+        request_log.emit(message, fields)

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from app.observability.requestlog import request_log
+
 request_id_var: ContextVar[str | None] = ContextVar("keypool_request_id", default=None)
 
 # LogRecord attributes that are not "extra" fields given by the caller.
@@ -60,8 +62,8 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def make_handler(log_format: str) -> logging.Handler:
-    handler = logging.StreamHandler()
+def make_handler(log_format: str) -> logging.StreamHandler[Any]:
+    handler: logging.StreamHandler[Any] = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
@@ -81,8 +83,10 @@ def configure(level: str, log_format: str = "text") -> None:
     logging._srcfile = None
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    root.addHandler(make_handler(log_format))
+    handler = make_handler(log_format)
+    root.addHandler(handler)
     root.setLevel(level.upper())
+    request_log.install(handler, log_format)  # the request line skips `logging` (same shape)
 
 
 def new_request_id() -> str:

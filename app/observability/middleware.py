@@ -7,7 +7,6 @@ they may add to `RequestInfo`, so the chat code needs no logging or metrics call
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.hub import Observability
 from app.observability.logs import new_request_id, request_id_var
-
-logger = logging.getLogger("keypool.request")
+from app.observability.requestlog import request_log
 
 CHAT_ROUTES = frozenset(
     {"/api/chat", "/api/chat/stream", "/api/chat/batch", "/v1/chat/completions"}
@@ -237,19 +235,17 @@ def _log(
     latency_ms: float,
     path: str,
 ) -> None:
-    if not logger.isEnabledFor(logging.INFO):
+    if not request_log.enabled():
         return
     user = info.user or _principal(scope) or _header(scope, b"x-user-id")
-    key = (
-        hub.fingerprint(answer.provider, answer.key_index)
-        if answer.provider and answer.key_index
-        else None
-    )
+    provider = answer.provider
+    key = hub.fingerprint(provider, answer.key_index) if provider and answer.key_index else None
+    route: str = scope["path"]
     fields = {
         "request_id": info.request_id,
-        "route": scope["path"],
+        "route": route,
         "path": path,
-        "provider": answer.provider,
+        "provider": provider,
         "model": info.model,
         "key": key,
         "status": status,
@@ -257,18 +253,11 @@ def _log(
         "attempts": info.attempts,
         "user": user,
     }
-    logger.info(
-        "%s %s %d %.1f ms id=%s provider=%s key=%s user=%s",
-        scope["method"],
-        scope["path"],
-        status,
-        latency_ms,
-        info.request_id,
-        answer.provider,
-        key,
-        user,
-        extra=fields,
+    message = (
+        f"{scope['method']} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
+        f"provider={provider} key={key} user={user}"
     )
+    request_log.emit(message, fields)
 
 
 PRINCIPAL_KEY = "keypool.principal"  # set by the access middleware (api/access.py)
