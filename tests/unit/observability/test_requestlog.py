@@ -86,7 +86,8 @@ async def test_lines_of_one_loop_iteration_are_one_write(monkeypatch: pytest.Mon
     await asyncio.sleep(0)
     lines = out.text().splitlines()
     assert [orjson.loads(line)["request_id"] for line in lines] == [f"req-{i}" for i in range(50)]
-    assert log.buffer is not None and log.buffer.writes == 1
+    assert log.buffer is not None
+    assert log.buffer.writes == 1
 
 
 def test_outside_a_loop_the_line_is_written_at_once(monkeypatch: pytest.MonkeyPatch):
