@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-peers soak migrate clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-obs bench-peers soak migrate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,11 +39,14 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)  ## ~6-7 min; writes bench/results.md + bench/results.json
+bench: $(STAMP)  ## ~7-8 min; writes bench/results.md + bench/results.json
 	$(BIN)/python -m bench.run
 
 bench-quick: $(STAMP)  ## ~2.5 min, for checking the harness
 	$(BIN)/python -m bench.run --quick
+
+bench-obs: $(STAMP)  ## ~1 min: scenario 7 alone (observability on vs off, one worker)
+	$(BIN)/python -m bench.run --only observability --out-dir bench/results-obs
 
 soak: $(STAMP)  ## 10-min fault soak; writes bench/soak-results.md + .json (SOAK_ARGS="--duration 60")
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)

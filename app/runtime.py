@@ -10,6 +10,7 @@ from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.access.budgets import WarningSink, log_budget_exceeded, log_budget_warning
 from app.access.service import Access, build_access
 from app.access.spend import SpendSink
 from app.cache.service import ResponseCache, build_cache
@@ -38,6 +39,16 @@ from app.vault.serving import VaultServing
 from app.vault.wiring import open_vault
 
 logger = logging.getLogger("keypool")
+
+
+def _logged_and(log: WarningSink, alert: WarningSink) -> WarningSink:
+    """A budget sink that keeps the access layer's log line and also raises the alert."""
+
+    def sink(user_id: str, spent_usd: float, budget_usd: float) -> None:
+        log(user_id, spent_usd, budget_usd)
+        alert(user_id, spent_usd, budget_usd)
+
+    return sink
 
 
 @dataclass(slots=True)
@@ -148,7 +159,14 @@ async def build_runtime(settings: Settings) -> Runtime:
         byok = ByokPools({p.name: p for p in settings.providers}, vault.byok, transport)
         return byok
 
-    access = await build_access(settings, sessions)
+    access = await build_access(
+        settings,
+        sessions,
+        # One alert per user per day each, from the ledger: logged by the access layer and
+        # sent through the observability hub (webhook, counters).
+        on_budget_warning=_logged_and(log_budget_warning, observability.budget_warning),
+        on_budget_exceeded=_logged_and(log_budget_exceeded, observability.budget_exceeded),
+    )
     # Cost and budgets: each settled attempt is priced and booked before it is counted.
     sink = SpendSink(MeteredSink(stats, metrics, observability.summary), access)
     chat = build_chat(
@@ -158,6 +176,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         groups=groups,
         own_keys=own_keys if vault is not None else None,
         prices=access.prices,
+        observer=observability,  # settled attempts, provider_exhausted
     )
     runtime = Runtime(
         settings,

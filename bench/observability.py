@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import timeit
 from typing import Any
 
 from app.metrics import Metrics
+from app.observability import logs
 from app.observability.hub import Observability
 from app.observability.middleware import RequestObserver
 from app.observability.summary import RequestRecord
@@ -43,6 +45,8 @@ def main() -> None:
     print(
         f"middleware, INFO log line   {asyncio.run(_middleware_us(hub, logging.INFO)):6.2f} us per request"
     )
+    json_us = asyncio.run(_middleware_us(hub, logging.INFO, json=True))
+    print(f"middleware, JSON log line   {json_us:6.2f} us per request (written to /dev/null)")
     print(f"bare app (baseline)         {asyncio.run(_bare_us()):6.2f} us per request")
 
 
@@ -67,7 +71,7 @@ def _scope(hub: Observability | None) -> dict[str, Any]:
         "path": "/api/chat",
         "method": "POST",
         "headers": [(b"x-user-id", b"ann")],
-        "state": {"runtime": _Runtime(hub)},
+        "state": {"runtime": _Runtime(hub), "observability": hub},  # as the lifespan state
     }
 
 
@@ -84,11 +88,18 @@ async def _run(app: Any, hub: Observability | None, n: int) -> float:
     return (time.perf_counter() - started) / n * 1e6
 
 
-async def _middleware_us(hub: Observability, level: int) -> float:
+async def _middleware_us(hub: Observability, level: int, *, json: bool = False) -> float:
     log = logging.getLogger("keypool.request")
     log.setLevel(level)
     log.propagate = False
-    log.addHandler(logging.NullHandler())
+    log.handlers.clear()
+    if json:  # formatted and written, as with LOG_FORMAT=json
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - bench-long
+        handler.addFilter(logs.RequestIdFilter())
+        handler.setFormatter(logs.JsonFormatter())
+        log.addHandler(handler)
+    else:
+        log.addHandler(logging.NullHandler())
     return min([await _run(RequestObserver(_app), hub, 20_000) for _ in range(3)])
 
 

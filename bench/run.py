@@ -1,7 +1,8 @@
 """`make bench`: run every scenario against direct / passthrough / gateway and write results.
 
 python -m bench.run [--quick]
-    [--only latency,throughput,streaming,goodput,failover,redis,scheduling,access_cache]
+    [--only latency,throughput,streaming,goodput,failover,redis,scheduling,access_cache,
+            observability]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench import (
     s4_goodput,
     s5_failover,
     s6_redis,
+    s7_observability,
     s7_scheduling,
 )
 from bench.common import Ctx, Section, describe
@@ -41,6 +43,7 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Section]]] = {
     "redis": s6_redis.run,
     "scheduling": s7_scheduling.run,
     "access_cache": access_cache.run,
+    "observability": s7_observability.run,
 }
 
 
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for why in (fake_available(), gateway_available()):
         if why:
             notes.append(why)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     raw = args.out_dir / "results.raw" / "bench"
     shutil.rmtree(raw, ignore_errors=True)  # logs, configs and DBs of the previous run
     ctx = Ctx(quick=args.quick, raw_dir=raw, wrk_path=wrk_path, notes=notes)

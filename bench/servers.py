@@ -117,6 +117,7 @@ def start_gateway(
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
     workers: int = 1,
+    app: str | None = None,
 ) -> Server:
     """keypool under uvicorn; with `workers` > 1 `Server.pid` is uvicorn's parent (stopping it
     stops the workers, which inherit its core) and WEB_CONCURRENCY tells the app how many."""
@@ -132,7 +133,8 @@ def start_gateway(
         **({"WEB_CONCURRENCY": str(workers)} if workers > 1 else {}),
         **(extra_env or {}),
     }
-    app = os.environ.get("BENCH_GATEWAY_APP", "app.main:app")  # another ASGI app to bench
+    # Another ASGI app to bench: `app` (a scenario's variant), else BENCH_GATEWAY_APP.
+    app = app or os.environ.get("BENCH_GATEWAY_APP", "app.main:app")
     argv = [
         PYTHON,
         "-m",

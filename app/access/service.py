@@ -289,8 +289,12 @@ async def build_access(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
     clock: Callable[[], float] = time.time,
+    on_budget_warning: WarningSink = log_budget_warning,
+    on_budget_exceeded: WarningSink = log_budget_exceeded,
 ) -> Access:
-    """Build and start the access layer; with REDIS_URL the user limits are shared."""
+    """Build and start the access layer; with REDIS_URL the user limits are shared.
+
+    The two sinks receive the budget alerts (runtime.py passes the observability hub's)."""
     limiter: Limiter | None = None
     redis_client = None
     if settings.redis_url is not None and settings.auth_mode != "none":
@@ -304,7 +308,14 @@ async def build_access(
             SlidingWindowLimiter(),
             timeout_s=settings.redis_timeout_s,
         )
-    access = Access(settings, sessionmaker, limiter=limiter, clock=clock)
+    access = Access(
+        settings,
+        sessionmaker,
+        limiter=limiter,
+        clock=clock,
+        on_budget_warning=on_budget_warning,
+        on_budget_exceeded=on_budget_exceeded,
+    )
     if redis_client is not None:
         access.on_close(redis_client.aclose)
     if settings.auth_mode == "none" and not is_loopback(settings.host):

@@ -11,6 +11,7 @@ from app.api.body import body_doc, read_model, validate
 from app.api.cached import answer
 from app.api.calls import chat_call, tier_of, user_id_of
 from app.api.deps import runtime_of
+from app.api.observe import noting
 from app.api.responses import json_response, stream_headers
 from app.api.sse import keypool_sse, stream_answer
 from app.chat.batch import run_batch
@@ -31,7 +32,8 @@ async def chat(request: Request) -> Response:
     service, settings = runtime.service, runtime.settings
     body = await read_model(request, ChatRequest, settings.max_message_chars)
     call = chat_call(body, user_id_of(request, body.user_id), tier_of(request))
-    done = await answer(service, runtime.cache, call, "chat", ChatResult.as_dict)
+    render = noting(request, ChatResult.as_dict)  # the request log line: path, model, attempts
+    done = await answer(service, runtime.cache, call, "chat", render)
     return json_response(done.body, headers=done.headers())
 
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from app.api.responses import json_response
 from app.errors import InvalidRequest, KeypoolError
+from app.observability.logs import request_id_var
 
 logger = logging.getLogger("keypool.api")
 
@@ -104,7 +105,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # Not logged here: Starlette re-raises after this answer and CrashGuardMiddleware logs it
     # once, by type only (exception text may carry upstream payloads).
     error = KeypoolError("internal error; the request was not completed")
-    return error_response(request, error)
+    response = error_response(request, error)
+    # Rendered outside the RequestObserver (Starlette's outermost layer): add its id here.
+    request_id = request_id_var.get()
+    if request_id is not None:
+        response.headers["x-request-id"] = request_id
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ from app.api.body import body_doc, read_json, validate
 from app.api.cached import answer
 from app.api.calls import AUTO_MODEL, group_key, openai_call, tier_of, user_id_of
 from app.api.deps import ChatServiceDep, runtime_of
+from app.api.observe import noting
 from app.api.responses import json_response, stream_headers
 from app.api.sse import DONE, sse, stream_answer
 from app.chat.service import ChatResult, ChatService
@@ -42,7 +43,8 @@ async def chat_completions(request: Request) -> Response:
         return await stream_answer(
             request, service.open_stream(call), render, stream_headers, call.user_id
         )
-    done = await answer(service, runtime.cache, call, "openai", completion_body)
+    noted = noting(request, completion_body)  # the request log line: path, model, attempts
+    done = await answer(service, runtime.cache, call, "openai", noted)
     return json_response(done.body, headers=done.headers())
 
 

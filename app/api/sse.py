@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from app.api.deps import runtime_of
+from app.api.observe import note_answer
 from app.api.responses import json_response
 from app.chat.streams import ChatStream, StreamInterrupted
 from app.chat.userstreams import TooManyStreams, UserStreams
@@ -121,6 +122,7 @@ async def stream_answer(
         if streams is not None:
             streams.release(user_id)
         return opened
+    note_answer(request, opened)  # the request log line: path, model, attempts
     body = render(opened)
     if streams is not None:
         body = _releasing(body, streams, user_id)

@@ -27,8 +27,10 @@ from app.api.deps import runtime_of
 from app.api.depth import MAX_JSON_DEPTH, too_deep
 from app.api.errors import invalid_request
 from app.api.sse import keypool_events
+from app.api.ws_observe import WsRequest, principal_of
 from app.chat.service import ChatService
 from app.errors import InvalidRequest, KeypoolError
+from app.observability.middleware import request_info
 from app.runtime import Runtime
 from app.schemas import MAX_USER_ID_CHARS, ChatRequest
 
@@ -53,10 +55,12 @@ class ChatSocket:
         self.max_frame = runtime.settings.ws_max_message_bytes
         self.max_in_flight = runtime.settings.ws_max_inflight
         self.user_id = websocket.headers.get("x-user-id") or websocket.query_params.get("user_id")
+        self.hub = runtime.observability  # each request recorded as route /api/chat/ws
         # token/trusted mode: each chat frame is one request of this user (rate limit, budget);
         # the handshake's admission (by the access middleware) covers the first frame.
         self.access = runtime.access
         self.principal: Principal | None = websocket.scope.get(PRINCIPAL)
+        self.principal_user = principal_of(websocket.scope)  # the log line's user, if any
         self._prepaid = self.principal is not None
         self._send_lock = asyncio.Lock()
         self.user_streams = runtime.user_streams
@@ -94,23 +98,35 @@ class ChatSocket:
 
     async def _handle(self, frame: str | bytes) -> None:
         request_id = None
+        seen = WsRequest(
+            self.user_id, self.principal_user
+        )  # this request's id, metrics and log line
+        gone = False
         try:
             data = self._parse(frame)
             request_id = echoable_id(data.get("id"))
+            seen.adopt(data)
             await self._admit()
             request = ChatRequest.model_validate(
                 data, context={"max_message_chars": self.max_chars}
             )
-            await self._chat(request)
+            await self._chat(request, seen)
         except ValidationError as exc:
-            await self._error(request_id, invalid_request(exc))
+            await self._error(request_id, invalid_request(exc), seen)
         except KeypoolError as exc:
-            await self._error(request_id, exc)
+            await self._error(request_id, exc, seen)
         except _GONE:
+            gone = True
             return  # the socket closed under us; the reader loop cancels the rest
+        except asyncio.CancelledError:
+            gone = True
+            raise
         except Exception as exc:  # one request's bug must not kill the socket or go unseen
             logger.error("unexpected %s in a websocket chat request", type(exc).__name__)
-            await self._error(request_id, KeypoolError("internal error; request not completed"))
+            error = KeypoolError("internal error; request not completed")
+            await self._error(request_id, error, seen)
+        finally:
+            seen.finish(self.hub, gone=gone)
 
     async def _admit(self) -> None:
         """Per frame, as the middleware does per HTTP request: over the budget or the user's
@@ -125,8 +141,11 @@ class ChatSocket:
 
     async def _refuse_busy(self, frame: str | bytes) -> None:
         """One socket may not hold more than WS_MAX_INFLIGHT requests: it would starve the others."""
+        seen = WsRequest(self.user_id, self.principal_user)
         try:
-            request_id = echoable_id(self._parse(frame).get("id"))
+            data = self._parse(frame)
+            request_id = echoable_id(data.get("id"))
+            seen.adopt(data)
         except InvalidRequest:
             request_id = None
         error = TooManyInFlight(
@@ -134,7 +153,8 @@ class ChatSocket:
             "wait for one to end"
         )
         with contextlib.suppress(*_GONE):
-            await self._error(request_id, error)
+            await self._error(request_id, error, seen)
+        seen.finish(self.hub)
 
     def _parse(self, frame: str | bytes) -> dict[str, Any]:
         size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
@@ -150,23 +170,24 @@ class ChatSocket:
             raise InvalidRequest(f"frame nests JSON more than {MAX_JSON_DEPTH} levels deep")
         return data
 
-    async def _chat(self, request: ChatRequest) -> None:
+    async def _chat(self, request: ChatRequest, seen: WsRequest) -> None:
         call = chat_call(request, request.user_id or self.user_id)
         self.user_streams.acquire(call.user_id)
         try:
             stream = await self.service.open_stream(call)
             async with aclosing(keypool_events(stream)) as events:
                 async for event in events:
-                    await self.send({**event, "id": request.id})
+                    await self.send(seen.tag({**event, "id": request.id}))
         finally:
             self.user_streams.release(call.user_id)
 
-    async def _error(self, request_id: Any, error: KeypoolError) -> None:
+    async def _error(
+        self, request_id: Any, error: KeypoolError, seen: WsRequest | None = None
+    ) -> None:
         body = error.body()["error"]
+        event = {"type": "error", "id": request_id, "status": error.status_code, "error": body}
         try:
-            await self.send(
-                {"type": "error", "id": request_id, "status": error.status_code, "error": body}
-            )
+            await self.send((seen or WsRequest(self.user_id, self.principal_user)).tag(event))
         except _GONE:
             return
 
@@ -191,8 +212,15 @@ async def chat_ws(websocket: WebSocket) -> None:
         or not is_utf8_header(websocket.headers.get("x-user-id") or "")
     ):
         error = InvalidRequest(f"user id is over {MAX_USER_ID_CHARS} characters or not valid UTF-8")
+        info = request_info(websocket.scope)  # the handshake's id
         await socket.send(
-            {"type": "error", "id": None, "status": 422, "error": error.body()["error"]}
+            {
+                "type": "error",
+                "id": None,
+                "request_id": info.request_id if info is not None else None,
+                "status": 422,
+                "error": error.body()["error"],
+            }
         )
         await websocket.close(code=1008)
         return

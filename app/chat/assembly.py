@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from app.chat.clients import ClientCache
 from app.chat.directory import ProviderDirectory
+from app.chat.observing import ChatObserver
 from app.chat.pools import OwnPools, PoolResolver, SharedPools, WithOwnKeys
 from app.chat.recovery import KeyProber
 from app.chat.service import ChatService
@@ -39,11 +40,14 @@ def build_chat(
     sink: UsageSink | None = None,
     groups: GroupResolver | None = None,
     own_keys: Callable[[Transport], OwnPools] | None = None,
+    observer: ChatObserver | None = None,
     prices: Pricing | None = None,
 ) -> ChatParts:
     """Transport, clients, prober and service; the prober is built but not started.
 
     `own_keys` (the key vault's users' own keys) builds the private pools on the transport.
+    `observer` (the observability hub) sees every settled attempt and every provider found
+    without a usable key.
     """
     transport = AiohttpTransport()
     for provider in settings.providers:
@@ -78,6 +82,7 @@ def build_chat(
         tier_weights=settings.tier_weight_map,
         fair_queueing=settings.fair_queueing,
         pools=pools,
+        observer=observer,
         prices=prices,
     )
     service.bind_loop(asyncio.get_running_loop())

@@ -115,6 +115,7 @@ class FallbackRunner:
         rng: random.Random | None = None,
         fair_queueing: bool = True,
         pools: PoolResolver | None = None,
+        on_exhausted: Callable[[str], None] | None = None,
     ) -> None:
         self.pools = pools  # None: every request is served by `store` and `clients`
         self.store = store
@@ -128,6 +129,7 @@ class FallbackRunner:
         self.rng = rng or random.Random()
         self.fair_queueing = fair_queueing  # FAIR_QUEUEING: false waits first come, first served
         self.gates: dict[str, FairGate] = {}  # per provider, made at its first waiter
+        self.on_exhausted = on_exhausted  # a provider had no usable key (provider_exhausted)
 
     async def run(
         self,
@@ -361,6 +363,8 @@ class FallbackRunner:
             job.refusals.pop(name, None)
         else:
             job.refusals[name] = grant
+            if grant.refused == "no_usable_key" and self.on_exhausted is not None:
+                self.on_exhausted(name)
 
     async def _try(
         self, job: _Job[T], provider: ProviderConfig, grant: Grant, view: KeyPoolView

@@ -14,6 +14,7 @@ from app.chat.clients import ClientCache
 from app.chat.directory import ProviderDirectory
 from app.chat.failures import Attempt
 from app.chat.fallback import FallbackRunner, KeySpread, request_tokens
+from app.chat.observing import ChatObserver
 from app.chat.pools import PoolResolver
 from app.chat.routing import Route, resolve_route
 from app.chat.settlement import Settlement
@@ -96,6 +97,7 @@ class ChatService:
         tier_weights: Mapping[str, float] | None = None,
         fair_queueing: bool = True,
         pools: PoolResolver | None = None,
+        observer: ChatObserver | None = None,
         prices: Pricing | None = None,
     ) -> None:
         # The live key lists (the vault changes them while serving); `providers` reads them.
@@ -108,7 +110,9 @@ class ChatService:
         self.clients = clients
         self.groups = groups
         self.model_groups: Mapping[str, ModelGroup] = model_groups or {}  # MODEL_GROUPS
-        self.settlement = Settlement(store, sink, clock, on_key_failure=on_key_failure, pools=pools)
+        self.settlement = Settlement(
+            store, sink, clock, on_key_failure=on_key_failure, pools=pools, observer=observer
+        )
         self.runner = FallbackRunner(
             store,
             clients,
@@ -119,6 +123,7 @@ class ChatService:
             policy=policy,
             fair_queueing=fair_queueing,
             pools=pools,
+            on_exhausted=observer.provider_exhausted if observer is not None else None,
         )
         self.tier_weights: Mapping[str, float] = tier_weights or {}  # TIER_WEIGHTS
         self._rng = random.Random()

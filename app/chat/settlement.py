@@ -3,11 +3,13 @@
 A lease ends in one of three places (a failed or cancelled attempt in the fallback loop, a
 complete answer in `ChatService.complete`, the end of a stream), and each ends it the same way:
 `lease.finish(outcome, signal, usage)`. The first call wins; `Settlement.settle` then fans out
-to the three consumers of a finished attempt:
+to the consumers of a finished attempt:
 
 1. the state store (`store.release`): the key's state, breaker and pacing;
 2. the failure nudge (the prober wakes when a key fails);
-3. the usage sink (stats writer and metrics; the place for budgets, caches and cost tracking).
+3. the usage sink (stats writer and metrics; the place for budgets, caches and cost tracking);
+4. the observer, if any (`ChatObserver`: upstream duration, key and breaker transitions as
+   they happen, quota alerts), with the key's state read after the release where that is free.
 
 A new feature that must see every finished attempt hooks here (a wrapping `UsageSink`, or a
 subclass of `Settlement`), never at the three call sites.
@@ -15,16 +17,21 @@ subclass of `Settlement`), never at the three call sites.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.chat.observing import ChatObserver
 from app.chat.pools import KeyPoolView, PoolResolver
 from app.config import ProviderConfig
 from app.keys.model import NO_SIGNAL, Outcome, RateLimitSignal, Release
 from app.providers.client import Usage
 from app.state.base import KeyStateStore
+from app.state.peek import local_view
 from app.usage import NullSink, UsageEvent, UsageSink
+
+logger = logging.getLogger("keypool.chat")
 
 
 def _nothing() -> None:
@@ -82,11 +89,14 @@ class Settlement:
         *,
         on_key_failure: Callable[[], None] | None = None,
         pools: PoolResolver | None = None,
+        observer: ChatObserver | None = None,
     ) -> None:
         self.store = store
         self.sink: UsageSink = sink or NullSink()
         self.clock = clock
         self.on_key_failure = on_key_failure or _nothing
+        self.observer = observer
+        self._peek = local_view(store) if observer is not None else None
         self.pools = pools
 
     def follow(self, lease: Lease) -> bool:
@@ -123,10 +133,12 @@ class Settlement:
             store = lease.view.store if lease.view is not None else self.store
             release = Release(provider, lease.key_index, outcome, now, signal, latency)
             await store.release(release)
-            if (outcome is Outcome.AUTH_FAILED or outcome.is_provider_failure) and not lease.byok:
+            if (outcome in _NUDGING or outcome.is_provider_failure) and not lease.byok:
                 self.on_key_failure()
         if outcome is Outcome.CANCELLED and usage is None:
             return
+        if self.observer is not None:
+            self._observe(lease, outcome, latency, now)
         self.sink.record(
             UsageEvent(
                 provider=provider,
@@ -144,3 +156,29 @@ class Settlement:
                 outcome=outcome.value,
             )
         )
+
+    def _observe(self, lease: Lease, outcome: Outcome, latency: float | None, now: float) -> None:
+        """Report the attempt; never fails the request (an observer bug is logged instead)."""
+        assert self.observer is not None
+        provider, index = lease.provider.name, lease.key_index
+        try:
+            # A user's own key is not in the shared pool the peek reads, and is named "byok"
+            # (one label for every user's own key, never a per-user series).
+            peek = self._peek if not lease.byok else None
+            seen = peek(provider, index, now) if peek is not None else None
+            key_state, circuit = seen if seen is not None else (None, None)
+            self.observer.attempt_settled(
+                provider,
+                "byok" if lease.byok else lease.provider.keys[index].fingerprint,
+                seconds=latency,
+                key_state=key_state,
+                circuit=circuit,
+                quota_exceeded=outcome is Outcome.QUOTA_EXCEEDED,
+                reason=outcome.value,
+            )
+        except Exception as exc:
+            logger.error("attempt observer failed: %s", type(exc).__name__)
+
+
+# Key failures that wake the prober (provider failures do too).
+_NUDGING = frozenset({Outcome.AUTH_FAILED, Outcome.QUOTA_EXCEEDED})

@@ -20,6 +20,7 @@ class Outcome(StrEnum):
     OK = "ok"
     RATE_LIMITED = "rate_limited"
     AUTH_FAILED = "auth_failed"
+    QUOTA_EXCEEDED = "quota_exceeded"  # a 429 that says the account is out of quota: key failed
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
@@ -39,7 +40,11 @@ class Outcome(StrEnum):
 
 
 _PROVIDER_FAILURES = frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION_ERROR})
-_KEY_FAILURES = _PROVIDER_FAILURES | {Outcome.RATE_LIMITED, Outcome.AUTH_FAILED}
+_KEY_FAILURES = _PROVIDER_FAILURES | {
+    Outcome.RATE_LIMITED,
+    Outcome.AUTH_FAILED,
+    Outcome.QUOTA_EXCEEDED,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,8 @@ def _apply(status: KeyStatus, outcome: Outcome, now: float, signal: RateLimitSig
         cool_down(status, now, announced if announced is not None else signal.exhausted_for_s)
     elif outcome is Outcome.AUTH_FAILED:
         _fail(status, auth=True)
+    elif outcome is Outcome.QUOTA_EXCEEDED:
+        _fail(status, auth=False)  # not a cooldown: no reset is coming (a probe may revive it)
     elif outcome.is_provider_failure:
         status.failures += 1
         status.health_factor = max(MIN_HEALTH, status.health_factor * 0.5)

@@ -116,8 +116,11 @@ class Alerts:
         user_id: str | None = None,
         *,
         subject: str | None = None,
+        log: bool = True,
     ) -> bool:
-        """Returns whether the alert went out (False: a duplicate within the cooldown)."""
+        """Returns whether the alert went out (False: a duplicate within the cooldown).
+
+        `log=False` when the caller's own log line already says it (one line per event)."""
         if type not in ALERT_TYPES:
             raise ValueError(f"unknown alert type {type!r}")
         now = self.clock()
@@ -127,7 +130,8 @@ class Alerts:
         self.emitted[type] = self.emitted.get(type, 0) + 1
         if self.on_emit is not None:
             self.on_emit(type)
-        logger.warning("alert %s (%s): %s", type, severity, message, extra={"alert": type})
+        if log:
+            logger.warning("alert %s (%s): %s", type, severity, message, extra={"alert": type})
         if self.webhook_url is None:
             return True
         try:

@@ -139,6 +139,36 @@ class Observability:
                 provider=provider,
             )
 
+    def provider_exhausted(self, provider: str) -> None:
+        """A request found no usable key on `provider` (deduplicated with the watcher's)."""
+        self.alerts.emit(
+            "provider_exhausted",
+            "critical",
+            f"provider {provider} has no usable key",
+            provider=provider,
+        )
+
+    def budget_warning(self, user_id: str, spent_usd: float, budget_usd: float) -> None:
+        """The access layer's 80% line (called once per user per day by its ledger)."""
+        self.alerts.emit(
+            "budget_warning",
+            "warning",
+            f"user {user_id} has spent ${spent_usd:.4f} of a ${budget_usd:.2f} daily budget",
+            user_id=user_id,
+            log=False,  # the access layer logs it (keypool.access)
+        )
+
+    def budget_exceeded(self, user_id: str, spent_usd: float, budget_usd: float) -> None:
+        """The access layer's ledger reaching a user's budget (once per user per day)."""
+        self.alerts.emit(
+            "budget_exceeded",
+            "warning",
+            f"user {user_id} has spent its ${budget_usd:.2f} daily budget "
+            f"(${spent_usd:.4f}); requests are refused until 00:00 UTC",
+            user_id=user_id,
+            log=False,  # the access layer logs it (keypool.access)
+        )
+
     def start(self) -> None:
         self.alerts.start()
 

@@ -7,8 +7,6 @@ they may add to `RequestInfo`, so the chat code needs no logging or metrics call
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +15,8 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.hub import Observability
-from app.observability.logs import request_id_var
-
-logger = logging.getLogger("keypool.request")
+from app.observability.logs import new_request_id, request_id_var
+from app.observability.requestlog import request_log
 
 CHAT_ROUTES = frozenset(
     {"/api/chat", "/api/chat/stream", "/api/chat/batch", "/v1/chat/completions"}
@@ -62,8 +59,8 @@ def accepted_request_id(value: bytes) -> str | None:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == _HEADER:
-            return accepted_request_id(value) or os.urandom(16).hex()
-    return os.urandom(16).hex()
+            return accepted_request_id(value) or new_request_id()
+    return new_request_id()
 
 
 @dataclass(slots=True)
@@ -181,16 +178,19 @@ def _hub(scope: Scope) -> Observability | None:
     return hub
 
 
-def _error_fields(body: bytes) -> tuple[str | None, str]:
-    """(keypool error type, message) of an error answer; /v1 carries the type in `code`."""
+def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
+    """(keypool error type, message, upstream attempts listed) of an error answer; /v1
+    carries the type in `code`."""
     try:
         error = orjson.loads(body).get("error") or {}
     except (orjson.JSONDecodeError, AttributeError):
-        return None, ""
+        return None, "", None
     if not isinstance(error, dict):
-        return None, ""
+        return None, "", None
     kind = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
-    return (kind if isinstance(kind, str) else None), str(error.get("message", ""))[:300]
+    attempts = error.get("attempts")
+    tried = len(attempts) if isinstance(attempts, list) else None
+    return (kind if isinstance(kind, str) else None), str(error.get("message", ""))[:300], tried
 
 
 def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo) -> None:
@@ -202,8 +202,10 @@ def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo
     path = info.path or answer.path or "none"
     error_type, message = (None, "")
     if status >= 400:
-        error_type, message = _error_fields(answer.error_body)
+        error_type, message, tried = _error_fields(answer.error_body)
         error_type = info.error_type or error_type
+        if info.attempts is None:
+            info.attempts = tried
         if status == CLIENT_CLOSED:
             error_type = "client_closed_request"
     cost = info.cost_usd if info.cost_usd is not None else answer.cost
@@ -233,19 +235,17 @@ def _log(
     latency_ms: float,
     path: str,
 ) -> None:
-    if not logger.isEnabledFor(logging.INFO):
+    if not request_log.enabled():
         return
-    user = info.user or _header(scope, b"x-user-id")
-    key = (
-        hub.fingerprint(answer.provider, answer.key_index)
-        if answer.provider and answer.key_index
-        else None
-    )
+    user = info.user or _principal(scope) or _header(scope, b"x-user-id")
+    provider = answer.provider
+    key = hub.fingerprint(provider, answer.key_index) if provider and answer.key_index else None
+    route: str = scope["path"]
     fields = {
         "request_id": info.request_id,
-        "route": scope["path"],
+        "route": route,
         "path": path,
-        "provider": answer.provider,
+        "provider": provider,
         "model": info.model,
         "key": key,
         "status": status,
@@ -253,18 +253,20 @@ def _log(
         "attempts": info.attempts,
         "user": user,
     }
-    logger.info(
-        "%s %s %d %.1f ms id=%s provider=%s key=%s user=%s",
-        scope["method"],
-        scope["path"],
-        status,
-        latency_ms,
-        info.request_id,
-        answer.provider,
-        key,
-        user,
-        extra=fields,
+    message = (
+        f"{scope['method']} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
+        f"provider={provider} key={key} user={user}"
     )
+    request_log.emit(message, fields)
+
+
+PRINCIPAL_KEY = "keypool.principal"  # set by the access middleware (api/access.py)
+
+
+def _principal(scope: Scope) -> str | None:
+    """The authenticated user's id (never its key or token), when access control ran."""
+    user = getattr(scope.get(PRINCIPAL_KEY), "user_id", None)
+    return user if isinstance(user, str) else None
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:

@@ -3,6 +3,7 @@
     UpstreamError                      (outcome, status, signal, reason)
     ├── UpstreamHTTPError              a non-2xx answer
     │   ├── UpstreamRateLimited        429
+    │   ├── UpstreamQuotaExceeded      429 whose body says the quota is out (not a rate limit)
     │   ├── UpstreamAuthFailed         401, 402, 403
     │   ├── UpstreamRejected           400, 413, 422
     │   ├── UpstreamNotFound           404
@@ -15,6 +16,8 @@ No message here ever contains the key: only status, provider and a short reason.
 """
 
 from __future__ import annotations
+
+import orjson
 
 from app.keys.model import NO_SIGNAL, Outcome, RateLimitSignal
 
@@ -45,6 +48,12 @@ class UpstreamRateLimited(UpstreamHTTPError):
     """429: the key is out of budget until its reset."""
 
     outcome = Outcome.RATE_LIMITED
+
+
+class UpstreamQuotaExceeded(UpstreamHTTPError):
+    """429 with OpenAI's `insufficient_quota`: no reset is coming, so the key is failed, not cooled."""
+
+    outcome = Outcome.QUOTA_EXCEEDED
 
 
 class UpstreamAuthFailed(UpstreamHTTPError):
@@ -101,11 +110,34 @@ _STATUS_CLASSES: dict[int, type[UpstreamHTTPError]] = {
 }
 
 
+QUOTA_CODES = frozenset({"insufficient_quota"})
+QUOTA_TEXT = "exceeded your current quota"
+
+
+def quota_exhausted(body: bytes) -> bool:
+    """Whether an error body says the account is out of quota rather than briefly rate limited:
+    OpenAI's `insufficient_quota` (as `code` or `type`) or its "exceeded your current quota"."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return QUOTA_TEXT in body.decode("utf-8", "replace").lower()
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return False
+    if error.get("code") in QUOTA_CODES or error.get("type") in QUOTA_CODES:
+        return True
+    message = error.get("message")
+    return isinstance(message, str) and QUOTA_TEXT in message.lower()
+
+
 def error_for_status(
-    status: int, signal: RateLimitSignal, upstream_message: str | None
+    status: int, signal: RateLimitSignal, upstream_message: str | None, *, quota: bool = False
 ) -> UpstreamHTTPError:
-    """The openai-python status table: one class per status family."""
+    """The openai-python status table: one class per status family; a 429 with `quota` (see
+    `quota_exhausted`) is a key out of quota."""
     kind = _STATUS_CLASSES.get(status, UpstreamServerError)
+    if status == 429 and quota:
+        kind = UpstreamQuotaExceeded
     return kind(
         f"upstream {status}", status=status, signal=signal, upstream_message=upstream_message
     )

@@ -20,6 +20,7 @@ from app.providers.errors import (
     UpstreamError,
     UpstreamTimeout,
     error_for_status,
+    quota_exhausted,
 )
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -267,4 +268,6 @@ class AiohttpTransport:
 
 
 def _status_error(status: int, headers: dict[str, str], body: bytes) -> UpstreamError:
-    return error_for_status(status, parse_signal(headers, time.time()), upstream_message(body))
+    signal = parse_signal(headers, time.time())
+    quota = status == 429 and quota_exhausted(body)
+    return error_for_status(status, signal, upstream_message(body), quota=quota)

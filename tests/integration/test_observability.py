@@ -135,7 +135,7 @@ class TestMetrics:
         }
         assert (
             requests[
-                (("path", "none"), ("provider", "alpha"), ("route", "/api/chat"), ("status", "200"))
+                (("path", "A"), ("provider", "alpha"), ("route", "/api/chat"), ("status", "200"))
             ]
             == 5
         )

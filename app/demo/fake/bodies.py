@@ -40,6 +40,15 @@ class ChatParams:
     max_tokens: int | None
 
 
+QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
+
+
+def quota_body() -> bytes:
+    """OpenAI's 429 for an account out of quota (not a rate limit: no reset is announced)."""
+    error = {"message": QUOTA_MESSAGE, "type": "insufficient_quota", "code": "insufficient_quota"}
+    return orjson.dumps({"error": {**error, "param": None}})
+
+
 def error_body(status: int, message: str) -> bytes:
     kind, code = ERROR_KINDS.get(status, ("server_error", None))
     error = {"message": message, "type": kind, "code": code, "param": None}

@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 Mode = Literal[
     "ok",
     "rate_limited",
+    "quota_exceeded",
     "error_500",
     "bad_request",
     "unauthorized",

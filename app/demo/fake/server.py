@@ -134,6 +134,8 @@ async def _fault(request: web.Request, rt: KeyRuntime, *, chat: bool) -> web.Res
         return _json(counted, status, bodies.error_body(status, message), _window_headers(rt))
     if mode == "rate_limited":
         return _rate_limited(rt, counted)
+    if mode == "quota_exceeded" and chat:  # listing models still works, as at OpenAI
+        return _json(counted, 429, bodies.quota_body(), {})
     if mode == "hang":
         await _hang()
     if mode == "reset":

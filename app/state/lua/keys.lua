@@ -137,6 +137,8 @@ local function apply(rec, o, signal)
     cool_down(rec, announced)
   elseif o.outcome == 'auth_failed' then
     fail(rec, true)
+  elseif o.outcome == 'quota_exceeded' then
+    fail(rec, false)
   elseif o.provider_failure then
     rec.failures = rec.failures + 1
     rec.health_factor = math.max(MIN_HEALTH, rec.health_factor * 0.5)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 
-from app.api.errors import first_bad_field, invalid_request, openai_error_body
+from app.api.errors import (
+    first_bad_field,
+    install_error_handlers,
+    invalid_request,
+    openai_error_body,
+)
 from app.errors import InvalidRequest, KeypoolError, RateLimited
+from app.observability.middleware import RequestObserver
 
 
 class Body(BaseModel):
@@ -65,3 +73,21 @@ class TestFirstBadField:
     def test_an_invalid_request_without_details_has_no_param(self):
         body = openai_error_body(InvalidRequest("frame is not valid JSON"))["error"]
         assert body["param"] is None
+
+
+async def test_an_unexpected_exception_answers_500_with_the_request_id():
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(RequestObserver)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret payload")
+
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.get("/boom", headers={"X-Request-Id": "trace-500"})
+    assert answer.status_code == 500
+    assert answer.headers["x-request-id"] == "trace-500"
+    assert answer.json()["error"]["type"] == "internal_error"
+    assert "secret payload" not in answer.text

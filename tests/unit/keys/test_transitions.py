@@ -192,3 +192,19 @@ class TestProbesAndAdmin:
         set_disabled(status, False)
         assert not status.usable(NOW)  # enable lifts the disable, not the announced cooldown
         assert status.usable(NOW + 60)
+
+
+class TestQuotaExceeded:
+    """A 429 that says the quota is out: the key fails (no reset is coming), nothing cools."""
+
+    def test_the_key_is_failed_not_cooled(self):
+        status = KeyStatus(in_flight=1)
+        record_outcome(status, Outcome.QUOTA_EXCEEDED, 100.0, RateLimitSignal(retry_after_s=5))
+        assert status.state is KeyState.FAILED
+        assert status.cooldown_until is None
+        assert not status.auth_failed
+        assert status.errors == 1
+
+    def test_it_counts_as_an_error_but_never_feeds_the_breaker(self):
+        assert Outcome.QUOTA_EXCEEDED.is_key_failure
+        assert not Outcome.QUOTA_EXCEEDED.is_provider_failure

@@ -58,3 +58,17 @@ def test_fingerprints_for_the_log_line():
 )
 def test_request_ids_accepted(sent: bytes, kept: str | None):
     assert accepted_request_id(sent) == kept
+
+
+def test_provider_and_budget_alerts_are_deduplicated_per_subject():
+    observability = hub()
+    for _ in range(3):
+        observability.provider_exhausted("alpha")
+        observability.budget_warning("ann", 0.81, 1.0)
+        observability.budget_exceeded("ann", 1.01, 1.0)
+    observability.budget_warning("bob", 0.9, 1.0)
+    assert observability.alerts.emitted == {
+        "provider_exhausted": 1,
+        "budget_warning": 2,
+        "budget_exceeded": 1,
+    }

@@ -12,7 +12,7 @@ import pytest
 
 from app.chat.clients import ClientCache
 from app.config import ApiKey, ProviderConfig
-from app.keys.model import Outcome
+from app.keys.model import NO_SIGNAL, Outcome
 from app.keys.signals import parse_signal
 from app.providers import errors as up
 from app.providers.client import ProviderClient, Usage, parse_chunk, parse_usage
@@ -347,3 +347,35 @@ class TestBoundary:
             {"retry-after": "1", "set-cookie": "s", "x-ratelimit-limit-requests": "5"}
         )
         assert kept == {"retry-after": "1", "x-ratelimit-limit-requests": "5"}
+
+
+class TestQuotaExceeded:
+    """OpenAI's 429 `insufficient_quota` is a key out of quota, not a rate limit."""
+
+    @pytest.mark.parametrize(
+        ("body", "quota"),
+        [
+            (b'{"error": {"message": "x", "type": "insufficient_quota", "code": null}}', True),
+            (
+                b'{"error": {"message": "x", "type": "requests", "code": "insufficient_quota"}}',
+                True,
+            ),
+            (b'{"error": {"message": "You exceeded your current quota, please check"}}', True),
+            (b"You exceeded your current quota", True),
+            (
+                b'{"error": {"message": "Rate limit reached for requests", "type": "requests"}}',
+                False,
+            ),
+            (b'{"error": "quota"}', False),
+            (b"[]", False),
+        ],
+    )
+    def test_the_body_says_whether_the_quota_is_out(self, body: bytes, quota: bool):
+        assert up.quota_exhausted(body) is quota
+
+    def test_only_a_429_becomes_a_quota_error(self):
+        error = up.error_for_status(429, NO_SIGNAL, "out", quota=True)
+        assert type(error) is up.UpstreamQuotaExceeded
+        assert error.outcome is Outcome.QUOTA_EXCEEDED
+        assert type(up.error_for_status(429, NO_SIGNAL, "busy")) is up.UpstreamRateLimited
+        assert type(up.error_for_status(403, NO_SIGNAL, "no", quota=True)) is up.UpstreamAuthFailed
