@@ -5,7 +5,8 @@ LogRecord, the handler's lock, a filter, a formatter walking the record's attrib
 flushed write (a system call) per request: tens of microseconds on a path that otherwise costs
 a few hundred. When `logs.configure` installed keypool's own root handler (the deployed case),
 the line is built here in one step, in exactly the shape that handler would give it, appended
-to a buffer and written with one flushed write per event-loop iteration. Anywhere else (pytest's
+to a buffer and written with one flushed write every FLUSH_S (or at once past MAX_PENDING lines,
+and at exit). Anywhere else (pytest's
 log capture, an embedding app's handlers) `RequestLog.emit` goes through `logging` as before,
 so whoever configured logging still sees every line.
 """
@@ -22,28 +23,38 @@ from typing import IO, Any
 import orjson
 
 REQUEST_LOGGER = "keypool.request"
+FLUSH_S = 0.05  # a line waits at most this long: a tail -f does not notice, the CPU does
+MAX_PENDING = 64  # past ~100 KB a joined batch costs fresh pages (mmap) every time
 logger = logging.getLogger(REQUEST_LOGGER)
 
 
 class LineBuffer:
-    """Lines appended now, written to `stream` once per event-loop iteration (or at once
-    outside a loop) under the handler's lock, so a line is never interleaved with another's."""
+    """Lines appended now, written to `stream` `delay_s` later in one flushed write (at once
+    outside an event loop), under the handler's lock so a line never interleaves another's."""
 
-    def __init__(self, stream: IO[str], lock: Any = None) -> None:
+    def __init__(self, stream: IO[str], lock: Any = None, delay_s: float = FLUSH_S) -> None:
         self.stream = stream
         self.lock = lock
+        self.delay_s = delay_s
         self._lines: list[bytes] = []
         self.writes = 0  # flushed writes so far (tests: batching)
 
     def append(self, line: bytes) -> None:
         lines = self._lines
         lines.append(line)
-        if len(lines) > 1:
-            return  # a flush is already due
-        try:
-            asyncio.get_running_loop().call_soon(self.flush)
-        except RuntimeError:  # no loop (a thread, shutdown): write now
-            self.flush()
+        count = len(lines)
+        if count == 1:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a thread, shutdown): write now
+                self.flush()
+                return
+            if self.delay_s > 0:
+                loop.call_later(self.delay_s, self.flush)
+            else:
+                loop.call_soon(self.flush)
+        elif count >= MAX_PENDING:
+            self.flush()  # the timer still fires, and finds little or nothing
 
     def flush(self) -> None:
         if not self._lines:
@@ -107,11 +118,13 @@ class RequestLog:
         self.buffer: LineBuffer | None = None
         self._clock = _Clock()
 
-    def install(self, handler: logging.StreamHandler[Any], log_format: str) -> None:
+    def install(
+        self, handler: logging.StreamHandler[Any], log_format: str, delay_s: float = FLUSH_S
+    ) -> None:
         """Called by `logs.configure` with the root handler it installed."""
         self.handler = handler
         self.json = log_format == "json"
-        self.buffer = LineBuffer(handler.stream, handler.lock)
+        self.buffer = LineBuffer(handler.stream, handler.lock, delay_s)
         atexit.register(self.buffer.flush)
 
     def enabled(self) -> bool:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from app.observability.logs import JsonFormatter, make_handler
-from app.observability.requestlog import RequestLog
+from app.observability.requestlog import MAX_PENDING, RequestLog
 
 FIELDS = {
     "request_id": "req-1",
@@ -41,7 +41,9 @@ class Output(io.TextIOWrapper):
         return self.raw_bytes.getvalue().decode()
 
 
-def installed(monkeypatch: pytest.MonkeyPatch, log_format: str) -> tuple[RequestLog, Output]:
+def installed(
+    monkeypatch: pytest.MonkeyPatch, log_format: str, delay_s: float = 0
+) -> tuple[RequestLog, Output]:
     """A RequestLog whose handler is the only root handler, as `logs.configure` leaves it."""
     out = Output()
     handler = make_handler(log_format)
@@ -49,7 +51,7 @@ def installed(monkeypatch: pytest.MonkeyPatch, log_format: str) -> tuple[Request
     monkeypatch.setattr(logging.root, "handlers", [handler])
     monkeypatch.setattr(logging.root, "level", logging.INFO)
     log = RequestLog()
-    log.install(handler, log_format)
+    log.install(handler, log_format, delay_s)  # 0: flush on the next loop iteration
     return log, out
 
 
@@ -110,3 +112,14 @@ def test_another_handler_gets_the_line_through_logging(
     assert record.getMessage() == MESSAGE
     assert record.__dict__["user"] == "ann"
     assert out.text() == ""
+
+
+async def test_a_full_buffer_is_written_without_waiting_for_the_timer(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    log, out = installed(monkeypatch, "json", delay_s=3600)
+    for index in range(MAX_PENDING - 1):
+        log.emit(MESSAGE, {**FIELDS, "request_id": f"req-{index}"})
+    assert out.text() == ""  # the timer has an hour to go
+    log.emit(MESSAGE, dict(FIELDS))
+    assert len(out.text().splitlines()) == MAX_PENDING
