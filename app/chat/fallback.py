@@ -162,17 +162,18 @@ class FallbackRunner:
                     return success
                 if job.spent:
                     raise await self._exhausted(job)
-            if single and not self._own_keys(job, providers[0]):
-                turn = await self._wait_in_line(job, providers[0])
-                if turn is None:
-                    raise await self._exhausted(job)
-                success = await self._try(job, providers[0], *turn)
+            line = self._line_for(job, providers, single)
+            if line is not None:
+                success, turned = await self._through_line(job, line)
                 if success is not None:
                     return success
-                if job.spent:
+                if job.spent or (single and not turned):
                     raise await self._exhausted(job)
-                continue
-            success, attempted = await self._wait_for_turn(job, providers)
+                if turned:
+                    continue
+            # No line (BYOK), or its line refused: reserving there would jump it, so skip it.
+            skip = line.name if line is not None else None
+            success, attempted = await self._wait_for_turn(job, providers, skip)
             if success is not None:
                 return success
             if not attempted or job.spent:
@@ -192,14 +193,48 @@ class FallbackRunner:
                 return success
         return None
 
-    async def _wait_for_turn(
+    def _line_for(
+        self, job: _Job[T], providers: list[ProviderConfig], single: bool
+    ) -> ProviderConfig | None:
+        """Whose fair line a refused request waits in: its one provider's (unless BYOK) or,
+        with several, that of the provider that frees up first (None: reserve a turn)."""
+        if single:
+            return None if self._own_keys(job, providers[0]) else providers[0]
+        return self._earliest_line(job, providers)
+
+    async def _through_line(
+        self, job: _Job[T], line: ProviderConfig
+    ) -> tuple[Success[T] | None, bool]:
+        """Wait in `line` and try the turn it gives; (success, whether a turn was given)."""
+        turn = await self._wait_in_line(job, line)
+        if turn is None:
+            return None, False
+        return await self._try(job, line, *turn), True
+
+    def _earliest_line(
         self, job: _Job[T], providers: list[ProviderConfig]
+    ) -> ProviderConfig | None:
+        """The shared (not BYOK) provider whose rate-limit refusal offered the earliest turn."""
+        offers = sorted(
+            (grant.reservable_s if grant.reservable_s is not None else grant.wait_s, position)
+            for position, provider in enumerate(providers)
+            if provider.name not in job.closed
+            and (grant := job.refusals.get(provider.name)) is not None
+            and grant.refused == "rate_limited"
+            and grant.wait_s is not None
+            and not self._own_keys(job, provider)
+        )
+        return providers[offers[0][1]] if offers else None
+
+    async def _wait_for_turn(
+        self, job: _Job[T], providers: list[ProviderConfig], skip: str | None = None
     ) -> tuple[Success[T] | None, bool]:
         """Reserve the earliest turn any provider offered; (success, whether an attempt ran)."""
         offers = sorted(
             (grant.reservable_s, position, provider)
             for position, provider in enumerate(providers)
             if provider.name not in job.closed
+            and provider.name != skip
             and (grant := job.refusals.get(provider.name)) is not None
             and grant.reservable_s is not None
         )
