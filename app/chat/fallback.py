@@ -29,7 +29,8 @@ from app.keys.backoff import WaitPolicy
 from app.keys.codel import StandingQueue
 from app.keys.fairness import FairQueue, Refusal
 from app.keys.model import Ask, Grant, KeyState, Outcome
-from app.keys.pacing import REQUEST_HEADROOM, estimate_tokens
+from app.keys.pacing import Pace, estimate_tokens
+from app.keys.turns import turn_rate as learned_turn_rate
 from app.providers.client import ProviderClient
 from app.providers.errors import UpstreamError
 from app.state.base import KeyStateStore
@@ -288,7 +289,10 @@ class FallbackRunner:
         gate = self._gate(name)
         view = job.views.get(name)
         config = view.config if view is not None else provider
-        entry = gate.enter(job.user_id, job.weight, job.deadline, turn_rate(config))
+        rate = turn_rate(config)
+        if rate is None:
+            rate = await self._learned_turn_rate(job, config)
+        entry = gate.enter(job.user_id, job.weight, job.deadline, rate)
         if isinstance(entry, Refusal):
             wait = max(refusal.wait_s, entry.retry_after_s)
             job.refusals[name] = Grant(None, wait_s=wait, refused="rate_limited")
@@ -311,6 +315,16 @@ class FallbackRunner:
                 await self.sleep(nap)
         finally:
             gate.done()
+
+    async def _learned_turn_rate(self, job: _Job[T], config: ProviderConfig) -> float | None:
+        """With nothing configured, the turn rate the keys' learned limits allow (turns.py);
+        read only by a request about to wait, never on the fast path."""
+        view = job.views.get(config.name)
+        store = view.store if view is not None else self.store
+        snap = await store.snapshot(config.name, self.clock())
+        split = len(snap.keys) if config.shared_limit == "true" else 1
+        pace = Pace(config.rpm_per_key, config.tpm_per_key, burst=config.burst_per_key)
+        return learned_turn_rate(pace, snap.keys, split)
 
     async def _untried_key_left(self, job: _Job[T], name: str, left: float) -> bool:
         """Whether a key this request has not tried may serve it before its deadline (read only
@@ -512,10 +526,12 @@ def request_tokens(params: dict[str, Any]) -> int:
 
 
 def turn_rate(provider: ProviderConfig) -> float | None:
-    """Key turns per second a paced provider hands out (None: not configured, unknown)."""
+    """Key turns per second a paced provider hands out (None: not configured, unknown); a burst
+    widens the spacing of the turns after it (pacing.Pace.burst)."""
     if not provider.rpm_per_key:
         return None
-    return len(provider.keys) * provider.rpm_per_key / 60.0 / (1 + REQUEST_HEADROOM)
+    pace = Pace(provider.rpm_per_key, burst=provider.burst_per_key)
+    return len(provider.keys) / pace.request_interval
 
 
 def preferred_key(group: int | None, key_count: int, groups: int) -> int | None:
