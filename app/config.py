@@ -89,6 +89,8 @@ class ProviderConfig:
     timeout_s: float = 60.0
     key_weights: tuple[float, ...] = field(default=())
     shared_limit: SharedLimit = "auto"
+    # Back-to-back starts a key that idled may take (pacing.Pace.burst); 1 spaces every start.
+    burst_per_key: int = 1
 
     def serves(self, model: str) -> bool:
         return model == self.default_model or model in self.models
@@ -420,6 +422,7 @@ def _provider(env: Mapping[str, str], name: str, secrets: list[str]) -> Provider
         timeout_s=_number(env, f"{prefix}_TIMEOUT_S", float, 60.0) or 60.0,
         key_weights=_weights(env, prefix, len(secrets)),
         shared_limit=_shared_limit(env, prefix),
+        burst_per_key=max(1, _number(env, f"{prefix}_BURST_PER_KEY", int, 1) or 1),
     )
 
 

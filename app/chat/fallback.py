@@ -29,7 +29,8 @@ from app.keys.backoff import WaitPolicy
 from app.keys.codel import StandingQueue
 from app.keys.fairness import FairQueue, Refusal
 from app.keys.model import Ask, Grant, KeyState, Outcome
-from app.keys.pacing import REQUEST_HEADROOM, estimate_tokens
+from app.keys.pacing import Pace, estimate_tokens
+from app.keys.turns import turn_rate as learned_turn_rate
 from app.providers.client import ProviderClient
 from app.providers.errors import UpstreamError
 from app.state.base import KeyStateStore
@@ -162,17 +163,18 @@ class FallbackRunner:
                     return success
                 if job.spent:
                     raise await self._exhausted(job)
-            if single and not self._own_keys(job, providers[0]):
-                turn = await self._wait_in_line(job, providers[0])
-                if turn is None:
-                    raise await self._exhausted(job)
-                success = await self._try(job, providers[0], *turn)
+            line = self._line_for(job, providers, single)
+            if line is not None:
+                success, turned = await self._through_line(job, line)
                 if success is not None:
                     return success
-                if job.spent:
+                if job.spent or (single and not turned):
                     raise await self._exhausted(job)
-                continue
-            success, attempted = await self._wait_for_turn(job, providers)
+                if turned:
+                    continue
+            # No line (BYOK), or its line refused: reserving there would jump it, so skip it.
+            skip = line.name if line is not None else None
+            success, attempted = await self._wait_for_turn(job, providers, skip)
             if success is not None:
                 return success
             if not attempted or job.spent:
@@ -192,14 +194,48 @@ class FallbackRunner:
                 return success
         return None
 
-    async def _wait_for_turn(
+    def _line_for(
+        self, job: _Job[T], providers: list[ProviderConfig], single: bool
+    ) -> ProviderConfig | None:
+        """Whose fair line a refused request waits in: its one provider's (unless BYOK) or,
+        with several, that of the provider that frees up first (None: reserve a turn)."""
+        if single:
+            return None if self._own_keys(job, providers[0]) else providers[0]
+        return self._earliest_line(job, providers)
+
+    async def _through_line(
+        self, job: _Job[T], line: ProviderConfig
+    ) -> tuple[Success[T] | None, bool]:
+        """Wait in `line` and try the turn it gives; (success, whether a turn was given)."""
+        turn = await self._wait_in_line(job, line)
+        if turn is None:
+            return None, False
+        return await self._try(job, line, *turn), True
+
+    def _earliest_line(
         self, job: _Job[T], providers: list[ProviderConfig]
+    ) -> ProviderConfig | None:
+        """The shared (not BYOK) provider whose rate-limit refusal offered the earliest turn."""
+        offers = sorted(
+            (grant.reservable_s if grant.reservable_s is not None else grant.wait_s, position)
+            for position, provider in enumerate(providers)
+            if provider.name not in job.closed
+            and (grant := job.refusals.get(provider.name)) is not None
+            and grant.refused == "rate_limited"
+            and grant.wait_s is not None
+            and not self._own_keys(job, provider)
+        )
+        return providers[offers[0][1]] if offers else None
+
+    async def _wait_for_turn(
+        self, job: _Job[T], providers: list[ProviderConfig], skip: str | None = None
     ) -> tuple[Success[T] | None, bool]:
         """Reserve the earliest turn any provider offered; (success, whether an attempt ran)."""
         offers = sorted(
             (grant.reservable_s, position, provider)
             for position, provider in enumerate(providers)
             if provider.name not in job.closed
+            and provider.name != skip
             and (grant := job.refusals.get(provider.name)) is not None
             and grant.reservable_s is not None
         )
@@ -253,7 +289,10 @@ class FallbackRunner:
         gate = self._gate(name)
         view = job.views.get(name)
         config = view.config if view is not None else provider
-        entry = gate.enter(job.user_id, job.weight, job.deadline, turn_rate(config))
+        rate = turn_rate(config)
+        if rate is None:
+            rate = await self._learned_turn_rate(job, config)
+        entry = gate.enter(job.user_id, job.weight, job.deadline, rate)
         if isinstance(entry, Refusal):
             wait = max(refusal.wait_s, entry.retry_after_s)
             job.refusals[name] = Grant(None, wait_s=wait, refused="rate_limited")
@@ -276,6 +315,16 @@ class FallbackRunner:
                 await self.sleep(nap)
         finally:
             gate.done()
+
+    async def _learned_turn_rate(self, job: _Job[T], config: ProviderConfig) -> float | None:
+        """With nothing configured, the turn rate the keys' learned limits allow (turns.py);
+        read only by a request about to wait, never on the fast path."""
+        view = job.views.get(config.name)
+        store = view.store if view is not None else self.store
+        snap = await store.snapshot(config.name, self.clock())
+        split = len(snap.keys) if config.shared_limit == "true" else 1
+        pace = Pace(config.rpm_per_key, config.tpm_per_key, burst=config.burst_per_key)
+        return learned_turn_rate(pace, snap.keys, split)
 
     async def _untried_key_left(self, job: _Job[T], name: str, left: float) -> bool:
         """Whether a key this request has not tried may serve it before its deadline (read only
@@ -477,10 +526,12 @@ def request_tokens(params: dict[str, Any]) -> int:
 
 
 def turn_rate(provider: ProviderConfig) -> float | None:
-    """Key turns per second a paced provider hands out (None: not configured, unknown)."""
+    """Key turns per second a paced provider hands out (None: not configured, unknown); a burst
+    widens the spacing of the turns after it (pacing.Pace.burst)."""
     if not provider.rpm_per_key:
         return None
-    return len(provider.keys) * provider.rpm_per_key / 60.0 / (1 + REQUEST_HEADROOM)
+    pace = Pace(provider.rpm_per_key, burst=provider.burst_per_key)
+    return len(provider.keys) / pace.request_interval
 
 
 def preferred_key(group: int | None, key_count: int, groups: int) -> int | None:

@@ -142,7 +142,7 @@ def pace_with(configured: Pace, learned: LearnedLimits) -> Pace:
     limits = effective_limits(configured.rpm, configured.tpm, learned)
     if (limits.rpm, limits.tpm) == (configured.rpm, configured.tpm):
         return configured
-    return Pace(limits.rpm, limits.tpm, configured.share)
+    return Pace(limits.rpm, limits.tpm, configured.share, _burst(configured, limits.rpm))
 
 
 def learned_of(status: KeyStatus) -> LearnedLimits:
@@ -187,7 +187,12 @@ def pace_of(configured: Pace, status: KeyStatus, split: int = 1) -> Pace:
             tpm = tpm / split
     if (rpm, tpm) == (configured.rpm, configured.tpm):
         return configured
-    return Pace(rpm, tpm, configured.share)
+    return Pace(rpm, tpm, configured.share, _burst(configured, rpm))
+
+
+def _burst(configured: Pace, rpm: float | None) -> int:
+    """The configured burst goes with the configured rate only; a learned rate is spaced."""
+    return configured.burst if rpm == configured.rpm else 1
 
 
 def announced_windows(signal: RateLimitSignal) -> dict[str, list[float | int | None]]:

@@ -11,6 +11,9 @@ window ever holds more than `rpm` of them. Tokens are estimates, so their bucket
 of one second's budget and refills at the rate that keeps any 60-second window within `tpm`; a
 single request larger than that burst goes alone once the bucket is full.
 
+`burst` > 1 lets a key that idled take that many requests back to back (GCRA with a tolerance,
+see `burst.py`): the spacing then widens so that no 60-s window still holds more than `rpm`.
+
 `share` splits a budget between processes that cannot see each other's buckets (several workers
 without a shared store, or instances cut off from Redis): each keeps to `1/share` of it.
 """
@@ -19,8 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from app.keys.model import KeyStatus
+
+if TYPE_CHECKING:
+    from app.keys.burst import BurstPace
 
 # Starts are spaced this much wider than the budget strictly allows: a provider enforcing a
 # sliding window sees our requests after a network hop whose delay varies by a few milliseconds.
@@ -38,6 +45,7 @@ class Pace:
     rpm: float | None = None
     tpm: float | None = None
     share: int = 1
+    burst: int = 1
 
     @property
     def paced(self) -> bool:
@@ -49,7 +57,21 @@ class Pace:
 
     @property
     def request_interval(self) -> float:
-        return 60.0 / self.rpm * (1 + REQUEST_HEADROOM) * self.share if self.rpm else 0.0
+        if not self.rpm:
+            return 0.0
+        if self.burst > 1:
+            return self._burst_pace().interval
+        return 60.0 / self.rpm * (1 + REQUEST_HEADROOM) * self.share
+
+    @property
+    def request_tolerance(self) -> float:
+        """How far ahead of the request `tat` a start may be: 0 without a burst."""
+        return self._burst_pace().tolerance if self.rpm and self.burst > 1 else 0.0
+
+    def _burst_pace(self) -> BurstPace:
+        from app.keys.burst import BurstPace  # burst.py imports REQUEST_HEADROOM from here
+
+        return BurstPace(float(self.rpm or 0.0), self.burst, self.share)
 
     @property
     def token_burst(self) -> float:
@@ -73,7 +95,7 @@ def slot_at(status: KeyStatus, pace: Pace, tokens: int, now: float) -> float:
     """The earliest time, at or after `now`, this key may start a request of `tokens`."""
     at = now
     if pace.rpm:
-        at = max(at, status.tat_requests)
+        at = max(at, status.tat_requests - pace.request_tolerance)
     if pace.tpm:
         burst = pace.token_burst
         room = burst - min(float(tokens), burst)

@@ -21,7 +21,7 @@ def build_pools(settings: Settings) -> dict[str, KeyPool]:
         p.name: KeyPool(
             len(p.keys),
             make_strategy(settings.key_selection, p.key_weights),
-            pace=Pace(p.rpm_per_key, p.tpm_per_key),
+            pace=Pace(p.rpm_per_key, p.tpm_per_key, burst=p.burst_per_key),
             breaker=CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s),
             shared_limit=p.shared_limit,
         )

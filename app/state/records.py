@@ -45,6 +45,7 @@ def provider_spec(pool: KeyPool, fields: Sequence[str] | None = None) -> bytes:
         "rpm": bool(pace.rpm),
         "tpm": bool(pace.tpm),
         "request_interval": pace.request_interval,
+        "request_tolerance": pace.request_tolerance,
         "token_burst": pace.token_burst,
         "token_interval": pace.token_interval,
         "threshold": pool.breaker.threshold,

@@ -28,7 +28,7 @@ def default_pool(config: ProviderConfig) -> KeyPool:
     return KeyPool(
         len(config.keys),
         make_strategy("round_robin"),
-        pace=Pace(config.rpm_per_key, config.tpm_per_key),
+        pace=Pace(config.rpm_per_key, config.tpm_per_key, burst=config.burst_per_key),
         breaker=CircuitBreaker(),
     )
 

@@ -21,8 +21,14 @@ local function pace_of(rec)
   local p = spec
   if rpm ~= spec.rpm_value or tpm ~= spec.tpm_value then
     p = {paced = true, rpm = rpm ~= nil and rpm ~= 0, tpm = tpm ~= nil and tpm ~= 0,
-         request_interval = 0.0, token_burst = 0.0, token_interval = 0.0}
-    if p.rpm then p.request_interval = 60.0 / rpm * (1 + REQUEST_HEADROOM) * spec.share end
+         request_interval = 0.0, request_tolerance = 0.0, token_burst = 0.0,
+         token_interval = 0.0}
+    -- the configured burst goes with the configured rate only; a learned rate is spaced
+    if p.rpm and rpm == spec.rpm_value then
+      p.request_interval, p.request_tolerance = spec.request_interval, spec.request_tolerance
+    elseif p.rpm then
+      p.request_interval = 60.0 / rpm * (1 + REQUEST_HEADROOM) * spec.share
+    end
     if p.tpm then
       p.token_burst = tpm / spec.share / 60.0
       p.token_interval = 60.0 / (tpm / spec.share - p.token_burst)
@@ -50,7 +56,7 @@ end
 
 local function slot_at(rec, tokens, p)
   local at = now
-  if p.rpm then at = math.max(at, rec.tat_requests) end
+  if p.rpm then at = math.max(at, rec.tat_requests - p.request_tolerance) end
   if p.tpm then
     local room = p.token_burst - math.min(tokens, p.token_burst)
     at = math.max(at, rec.tat_tokens - room * p.token_interval)

@@ -31,6 +31,9 @@ PACES = {
     "unpaced": Pace(),
     "rpm": Pace(rpm=120),
     "rpm_and_tpm": Pace(rpm=300, tpm=20_000),
+    # Burst-tolerant pacing: several back-to-back starts after idling, then wider spacing.
+    "rpm_burst": Pace(rpm=120, burst=12),
+    "rpm_burst_and_tpm": Pace(rpm=600, tpm=40_000, burst=4, share=2),
 }
 OPERATIONS = ["acquire", "release", "recheck", "switch", "probe", "tick", "resize"]
 # Every outcome occurs; successes and rate limits most, as in real traffic.
