@@ -53,37 +53,30 @@ class _HeaderDeadline:
         if self.cycle is self._armed_cycle and not transport.is_closing():  # type: ignore[attr-defined]
             transport.close()
 
+    # The protocol's own hooks, extended (this mixin comes first in each class's bases).
 
-class H11Protocol(_HeaderDeadline, h11_impl.H11Protocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_header_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing():  # type: ignore[attr-defined]
             self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class H11Protocol(_HeaderDeadline, h11_impl.H11Protocol):
+    pass
 
 
 if httptools_impl is not None:
 
     class HttpToolsProtocol(_HeaderDeadline, httptools_impl.HttpToolsProtocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_header_deadline()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm_header_deadline()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_header_deadline()
-            super().connection_lost(exc)
+        pass
 
     HTTP_PROTOCOL: type[asyncio.Protocol] = HttpToolsProtocol
 else:  # pragma: no cover
