@@ -150,8 +150,9 @@ class RequestObserver:
         async def watched_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer.status = message["status"]
-                answer.read_headers(message.get("headers", ()))
-                message = _with_id(message, header)
+                headers = message.get("headers", ())
+                answer.read_headers(headers)
+                message["headers"] = [*headers, header]  # the app built this dict for this send
             elif message["type"] == "http.response.body":
                 if answer.status >= 400 and len(answer.error_body) < 4096:
                     answer.error_body += message.get("body", b"")
