@@ -97,6 +97,10 @@ class Settlement:
         self.on_key_failure = on_key_failure or _nothing
         self.observer = observer
         self._peek = local_view(store) if observer is not None else None
+        # Keys whose last peek read (active, closed), with when: a success of such a key cannot
+        # change its state or its provider's breaker, so it skips the peek for a while. Any
+        # other outcome forgets them all (a failure may move a breaker every key shares).
+        self._calm: dict[tuple[str, int], float] = {}
         self.pools = pools
 
     def follow(self, lease: Lease) -> bool:
@@ -165,8 +169,13 @@ class Settlement:
             # A user's own key is not in the shared pool the peek reads, and is named "byok"
             # (one label for every user's own key, never a per-user series).
             peek = self._peek if not lease.byok else None
-            seen = peek(provider, index, now) if peek is not None else None
-            key_state, circuit = seen if seen is not None else (None, None)
+            key_state = circuit = None
+            if peek is not None and not self._is_calm(provider, index, outcome, now):
+                seen = peek(provider, index, now)
+                if seen is not None:
+                    key_state, circuit = seen
+                    if outcome is Outcome.OK and seen == _CALM:
+                        self._calm[(provider, index)] = now
             self.observer.attempt_settled(
                 provider,
                 "byok" if lease.byok else lease.provider.keys[index].fingerprint,
@@ -179,6 +188,19 @@ class Settlement:
         except Exception as exc:
             logger.error("attempt observer failed: %s", type(exc).__name__)
 
+    def _is_calm(self, provider: str, index: int, outcome: Outcome, now: float) -> bool:
+        """True when this success needs no state peek: the key read (active, closed) lately."""
+        calm = self._calm
+        if outcome is not Outcome.OK:
+            if calm:
+                calm.clear()
+            return False
+        seen_at = calm.get((provider, index))
+        return seen_at is not None and now - seen_at < CALM_S
+
+
+_CALM = ("active", "closed")
+CALM_S = 1.0  # how long a calm key's successes skip the peek (bounds a missed outside change)
 
 # Key failures that wake the prober (provider failures do too).
 _NUDGING = frozenset({Outcome.AUTH_FAILED, Outcome.QUOTA_EXCEEDED})

@@ -77,7 +77,7 @@ class _Answer:
     ttft_ms: float | None = None
     error_body: bytes = b""
     finished: bool = False
-    disconnected: bool = False
+    failed: bool = False  # the app raised (not a disconnect: that one returns normally)
 
     def read_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
         for name, value in headers:
@@ -141,19 +141,18 @@ class RequestObserver:
     async def _observe(
         self, scope: Scope, receive: Receive, send: Send, header: Any, info: RequestInfo
     ) -> None:
+        # `receive` is not wrapped (a wrapper per message costs every request): a client that
+        # leaves before the first token gets its 499 from the route itself (api/sse.py), and
+        # a committed stream that returns without its last body chunk was cut by a disconnect
+        # (Starlette stops the stream when it hears `http.disconnect`), see `_finish`.
         answer = _Answer(time.perf_counter())
-
-        async def watched_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect" and not answer.finished:
-                answer.disconnected = True
-            return message
 
         async def watched_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer.status = message["status"]
-                answer.read_headers(message.get("headers", ()))
-                message = _with_id(message, header)
+                headers = message.get("headers", ())
+                answer.read_headers(headers)
+                message["headers"] = [*headers, header]  # the app built this dict for this send
             elif message["type"] == "http.response.body":
                 if answer.status >= 400 and len(answer.error_body) < 4096:
                     answer.error_body += message.get("body", b"")
@@ -162,10 +161,11 @@ class RequestObserver:
             await send(message)
 
         try:
-            await self.app(scope, watched_receive, watched_send)
+            await self.app(scope, receive, watched_send)
         except BaseException:
             if not answer.status:
                 answer.status = 500
+            answer.failed = True
             raise
         finally:
             hub = _hub(scope)
@@ -196,8 +196,8 @@ def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
 def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo) -> None:
     seconds = time.perf_counter() - answer.started
     status = answer.status or 500
-    if answer.disconnected and not answer.finished:
-        status = CLIENT_CLOSED
+    if answer.status and not answer.finished and not answer.failed:
+        status = CLIENT_CLOSED  # started, returned, never ended: the client left mid-answer
     route: str = scope["path"]
     path = info.path or answer.path or "none"
     error_type, message = (None, "")

@@ -326,3 +326,28 @@ def test_a_client_that_leaves_is_logged_at_info_as_499(
     assert record.status == 499  # type: ignore[attr-defined]
     assert record.levelno == logging.INFO
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_a_client_that_leaves_mid_stream_is_logged_at_info_as_499(
+    make_fake: FakeFactory, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+):
+    fake = make_fake({key: {"chunk_interval_ms": 500.0, "chunks": 20} for key in KEYS})
+    gateway = make_gateway({**provider_env("alpha", fake, KEYS), "ADMIN_TOKEN": TOKEN})
+    with caplog.at_level(logging.INFO, "keypool.request"):
+        with httpx.stream(
+            "POST",
+            f"{gateway.base_url}/api/chat/stream",
+            json=HELLO,
+            headers={"X-Request-Id": "gone-2"},
+            timeout=10,
+        ) as answer:
+            assert answer.status_code == 200
+            next(answer.iter_raw())  # the stream is committed; then the client hangs up
+        record = wait_for(
+            lambda: [r for r in caplog.records if getattr(r, "request_id", None) == "gone-2"],
+            10,
+            "the request's log line",
+        )[0]
+    assert record.status == 499  # type: ignore[attr-defined]
+    assert record.levelno == logging.INFO
+    assert not [r for r in caplog.records if r.exc_info]

@@ -122,6 +122,30 @@ class TestSettled:
         assert parts.store.pools["alpha"].statuses[0].in_flight == 0
 
 
+class TestCalmKeys:
+    """A success of a key last read (active, closed) skips the state read for a second; the
+    duration is still reported, and any other outcome makes the next success read again."""
+
+    async def test_a_second_success_of_a_calm_key_reports_its_duration_without_a_state(self):
+        parts = Parts(keys=1)
+        for _ in range(2):
+            await (await parts.lease()).finish(Outcome.OK)
+        first, second = parts.observer.settled
+        assert (first["key_state"], first["circuit"]) == ("active", "closed")
+        assert (second["key_state"], second["circuit"]) == (None, None)
+        assert second["seconds"] == 0.0
+
+    async def test_the_state_is_read_again_after_a_failure_and_after_a_second(self):
+        parts = Parts(keys=1)
+        await (await parts.lease()).finish(Outcome.OK)
+        parts.clock.now += 1.5
+        await (await parts.lease()).finish(Outcome.OK)
+        await (await parts.lease()).finish(Outcome.SERVER_ERROR)
+        await (await parts.lease()).finish(Outcome.OK)
+        states = [s["key_state"] for s in parts.observer.settled]
+        assert states == ["active", "active", "active", "active"]
+
+
 class TestExhausted:
     async def test_a_provider_with_no_usable_key_is_reported(self):
         parts = Parts(keys=2)
