@@ -22,6 +22,8 @@ from app.keys.model import KeyStatus, RateLimitSignal
 from app.keys.pacing import Pace
 
 USUAL_WINDOWS_S = (1.0, 60.0, 3600.0, 86400.0)
+# Resets are rounded up when rendered (`1.001s`, whole-second Retry-After): a little slack.
+FIT_TOLERANCE = 1.05
 LimitSource = Literal["config", "learned"]
 
 
@@ -80,6 +82,15 @@ def infer_window(limit: int, remaining: int | None, reset_s: float) -> float | N
         return None
     if remaining is not None and 0 <= remaining < limit:
         raw = limit * reset_s / (limit - remaining)
+        # A sliding log or fixed window announces only when its *oldest* unit frees up, so a
+        # lightly used key (1 of 20 used, reset 1 s) reads as 20 s. The reset never exceeds the
+        # window and the proportion never falls short of it, so a usual window within
+        # [reset, raw] fits both readings: take the longest such (the cautious one).
+        fitting = [
+            w for w in USUAL_WINDOWS_S if reset_s <= w * FIT_TOLERANCE and w <= raw * FIT_TOLERANCE
+        ]
+        if fitting:
+            return fitting[-1]
         return min(USUAL_WINDOWS_S, key=lambda w: abs(math.log(raw / w)))
     return next((w for w in USUAL_WINDOWS_S if w >= reset_s), None)
 

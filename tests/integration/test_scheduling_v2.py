@@ -80,6 +80,26 @@ class TestLearnedLimits:
         assert upstream_statuses(fake) == {"200": 13}  # not one upstream 429
         assert time.monotonic() - started >= 1.5  # twelve starts 0.2 s apart, none squeezed in
 
+    async def test_a_per_second_budget_learned_from_one_answer_serves_at_capacity(
+        self, make_fake: FakeFactory, make_gateway: GatewayFactory, state_env: dict[str, str]
+    ):
+        # The bench's "learned from headers only" shape: 20 per second announced by a sliding
+        # log (1 of 20 used, back in 1 s). Read as 20 per minute, the key was paced to one
+        # request every 3 s and goodput fell to a few percent of capacity.
+        fake = make_fake({"k0": {"rps": 20}})
+        env = {**provider_env("alpha", fake, ["k0"]), "ADMIN_TOKEN": ADMIN, **state_env}
+        gateway = make_gateway(env)
+        assert httpx.post(f"{gateway.base_url}/api/chat", json=HI).status_code == 200
+        limits = provider_health(gateway)["keys"][0]["limits"]
+        assert limits == {"rpm": 1200, "tpm": None, "source": "learned"}
+        started = time.monotonic()
+        answers = await burst(gateway, 30)
+        assert [a.status_code for a in answers] == [200] * 30, [
+            a.text for a in answers if a.status_code != 200
+        ]
+        assert upstream_statuses(fake) == {"200": 31}  # not one upstream 429
+        assert time.monotonic() - started < 6.0  # ~1.5 s at 20/s; 90 s at 20 a minute
+
     def test_a_configured_budget_wins_over_a_learned_one(
         self, make_fake: FakeFactory, make_gateway: GatewayFactory
     ):
