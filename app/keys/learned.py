@@ -4,8 +4,10 @@ A provider that sends `x-ratelimit-limit-requests: L` and `x-ratelimit-reset-req
 a budget of L per some window W, without naming W (OpenAI's requests are per minute, Groq's per
 day, their tokens per minute). Providers refill continuously, and the reset is the time until
 the bucket is full again, so the `L - remaining` units used refill in `reset` seconds:
-W ≈ L · reset / (L - remaining). The estimate is snapped to the nearest usual window (1 s,
-1 min, 1 h, 1 day) because in-flight requests blur `remaining`. With nothing used yet (or no
+W ≈ L · reset / (L - remaining). Sliding logs and fixed windows announce instead when their
+oldest unit frees up, which overstates W for a lightly used key, so a usual window (1 s, 1 min,
+1 h, 1 day) between the reset and that estimate is preferred; otherwise the estimate is snapped
+to the nearest usual window, because in-flight requests blur `remaining`. With nothing used yet (or no
 `remaining` header) the reset alone bounds W from below, and the shortest usual window at least
 as long as it is taken: the only safe reading of "resets within W".
 

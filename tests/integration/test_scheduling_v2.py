@@ -100,6 +100,30 @@ class TestLearnedLimits:
         assert upstream_statuses(fake) == {"200": 31}  # not one upstream 429
         assert time.monotonic() - started < 6.0  # ~1.5 s at 20/s; 90 s at 20 a minute
 
+    async def test_keys_emptying_their_own_buckets_together_are_not_an_account_limit(
+        self, make_fake: FakeFactory, make_gateway: GatewayFactory, state_env: dict[str, str]
+    ):
+        # Nothing learned yet: a burst empties every key's own 5-per-second bucket in the same
+        # instant, and several keys answer 429 with overlapping resets. Taken for an account
+        # limit, every learned limit was divided by the number of keys from then on.
+        keys = ["k0", "k1", "k2"]
+        fake = make_fake({k: {"rps": 5} for k in keys})
+        env = {**provider_env("alpha", fake, keys), "ADMIN_TOKEN": ADMIN, **state_env}
+        gateway = make_gateway(env)
+        await burst(gateway, 30)
+        first_window = upstream_statuses(fake)
+        assert first_window.get("429", 0) >= 2, first_window  # the look-alike happened
+        assert provider_health(gateway)["shared_limit_until"] is None
+
+        async def served_at_capacity() -> bool:
+            # 3 keys x 5/s: 12 requests fit in about 0.8 s; split by 3 keys they need 2.2 s
+            started = time.monotonic()
+            answers = await burst(gateway, 12)
+            assert [a.status_code for a in answers] == [200] * 12
+            return time.monotonic() - started < 1.8
+
+        assert await served_at_capacity() or await served_at_capacity()  # one retry: load noise
+
     def test_a_configured_budget_wins_over_a_learned_one(
         self, make_fake: FakeFactory, make_gateway: GatewayFactory
     ):
