@@ -4,8 +4,10 @@ A provider that sends `x-ratelimit-limit-requests: L` and `x-ratelimit-reset-req
 a budget of L per some window W, without naming W (OpenAI's requests are per minute, Groq's per
 day, their tokens per minute). Providers refill continuously, and the reset is the time until
 the bucket is full again, so the `L - remaining` units used refill in `reset` seconds:
-W ≈ L · reset / (L - remaining). The estimate is snapped to the nearest usual window (1 s,
-1 min, 1 h, 1 day) because in-flight requests blur `remaining`. With nothing used yet (or no
+W ≈ L · reset / (L - remaining). Sliding logs and fixed windows announce instead when their
+oldest unit frees up, which overstates W for a lightly used key, so a usual window (1 s, 1 min,
+1 h, 1 day) between the reset and that estimate is preferred; otherwise the estimate is snapped
+to the nearest usual window, because in-flight requests blur `remaining`. With nothing used yet (or no
 `remaining` header) the reset alone bounds W from below, and the shortest usual window at least
 as long as it is taken: the only safe reading of "resets within W".
 
@@ -22,6 +24,8 @@ from app.keys.model import KeyStatus, RateLimitSignal
 from app.keys.pacing import Pace
 
 USUAL_WINDOWS_S = (1.0, 60.0, 3600.0, 86400.0)
+# Resets are rounded up when rendered (`1.001s`, whole-second Retry-After): a little slack.
+FIT_TOLERANCE = 1.05
 LimitSource = Literal["config", "learned"]
 
 
@@ -80,6 +84,15 @@ def infer_window(limit: int, remaining: int | None, reset_s: float) -> float | N
         return None
     if remaining is not None and 0 <= remaining < limit:
         raw = limit * reset_s / (limit - remaining)
+        # A sliding log or fixed window announces only when its *oldest* unit frees up, so a
+        # lightly used key (1 of 20 used, reset 1 s) reads as 20 s. The reset never exceeds the
+        # window and the proportion never falls short of it, so a usual window within
+        # [reset, raw] fits both readings: take the longest such (the cautious one).
+        fitting = [
+            w for w in USUAL_WINDOWS_S if reset_s <= w * FIT_TOLERANCE and w <= raw * FIT_TOLERANCE
+        ]
+        if fitting:
+            return fitting[-1]
         return min(USUAL_WINDOWS_S, key=lambda w: abs(math.log(raw / w)))
     return next((w for w in USUAL_WINDOWS_S if w >= reset_s), None)
 

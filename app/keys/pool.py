@@ -12,7 +12,13 @@ from app.keys.breaker import CircuitBreaker
 from app.keys.learned import pace_of
 from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSignal
 from app.keys.pacing import Pace, slot_at, take
-from app.keys.shared_limit import SharedLimitDetector, SharedMode, announced_reset, cool_all
+from app.keys.shared_limit import (
+    SharedLimitDetector,
+    SharedMode,
+    announced_reset,
+    cool_all,
+    has_own_budget,
+)
 from app.keys.stall import is_stalled
 from app.keys.strategies import Strategy, Weighted
 from app.keys.transitions import blend_latency, record_outcome, record_start
@@ -92,6 +98,7 @@ class KeyPool:
         status = self.statuses[index]
         known_bad = status.state is KeyState.FAILED
         unknown = status.learned_requests is None and status.learned_tokens is None
+        own_budget = has_own_budget(status, now)  # before this answer's remaining replaces it
         record_outcome(status, outcome, now, signal, latency_s)
         if unknown and outcome is Outcome.OK:
             pace = self._pace(status)
@@ -106,7 +113,7 @@ class KeyPool:
         self.breaker.record(outcome, now)
         if outcome is Outcome.RATE_LIMITED:
             # An account-wide limit cools every key until its reset (shared_limit.py).
-            until = self.shared.observe(index, now, announced_reset(signal, now))
+            until = self.shared.observe(index, now, announced_reset(signal, now), own_budget)
             if until is not None:
                 cool_all(self.statuses, until, now)
 

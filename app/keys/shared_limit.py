@@ -3,8 +3,13 @@
 Some providers limit the account or the IP rather than the key, so every key answers 429 at
 once and trying the next key only burns an attempt. Evidence of that, in `auto` mode: a 429 on a
 second key within `window_s` of one on another key, both announcing resets that overlap (the
-second 429 arrived before the first key's announced reset). The provider then cools as a whole
-until the later reset. `true` treats every 429 as account-wide; `false` never does.
+second 429 arrived before the first key's announced reset), the second key having had budget of
+its own left (`own_budget_left`: its last answer announced more remaining than it has sent
+since). The last condition is what tells an account apart from keys that each emptied their own
+bucket: equally loaded keys with per-second limits run out in the same instant with resets that
+overlap trivially, but a key's own bucket cannot refuse while it still has announced room. The
+provider then cools as a whole until the later reset. `true` treats every 429 as account-wide;
+`false` never does.
 
 One detector per provider and process; it remembers only the last 429. Pure: callers pass the
 time of each event.
@@ -33,6 +38,7 @@ class LimitEvent:
     key_index: int
     at: float
     reset_until: float | None
+    own_budget_left: bool = True
 
 
 class SharedLimitDetector:
@@ -49,10 +55,13 @@ class SharedLimitDetector:
         # keys' announced limits are then the account's, shared by all keys.
         self.seen = mode == "true"
 
-    def observe(self, key_index: int, at: float, reset_until: float | None) -> float | None:
+    def observe(
+        self, key_index: int, at: float, reset_until: float | None, own_budget_left: bool = True
+    ) -> float | None:
         """Record a 429; returns the provider-wide cooldown end when this 429 starts or extends
-        one, else None (the key alone cools, as before)."""
-        event = LimitEvent(key_index, at, reset_until)
+        one, else None (the key alone cools, as before). `own_budget_left`: whether the key's
+        own announced budget still had room (`has_own_budget`), read before the 429 is applied."""
+        event = LimitEvent(key_index, at, reset_until, own_budget_left)
         previous, self._last = self._last, event
         if self.mode == "false":
             return None
@@ -98,12 +107,22 @@ def _joint_reset(first: LimitEvent, second: LimitEvent, window_s: float) -> floa
     a, b = first.reset_until, second.reset_until
     if first.key_index == second.key_index or a is None or b is None:
         return None
+    if not second.own_budget_left:
+        return None  # its own bucket may simply be empty: nothing says the account is
     if abs(second.at - first.at) > window_s:
         return None
     # [at, reset_until] of each: they overlap when each starts before the other ends.
     if second.at < a and first.at < b:
         return max(a, b)
     return None
+
+
+def has_own_budget(status: KeyStatus, now: float) -> bool:
+    """Whether the key's last answer announced requests left beyond what was sent since
+    (`budget_left`, a lower bound on its own bucket while its reset has not passed)."""
+    reset_at = status.budget_reset_at
+    left = status.budget_left
+    return left is not None and left > 0 and reset_at is not None and reset_at > now
 
 
 def announced_reset(signal: RateLimitSignal, now: float) -> float | None:

@@ -133,7 +133,7 @@ local function shared_extend(till)
   return meta.shared_until
 end
 
-local function shared_observe(index, signal)
+local function shared_observe(index, signal, own_budget)
   local wait = signal.retry_after
   if wait == nil then wait = signal.exhausted end
   local reset = nil
@@ -141,7 +141,7 @@ local function shared_observe(index, signal)
   local prev = meta.last429
   -- the key by its record name, not its position: a changed key list (vault) keeps the memory
   local name = field(index)
-  meta.last429, meta_dirty = {key = name, at = now, reset = reset}, true
+  meta.last429, meta_dirty = {key = name, at = now, reset = reset, own = own_budget}, true
   if spec.shared == 'false' then return nil end
   if spec.shared == 'true' then
     if reset == nil then reset = now + UNANNOUNCED_COOLDOWN_S end
@@ -154,6 +154,8 @@ local function shared_observe(index, signal)
   local a, b = prev.reset, reset
   if prev.key == name or a == nil or b == nil then return nil end
   if math.abs(now - prev.at) > spec.shared_window then return nil end
+  -- the second key's own announced budget had room: its own bucket cannot be what refused
+  if not own_budget then return nil end
   if now < a and prev.at < b then return shared_extend(math.max(a, b)) end
   return nil
 end
@@ -187,6 +189,9 @@ function ops.release()
   end
   local known_bad = rec.state == FAILED
   local unknown = rec.learned_requests == nil and rec.learned_tokens == nil
+  -- shared_limit.has_own_budget, read before this answer's remaining replaces it
+  local own_budget = rec.budget_left ~= nil and rec.budget_left > 0
+    and rec.budget_reset_at ~= nil and rec.budget_reset_at > now
   record_outcome(rec, args)
   if unknown and args.outcome == 'ok' then
     local p = pace_of(rec)
@@ -203,7 +208,7 @@ function ops.release()
   end
   dirty[args.index] = true
   if limited then
-    local till = shared_observe(args.index, args.signal)
+    local till = shared_observe(args.index, args.signal, own_budget)
     if till ~= nil then
       for i = 0, spec.n - 1 do
         cool_down(record(i), till - now)

@@ -195,6 +195,9 @@ class TestWaitingForCooldowns:
         """Auto-detected account limit: Retry-After is the later reset, for this request and the
         next one, which makes no attempt at all (the reset is beyond the deadline)."""
         h = Harness([provider("alpha", 3)], policy=WaitPolicy(deadline_s=3))
+        # key 1's last answer left it 5 requests of its own: its 429 can only be the account's
+        key1 = h.store.pools["alpha"].statuses[1]
+        key1.budget_left, key1.budget_reset_at = 5, h.clock() + 30
         with pytest.raises(RateLimited) as caught:
             await h.run({("alpha", 0): limited(2.5), ("alpha", 1): limited(4.0)})
         assert caught.value.headers["Retry-After"] == "4"

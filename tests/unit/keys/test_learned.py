@@ -43,6 +43,14 @@ class TestInferWindow:
         assert infer_window(limit, remaining, reset) == window
 
     @pytest.mark.parametrize(
+        ("remaining", "reset"), [(19, 1.0), (19, 0.999), (19, 0.3), (18, 0.9), (17, 1.0)]
+    )
+    def test_a_sliding_log_lightly_used_stays_per_second(self, remaining, reset):
+        # The fake (and any sliding log) announces when its oldest request expires: 1 of 20
+        # used, back in 1 s is 20 per second, not 20 per minute (which paced keys to 1/60th).
+        assert infer_window(20, remaining, reset) == 1.0
+
+    @pytest.mark.parametrize(
         ("reset", "window"), [(0.5, 1.0), (1.0, 1.0), (6.0, 60.0), (360.0, 3_600.0)]
     )
     def test_without_usage_the_reset_bounds_the_window_from_below(self, reset, window):

@@ -104,7 +104,8 @@ class TestSharedLimits:
         pool = shared_pool("auto")
         limited(pool, 0, T0, 30.0)
         assert pool.acquire(T0, RNG, Ask()).index == 1  # one 429: only that key cools
-        pool.release(1, Outcome.OK, T0, RateLimitSignal())
+        # key 1 answered with 5 requests left of its own: its 429 can only be the account's
+        pool.release(1, Outcome.OK, T0, RateLimitSignal(remaining_requests=5, reset_requests_s=30))
         limited(pool, 1, T0 + 1, 40.0)
         assert pool.shared.until(T0 + 1) == T0 + 41
         refused = pool.acquire(T0 + 1, RNG, Ask())
@@ -112,6 +113,22 @@ class TestSharedLimits:
         assert refused.refused == "rate_limited"
         assert refused.wait_s == 40.0  # the true Retry-After: the account's reset
         assert {s.state for s in pool.statuses} == {KeyState.RATE_LIMITED}
+
+    def test_keys_that_each_emptied_their_own_budget_are_not_an_account_limit(self):
+        # Per-second buckets under equal load: every key answers "0 left" and then a 429 in the
+        # same instant, resets overlapping. Read as account-wide, this cooled the provider and
+        # split every learned limit by the number of keys (goodput fell to 1/8 in the bench).
+        pool = shared_pool("auto")
+        for index in (0, 1):
+            assert pool.acquire(T0, RNG, Ask(preferred=index)).index == index
+            pool.release(
+                index, Outcome.OK, T0, RateLimitSignal(remaining_requests=0, reset_requests_s=0.5)
+            )
+        for index in (0, 1):
+            pool.release(index, Outcome.RATE_LIMITED, T0 + 0.1, RateLimitSignal(retry_after_s=0.4))
+        assert pool.shared.until(T0 + 0.1) is None
+        assert not pool.shared.seen  # learned limits stay each key's own
+        assert pool.acquire(T0 + 0.1, RNG, Ask()).index == 2
 
     def test_far_apart_429s_are_each_keys_own(self):
         pool = shared_pool("auto")

@@ -48,6 +48,12 @@ class TestAuto:
         assert detector.observe(second_key, second_at, second_reset) is None
         assert detector.until(second_at) is None
 
+    def test_a_second_key_out_of_its_own_budget_is_not_evidence(self):
+        detector = SharedLimitDetector()
+        detector.observe(0, T0, T0 + 0.4)
+        assert detector.observe(1, T0 + 0.01, T0 + 0.41, own_budget_left=False) is None
+        assert not detector.seen
+
     def test_resets_that_do_not_overlap_are_not_shared(self):
         detector = SharedLimitDetector()
         detector.observe(0, T0, T0 + 0.5)  # key 0 was free again before key 1's 429
