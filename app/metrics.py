@@ -6,6 +6,7 @@ import os
 import tempfile
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -166,11 +167,20 @@ class Metrics:
         result = "rate_limited" if event.rate_limited else "error" if event.error else "ok"
         if result == "ok" and event.outcome in _NOT_OK:
             result = _NOT_OK[event.outcome]  # an upstream 400/404 is an answer, not a success
-        self._child(self.attempts, event.provider, event.key_label, result).inc(1)
+        key = ("attempt", event.provider, event.key_label, result)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self._child(self.attempts, event.provider, event.key_label, result),
+                self._child(self.tokens, event.provider, "prompt"),
+                self._child(self.tokens, event.provider, "completion"),
+            )
+        attempts, prompt, completion = children
+        attempts.inc(1)
         if event.prompt_tokens:
-            self._child(self.tokens, event.provider, "prompt").inc(event.prompt_tokens)
+            prompt.inc(event.prompt_tokens)
         if event.completion_tokens:
-            self._child(self.tokens, event.provider, "completion").inc(event.completion_tokens)
+            completion.inc(event.completion_tokens)
 
     async def render(self, providers: tuple[ProviderConfig, ...], store: KeyStateStore) -> bytes:
         """Refresh the pool gauges from the state store, then serialise everything."""
@@ -247,17 +257,32 @@ class MeteredSink:
     """Counts each settled attempt, then hands it to the stats writer; O(1), no I/O."""
 
     def __init__(
-        self, inner: UsageSink, metrics: Metrics, summary: TokenCounter | None = None
+        self,
+        inner: UsageSink,
+        metrics: Metrics,
+        summary: TokenCounter | None = None,
+        defer: Defer | None = None,
     ) -> None:
         self.inner = inner
         self.metrics = metrics
         self.summary = summary
+        self.defer = defer  # the observability batch (observability/deferred.py), if any
 
     def record(self, event: UsageEvent) -> None:
+        if self.defer is not None:
+            self.defer(self._count, event)
+        else:
+            self._count(event)
+        self.inner.record(event)
+
+    def _count(self, event: UsageEvent) -> None:
         self.metrics.observe(event)
         if self.summary is not None:
             self.summary.add_tokens(event.prompt_tokens + event.completion_tokens)
-        self.inner.record(event)
+
+
+class Defer(Protocol):
+    def __call__(self, fn: Callable[..., None], *args: Any) -> None: ...
 
 
 class TokenCounter(Protocol):

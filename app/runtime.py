@@ -168,7 +168,8 @@ async def build_runtime(settings: Settings) -> Runtime:
         on_budget_exceeded=_logged_and(log_budget_exceeded, observability.budget_exceeded),
     )
     # Cost and budgets: each settled attempt is priced and booked before it is counted.
-    sink = SpendSink(MeteredSink(stats, metrics, observability.summary), access)
+    metered = MeteredSink(stats, metrics, observability.summary, observability.deferred.call)
+    sink = SpendSink(metered, access)
     chat = build_chat(
         serving,
         store,

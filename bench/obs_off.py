@@ -19,7 +19,7 @@ _OBSERVER: Any = RequestObserver
 _build_chat: Any = getattr(runtime, "build_chat")  # noqa: B009 - not re-exported there
 
 
-def _unmetered(stats: Any, metrics: Any, summary: Any) -> Any:
+def _unmetered(stats: Any, *unused: Any) -> Any:
     return stats  # the stats writer alone: no Prometheus or summary recording per attempt
 
 

@@ -29,5 +29,7 @@ async def metrics(runtime: RuntimeDep, request: Request) -> Response:
     token = runtime.settings.metrics_token
     if token is not None and not bearer_matches(request, token.get_secret_value()):
         raise Unauthorized("missing or wrong metrics token", headers={"WWW-Authenticate": "Bearer"})
+    if runtime.observability is not None:
+        runtime.observability.flush()  # requests answered but still batched count too
     body = await runtime.metrics.render(runtime.service.providers, runtime.store)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -16,8 +16,10 @@ router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[AdminAuth]
 
 
 def _hub(runtime: Runtime) -> Observability:
+    """The hub, its batched records applied (a request answered just now is counted)."""
     if runtime.observability is None:
         raise NotReady("observability is not running yet")
+    runtime.observability.flush()
     return runtime.observability
 
 

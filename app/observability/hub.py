@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from app.config import ProviderConfig
 from app.metrics import Metrics
 from app.observability.alerts import Alerts, HealthWatcher
+from app.observability.deferred import Deferred
 from app.observability.logs import TransitionLog, utc_now_iso
 from app.observability.summary import ErrorEntry, RecentErrors, RequestRecord, RollingSummary
 
@@ -31,6 +32,7 @@ class Observability:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
+        self.deferred = Deferred()
         self.summary = RollingSummary(clock)
         self.errors = RecentErrors()
         self.alerts = Alerts(
@@ -80,6 +82,36 @@ class Observability:
         request with route "/api/chat/ws". Tokens are not passed: they come per attempt from
         the usage sink.
         """
+        self.deferred.call(
+            self.record_chat_now,
+            route,
+            status,
+            seconds,
+            provider,
+            path,
+            ttft_s,
+            error_type,
+            message,
+            cost_usd,
+            cache,
+            request_id,
+        )
+
+    def record_chat_now(
+        self,
+        route: str,
+        status: int,
+        seconds: float,
+        provider: str | None,
+        path: str | None,
+        ttft_s: float | None,
+        error_type: str | None,
+        message: str,
+        cost_usd: float | None,
+        cache: str | None,
+        request_id: str | None,
+    ) -> None:
+        """`record_chat` without the batch (the middleware's record is batched already)."""
         metrics = self.metrics
         metrics.observe_request(route, path or "none", provider or "none", status, seconds)
         if ttft_s is not None and provider:
@@ -118,6 +150,27 @@ class Observability:
         (shared with the watcher's dedupe), a breaker that opened raises `circuit_open`, and a
         key out of quota raises `quota_exceeded`.
         """
+        self.deferred.call(
+            self._attempt_settled,
+            provider,
+            fingerprint,
+            seconds,
+            key_state,
+            circuit,
+            quota_exceeded,
+            reason,
+        )
+
+    def _attempt_settled(
+        self,
+        provider: str,
+        fingerprint: str,
+        seconds: float | None,
+        key_state: str | None,
+        circuit: str | None,
+        quota_exceeded: bool,
+        reason: str | None,
+    ) -> None:
         if seconds is not None:
             self.metrics.observe_upstream(provider, seconds)
         if key_state is not None:
@@ -172,5 +225,10 @@ class Observability:
     def start(self) -> None:
         self.alerts.start()
 
+    def flush(self) -> None:
+        """Record what is still batched (readers call this first: /metrics, the summary)."""
+        self.deferred.flush()
+
     async def aclose(self) -> None:
+        self.deferred.flush()
         await self.alerts.aclose()

@@ -68,6 +68,8 @@ class _Answer:
     """What the middleware saw of one chat answer."""
 
     started: float
+    seconds: float = 0.0
+    ended_at: float = 0.0  # wall clock, for the log line's time
     status: int = 0
     provider: str | None = None
     key_index: str | None = None
@@ -170,7 +172,9 @@ class RequestObserver:
         finally:
             hub = _hub(scope)
             if hub is not None:
-                _finish(hub, scope, answer, info)
+                answer.seconds = time.perf_counter() - answer.started
+                answer.ended_at = time.time()
+                hub.deferred.call(_finish, hub, scope, answer, info)  # see deferred.py
 
 
 def _hub(scope: Scope) -> Observability | None:
@@ -194,7 +198,7 @@ def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
 
 
 def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo) -> None:
-    seconds = time.perf_counter() - answer.started
+    seconds = answer.seconds
     status = answer.status or 500
     if answer.status and not answer.finished and not answer.failed:
         status = CLIENT_CLOSED  # started, returned, never ended: the client left mid-answer
@@ -209,18 +213,18 @@ def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo
         if status == CLIENT_CLOSED:
             error_type = "client_closed_request"
     cost = info.cost_usd if info.cost_usd is not None else answer.cost
-    hub.record_chat(
+    hub.record_chat_now(
         route,
         status,
         seconds,
-        provider=answer.provider,
-        path=path,
-        ttft_s=None if answer.ttft_ms is None else answer.ttft_ms / 1000,
-        error_type=error_type,
-        message=message,
-        cost_usd=cost,
-        cache=answer.cache,
-        request_id=info.request_id,
+        answer.provider,
+        path,
+        None if answer.ttft_ms is None else answer.ttft_ms / 1000,
+        error_type,
+        message,
+        cost,
+        answer.cache,
+        info.request_id,
     )
     latency_ms = seconds * 1000
     _log(hub, scope, answer, info, status, latency_ms, path)
@@ -257,7 +261,7 @@ def _log(
         f"{scope['method']} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
         f"provider={provider} key={key} user={user}"
     )
-    request_log.emit(message, fields)
+    request_log.emit(message, fields, answer.ended_at)
 
 
 PRINCIPAL_KEY = "keypool.principal"  # set by the access middleware (api/access.py)

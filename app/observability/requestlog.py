@@ -130,6 +130,14 @@ class RequestLog:
     def enabled(self) -> bool:
         return logger.isEnabledFor(logging.INFO)
 
+    def direct(self) -> bool:
+        """True while lines are written here rather than through `logging`."""
+        return self._direct() is not None
+
+    def flush(self) -> None:
+        if self.buffer is not None:
+            self.buffer.flush()
+
     def _direct(self) -> LineBuffer | None:
         """The buffer while keypool's handler is still the only one that would see the line."""
         buffer = self.buffer
@@ -140,15 +148,17 @@ class RequestLog:
             return None
         return buffer
 
-    def emit(self, message: str, fields: dict[str, Any]) -> None:
+    def emit(self, message: str, fields: dict[str, Any], now: float | None = None) -> None:
         """One INFO line of logger `keypool.request`: `message`, plus `fields` in JSON.
 
-        `fields` must hold `request_id`; the caller checks `enabled()` first."""
+        `fields` must hold `request_id`; the caller checks `enabled()` first. `now` is when the
+        request ended (a batched line is written a little later)."""
         buffer = self._direct()
         if buffer is None:
             logger.info("%s", message, extra=fields)
             return
-        now = time.time()
+        if now is None:
+            now = time.time()
         if self.json:
             entry: dict[str, Any] = {
                 "time": self._clock.iso(now),
