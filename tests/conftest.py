@@ -7,9 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from app.demo.fake_provider import FakeProviderConfig, FakeProviderThread, KeyBehaviour
 from tests.support.servers import GatewayServer
+
+# Properties are about results, never speed: hypothesis' per-example deadline (200 ms) fails
+# a correct example on a busy machine (timing goals belong in bench/).
+hypothesis_settings.register_profile("keypool", deadline=None)
+hypothesis_settings.load_profile("keypool")
 
 FakeFactory = Callable[..., FakeProviderThread]
 GatewayFactory = Callable[[Mapping[str, str]], GatewayServer]

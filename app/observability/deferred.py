@@ -23,8 +23,8 @@ from typing import Any
 
 from app.observability.requestlog import request_log
 
-DELAY_S = 0.05
-MAX_PENDING = 256
+DELAY_S = 0.1
+MAX_PENDING = 1024
 logger = logging.getLogger("keypool.observability")
 
 

@@ -10,7 +10,7 @@ from app.metrics import Metrics
 from app.observability.alerts import Alerts, HealthWatcher
 from app.observability.deferred import Deferred
 from app.observability.logs import TransitionLog, utc_now_iso
-from app.observability.summary import ErrorEntry, RecentErrors, RequestRecord, RollingSummary
+from app.observability.summary import ErrorEntry, RecentErrors, RollingSummary
 
 # Error types that mean "refused before any key was used" (keypool_user_rejections_total).
 REJECTION_TYPES = frozenset(
@@ -123,10 +123,10 @@ class Observability:
         if error_type in REJECTION_TYPES:
             metrics.count_rejection(error_type)
         ttft_ms = None if ttft_s is None else ttft_s * 1000
-        record = RequestRecord(
-            route, status, seconds * 1000, provider, ttft_ms, error_type, 0, cost_usd or 0.0, cache
+        latency_ms = seconds * 1000
+        self.summary.add_request(
+            status, latency_ms, provider, ttft_ms, error_type, cost_usd or 0.0, cache
         )
-        self.summary.record(record)
         if status >= 400:
             entry = ErrorEntry(
                 utc_now_iso(), request_id, route, status, error_type or "", message, provider

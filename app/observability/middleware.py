@@ -68,6 +68,9 @@ class _Answer:
     """What the middleware saw of one chat answer."""
 
     started: float
+    route: str = ""
+    method: str = ""
+    user: str | None = None
     seconds: float = 0.0
     ended_at: float = 0.0  # wall clock, for the log line's time
     status: int = 0
@@ -174,7 +177,10 @@ class RequestObserver:
             if hub is not None:
                 answer.seconds = time.perf_counter() - answer.started
                 answer.ended_at = time.time()
-                hub.deferred.call(_finish, hub, scope, answer, info)  # see deferred.py
+                # What the record needs of the scope, so the batch does not hold the scope.
+                answer.route, answer.method = scope["path"], scope["method"]
+                answer.user = info.user or _principal(scope) or _header(scope, b"x-user-id")
+                hub.deferred.call(_finish, hub, answer, info)  # see deferred.py
 
 
 def _hub(scope: Scope) -> Observability | None:
@@ -197,12 +203,12 @@ def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
     return (kind if isinstance(kind, str) else None), str(error.get("message", ""))[:300], tried
 
 
-def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo) -> None:
+def _finish(hub: Observability, answer: _Answer, info: RequestInfo) -> None:
     seconds = answer.seconds
     status = answer.status or 500
     if answer.status and not answer.finished and not answer.failed:
         status = CLIENT_CLOSED  # started, returned, never ended: the client left mid-answer
-    route: str = scope["path"]
+    route = answer.route
     path = info.path or answer.path or "none"
     error_type, message = (None, "")
     if status >= 400:
@@ -227,12 +233,11 @@ def _finish(hub: Observability, scope: Scope, answer: _Answer, info: RequestInfo
         info.request_id,
     )
     latency_ms = seconds * 1000
-    _log(hub, scope, answer, info, status, latency_ms, path)
+    _log(hub, answer, info, status, latency_ms, path)
 
 
 def _log(
     hub: Observability,
-    scope: Scope,
     answer: _Answer,
     info: RequestInfo,
     status: int,
@@ -241,10 +246,10 @@ def _log(
 ) -> None:
     if not request_log.enabled():
         return
-    user = info.user or _principal(scope) or _header(scope, b"x-user-id")
+    user = info.user or answer.user
     provider = answer.provider
     key = hub.fingerprint(provider, answer.key_index) if provider and answer.key_index else None
-    route: str = scope["path"]
+    route = answer.route
     fields = {
         "request_id": info.request_id,
         "route": route,
@@ -258,7 +263,7 @@ def _log(
         "user": user,
     }
     message = (
-        f"{scope['method']} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
+        f"{answer.method} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
         f"provider={provider} key={key} user={user}"
     )
     request_log.emit(message, fields, answer.ended_at)

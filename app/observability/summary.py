@@ -102,26 +102,37 @@ class _Minute:
     errors_by_type: Counter[str] = field(default_factory=Counter)
     providers: dict[str, _ProviderTally] = field(default_factory=dict)
 
-    def add(self, record: RequestRecord) -> None:
+    def add(
+        self,
+        status: int,
+        latency_ms: float,
+        provider: str | None,
+        ttft_ms: float | None,
+        error_type: str | None,
+        tokens: int,
+        cost_usd: float,
+        cache: str | None,
+    ) -> None:
         self.requests += 1
-        self.tokens += record.tokens
-        self.cost_usd += record.cost_usd
-        self.latency.add(record.latency_ms)
-        if record.ttft_ms is not None:
-            self.ttft.add(record.ttft_ms)
-        if record.cache in ("hit", "miss"):
+        self.tokens += tokens
+        self.cost_usd += cost_usd
+        self.latency.add(latency_ms)
+        if ttft_ms is not None:
+            self.ttft.add(ttft_ms)
+        if cache == "hit" or cache == "miss":
             self.cache_lookups += 1
-            self.cache_hits += record.cache == "hit"
-        if record.failed:
+            self.cache_hits += cache == "hit"
+        failed = status >= 400
+        if failed:
             self.errors += 1
-            self.errors_by_type[record.error_type or f"http_{record.status}"] += 1
-        if record.provider:
-            tally = self.providers.get(record.provider)
+            self.errors_by_type[error_type or f"http_{status}"] += 1
+        if provider:
+            tally = self.providers.get(provider)
             if tally is None:
-                tally = self.providers[record.provider] = _ProviderTally()
+                tally = self.providers[provider] = _ProviderTally()
             tally.requests += 1
-            tally.errors += record.failed
-            tally.latency.add(record.latency_ms)
+            tally.errors += failed
+            tally.latency.add(latency_ms)
 
     def merge(self, other: _Minute) -> None:
         self.requests += other.requests
@@ -150,7 +161,29 @@ class RollingSummary:
         self._minutes: deque[_Minute] = deque(maxlen=retention_minutes)
 
     def record(self, record: RequestRecord) -> None:
-        self._current().add(record)
+        self._current().add(
+            record.status,
+            record.latency_ms,
+            record.provider,
+            record.ttft_ms,
+            record.error_type,
+            record.tokens,
+            record.cost_usd,
+            record.cache,
+        )
+
+    def add_request(
+        self,
+        status: int,
+        latency_ms: float,
+        provider: str | None,
+        ttft_ms: float | None = None,
+        error_type: str | None = None,
+        cost_usd: float = 0.0,
+        cache: str | None = None,
+    ) -> None:
+        """`record` without building a RequestRecord (the per-request path)."""
+        self._current().add(status, latency_ms, provider, ttft_ms, error_type, 0, cost_usd, cache)
 
     def add_tokens(self, tokens: int) -> None:
         """Tokens of a settled upstream attempt (fed by the usage sink, not per request)."""
