@@ -88,6 +88,7 @@ class Access:
         self.clock = clock
         self.index = ClientKeyIndex()
         self.users: dict[str, UserLimits] = {}
+        self._principals: dict[int, tuple[ClientKey, UserLimits | None, Principal]] = {}
         self.limiter: Limiter = limiter or LocalLimiter()
         self.ledger = BudgetLedger(clock, on_budget_warning, on_budget_exceeded)
         # The budget each authenticated user was last admitted under (a client key's own
@@ -131,6 +132,7 @@ class Access:
             return False
         self.index.replace_all(keys)
         self.users = users
+        self._principals.clear()  # revoked keys' entries go with the rest
         self.ledger.load(day, spent, lambda user: self.for_user(user).daily_budget_usd)
         return True
 
@@ -146,7 +148,15 @@ class Access:
         if key is None:
             return None
         self.usage.touch(key.id)
-        return resolve(self.tiers, key.user_id, self.users.get(key.user_id), key)
+        user = self.users.get(key.user_id)
+        # Resolved once per (key, user limits) pair: both are immutable and replaced, never
+        # changed in place, when a reload or an admin call changes them.
+        cached = self._principals.get(key.id)
+        if cached is not None and cached[0] is key and cached[1] is user:
+            return cached[2]
+        principal = resolve(self.tiers, key.user_id, user, key)
+        self._principals[key.id] = (key, user, principal)
+        return principal
 
     def is_service_token(self, presented: str) -> bool:
         if self._service_token is None:

@@ -36,7 +36,7 @@ class UsageWriter:
         self._interval = flush_interval_s
         self._clock = clock
         self._usage: dict[tuple[date, str], DailyUsage] = {}
-        self._last_used: dict[int, datetime] = {}
+        self._last_used: dict[int, float] = {}  # epoch seconds: made datetimes when written
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
@@ -55,7 +55,7 @@ class UsageWriter:
         return self._usage.get((day, user_id), DailyUsage())
 
     def touch(self, key_id: int) -> None:
-        self._last_used[key_id] = datetime.fromtimestamp(self._clock(), UTC)
+        self._last_used[key_id] = self._clock()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="keypool-usage-writer")
@@ -79,7 +79,9 @@ class UsageWriter:
             async with self._sessionmaker() as session, session.begin():
                 for day, deltas in sorted(by_day.items()):
                     await DailyUsageRepository(session).add(day, deltas)
-                await ClientKeyRepository(session).touch(last_used)
+                await ClientKeyRepository(session).touch(
+                    {key_id: datetime.fromtimestamp(at, UTC) for key_id, at in last_used.items()}
+                )
         except DB_ERRORS as exc:
             for (day, user_id), delta in usage.items():
                 self.add(user_id, day, delta)

@@ -228,6 +228,19 @@ class TestTokenMode:
         assert "WebSocket /api/chat/ws" in caplog.text  # the handshakes were logged...
         assert key not in caplog.text  # ...without the key
 
+    def test_a_users_new_tier_applies_to_its_client_key_at_once(
+        self, make_fake: FakeFactory, make_gateway: GatewayFactory
+    ):
+        gateway = start(make_fake, make_gateway, AUTH_MODE="token", TIER_RPM="free:2,pro:5")
+        url, key = gateway.base_url, new_key(gateway)["key"]
+        answers = [httpx.post(f"{url}/api/chat", json=HI, headers=bearer(key)) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        patched = httpx.patch(f"{url}/api/admin/users/alice", json={"tier": "pro"}, headers=AUTH)
+        assert patched.status_code == 200, patched.text
+        answer = httpx.post(f"{url}/api/chat", json=HI, headers=bearer(key))
+        assert answer.status_code == 200
+        assert answer.headers["x-ratelimit-limit-requests"] == "5"
+
 
 class TestTrustedMode:
     def test_the_service_token_names_users_who_get_their_tier_limits(
