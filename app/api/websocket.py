@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnected
 
 from app.access.principal import Principal
 from app.api.access import PRINCIPAL, check, require_budget
-from app.api.calls import chat_call, is_utf8_header
+from app.api.calls import chat_call, is_utf8_header, tier_of
 from app.api.deps import runtime_of
 from app.api.depth import MAX_JSON_DEPTH, too_deep
 from app.api.errors import invalid_request
@@ -61,6 +61,7 @@ class ChatSocket:
         self.access = runtime.access
         self.principal: Principal | None = websocket.scope.get(PRINCIPAL)
         self.principal_user = principal_of(websocket.scope)  # the log line's user, if any
+        self.tier = tier_of(websocket)  # its weight in fair waiting, as on the HTTP routes
         self._prepaid = self.principal is not None
         self._send_lock = asyncio.Lock()
         self.user_streams = runtime.user_streams
@@ -171,7 +172,7 @@ class ChatSocket:
         return data
 
     async def _chat(self, request: ChatRequest, seen: WsRequest) -> None:
-        call = chat_call(request, request.user_id or self.user_id)
+        call = chat_call(request, request.user_id or self.user_id, self.tier)
         self.user_streams.acquire(call.user_id)
         try:
             stream = await self.service.open_stream(call)
