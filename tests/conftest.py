@@ -10,6 +10,9 @@ import pytest
 
 from app.demo.fake_provider import FakeProviderConfig, FakeProviderThread, KeyBehaviour
 from tests.support.servers import GatewayServer
+from tests.support.tls import share_default_tls_context
+
+share_default_tls_context()
 
 FakeFactory = Callable[..., FakeProviderThread]
 GatewayFactory = Callable[[Mapping[str, str]], GatewayServer]
