@@ -4,12 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-quick bench-obs bench-peers soak migrate clean
+# pytest-xdist workers. More than this machine's 2 cores: a test spends most of its time waiting
+# on sockets, servers and databases. Tests go out one or two at a time (--maxschedchunk 1), so
+# the `long` ones, ordered first (tests/conftest.py), each start at once on a worker of their own.
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: every worker and every gateway
+# subprocess would otherwise compile app/ and tests/ again. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 4
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
+PYTEST_PARALLEL := $(PYTEST) -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1
+
+.PHONY: install browser run test suite lint typecheck unit integration bench bench-quick bench-obs bench-peers soak migrate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=69,<80"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-build-isolation -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,14 +39,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck browser
-	$(BIN)/pytest -q
+# The type check runs beside the suite (the suite mostly waits): output of each when it ends.
+test: lint browser
+	@$(MAKE) --no-print-directory -j2 --output-sync=target typecheck suite
+
+suite: $(STAMP)
+	$(PYTEST_PARALLEL) -q
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests/unit
+	$(PYTEST_PARALLEL) -q tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest -q tests/integration
+	$(PYTEST_PARALLEL) -q tests/integration
 
 bench: $(STAMP)  ## ~7-8 min; writes bench/results.md + bench/results.json
 	$(BIN)/python -m bench.run

@@ -11,6 +11,9 @@ from hypothesis import settings as hypothesis_settings
 
 from app.demo.fake_provider import FakeProviderConfig, FakeProviderThread, KeyBehaviour
 from tests.support.servers import GatewayServer
+from tests.support.tls import share_default_tls_context
+
+share_default_tls_context()
 
 # Properties are about results, never speed: hypothesis' per-example deadline (200 ms) fails
 # a correct example on a busy machine (timing goals belong in bench/).
@@ -19,6 +22,23 @@ hypothesis_settings.load_profile("keypool")
 
 FakeFactory = Callable[..., FakeProviderThread]
 GatewayFactory = Callable[[Mapping[str, str]], GatewayServer]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long(seconds)` go first, longest first, one every other place: `make test`
+    hands tests to its xdist workers two at a time, so each long test starts at once on a
+    worker of its own and the run does not end waiting for one of them."""
+
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("long")
+        return float(mark.args[0]) if mark is not None else 0.0
+
+    long = sorted((item for item in items if seconds(item)), key=seconds, reverse=True)
+    if not long:
+        return
+    rest = [item for item in items if not item.get_closest_marker("long")]
+    head = [item for pair in zip(long, rest, strict=False) for item in pair]
+    items[:] = head + long[len(rest) :] + rest[len(long) :]
 
 
 @pytest.fixture

@@ -23,48 +23,61 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank]
 
 
+Windows = dict[str, tuple[float, float]]  # fault name → (on, off), seconds from the start
+
+
+def windows(faults: Sequence[Fault], events: Sequence[dict[str, Any]], duration: float) -> Windows:
+    """When each fault really was on: the harness's own on/off events. A step can run late
+    (the gateway restart waits for its drain and start, and delays the steps after it on a busy
+    machine), so the planned times alone would misjudge requests near a late `off`."""
+    found = {f.name: f.window(duration) for f in faults}
+    for event in events:
+        start, end = found[event["fault"]]
+        found[event["fault"]] = (event["at_s"], end) if event["on"] else (start, event["at_s"])
+    return found
+
+
 def _overlaps(rec: Rec, start: float, end: float) -> bool:
     return rec.started <= end and rec.started + rec.seconds >= start
 
 
-def no_healthy_key(rec: Rec, faults: Sequence[Fault], duration: float) -> bool:
+def no_healthy_key(rec: Rec, faults: Sequence[Fault], seen: Windows) -> bool:
     """The request's target had no usable key while it ran: Path B to a provider that was down
     (plus the grace its keys need to be probed back)."""
     for fault in faults:
         if fault.provider is None or fault.grace_s == 0 or rec.target != fault.provider:
             continue
-        start, end = fault.window(duration)
+        start, end = seen[fault.name]
         if _overlaps(rec, start, end + fault.grace_s):
             return True
     return False
 
 
-def cut_expected(rec: Rec, faults: Sequence[Fault], duration: float) -> bool:
+def cut_expected(rec: Rec, faults: Sequence[Fault], seen: Windows) -> bool:
     """A mid-stream failure while a key cut streams: streams fail over until their first token
     only, after it the client gets the documented error event."""
     for fault in faults:
         if fault.mode != "stream_cut" or rec.target not in ("A", fault.provider):
             continue
-        start, end = fault.window(duration)
-        # The switch reaches the fake provider a moment after its planned time (the schedule
-        # printed with the report shows when it really went off).
+        start, end = seen[fault.name]
+        # The event is stamped when the switch is sent: it reaches the fake a moment later.
         if _overlaps(rec, start, end + SWITCH_LAG_S):
             return True
     return False
 
 
-def in_faults(rec: Rec, faults: Sequence[Fault], duration: float) -> bool:
-    return any(_overlaps(rec, *f.window(duration)) for f in faults)
+def in_faults(rec: Rec, seen: Windows) -> bool:
+    return any(_overlaps(rec, *window) for window in seen.values())
 
 
-def judge(rec: Rec, faults: Sequence[Fault], duration: float) -> str:
+def judge(rec: Rec, faults: Sequence[Fault], seen: Windows) -> str:
     """ok | expected (documented, no healthy key or a mid-stream cut) | violation."""
     if rec.outcome == "ok":
         return "ok"
     if rec.outcome == "interrupted":
-        return "expected" if cut_expected(rec, faults, duration) else "violation"
+        return "expected" if cut_expected(rec, faults, seen) else "violation"
     documented = rec.outcome == "envelope" and rec.status in DOCUMENTED_STATUSES
-    if documented and no_healthy_key(rec, faults, duration):
+    if documented and no_healthy_key(rec, faults, seen):
         return "expected"
     return "violation"
 
@@ -95,14 +108,15 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     records: list[Rec] = raw["records"]
     faults: list[Fault] = raw["faults"]
     duration: float = raw["duration_s"]
-    verdicts = Counter(judge(r, faults, duration) for r in records)
-    violations = [asdict(r) for r in records if judge(r, faults, duration) == "violation"]
+    seen = windows(faults, raw["events"], duration)
+    verdicts = Counter(judge(r, faults, seen) for r in records)
+    violations = [asdict(r) for r in records if judge(r, faults, seen) == "violation"]
     errors = Counter(
         f"{r.status} {r.error_type}" for r in records if r.outcome in ("envelope", "other")
     )
     by_kind = Counter(f"{r.kind}/{r.target}" for r in records)
-    faulty = [r.seconds for r in records if in_faults(r, faults, duration) and r.outcome == "ok"]
-    calm = [r.seconds for r in records if not in_faults(r, faults, duration) and r.outcome == "ok"]
+    faulty = [r.seconds for r in records if in_faults(r, seen) and r.outcome == "ok"]
+    calm = [r.seconds for r in records if not in_faults(r, seen) and r.outcome == "ok"]
     stats = compare_stats(raw["upstream"], raw["stored"])
     lost = sum(r["upstream_requests"] - r["stored_requests"] for r in stats)
     mismatched = [r for r in stats if r["upstream_requests"] != r["stored_requests"]]

@@ -148,14 +148,22 @@ class Soak:
         """As a load balancer drains an instance: no new requests, the running ones finish,
         then SIGTERM; started again at once (the database is down meanwhile)."""
         traffic.active.discard(instance)
+        began = time.monotonic()
         await traffic.drain(instance)
+        drained = time.monotonic()
         code = await asyncio.to_thread(self.stop_gateway, instance)
+        stopped = time.monotonic()
         spool = self.log_dir / f"spool-{instance}.jsonl"
         self.notes["restart_exit_code"] = code
         self.notes["spooled_lines_at_restart"] = (
             len(spool.read_text().splitlines()) if spool.exists() else 0
         )
         await asyncio.to_thread(self.start_gateway, instance)
+        self.notes["restart_seconds"] = {
+            "drain": round(drained - began, 2),
+            "stop": round(stopped - drained, 2),
+            "start": round(time.monotonic() - stopped, 2),
+        }
         self.notes["spool_left_after_restart"] = spool.exists() and spool.stat().st_size > 0
         traffic.active.add(instance)
 

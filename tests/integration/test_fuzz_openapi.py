@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -31,6 +32,7 @@ CHECKS = [
 ]
 
 
+@pytest.mark.long(15)
 def test_no_server_error_and_every_answer_documented(
     make_fake: FakeFactory, make_gateway: GatewayFactory
 ) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import FakeFactory
 from tests.support.redis_server import free_port
@@ -25,6 +26,7 @@ def _up(url: str) -> bool:
         return False
 
 
+@pytest.mark.long(10)
 def test_two_workers_answer_one_total(make_fake: FakeFactory, tmp_path: Path):
     fake = make_fake({key: {} for key in KEYS})
     port = free_port()

@@ -39,6 +39,7 @@ def _require_binaries() -> None:
     pytest.skip(message)
 
 
+@pytest.mark.long(70)
 def test_a_minute_of_faults_loses_nothing_and_answers_every_client(tmp_path: Path) -> None:
     _require_binaries()
     summary = summarise(asyncio.run(soak(CI_DURATION_S, CI_RATE, tmp_path)))

@@ -34,7 +34,13 @@ class TestSettings:
         assert key not in repr(settings)
 
     @pytest.mark.parametrize(
-        "value", ["not base64!", base64.b64encode(os.urandom(16)).decode(), "QUJD"]
+        "value",
+        [
+            "not base64!",
+            # a random 16-byte key, with a fixed id: every xdist worker collects the same name
+            pytest.param(base64.b64encode(os.urandom(16)).decode(), id="16-random-bytes"),
+            "QUJD",
+        ],
     )
     def test_a_malformed_master_key_is_one_clear_error_without_the_value(self, value: str):
         with pytest.raises(ConfigError) as caught:
