@@ -31,11 +31,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     def seconds(item: pytest.Item) -> float:
         mark = item.get_closest_marker("long")
-        return float(mark.args[0]) if mark is not None else 0.0
+        return float(mark.args[0]) if mark is not None and mark.args else 0.0
 
-    long = sorted((item for item in items if seconds(item)), key=seconds, reverse=True)
+    long = [item for item in items if item.get_closest_marker("long")]
     if not long:
         return
+    long.sort(key=seconds, reverse=True)
     rest = [item for item in items if not item.get_closest_marker("long")]
     head = [item for pair in zip(long, rest, strict=False) for item in pair]
     items[:] = head + long[len(rest) :] + rest[len(long) :]
