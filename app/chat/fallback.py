@@ -143,6 +143,8 @@ class FallbackRunner:
             if grant.index is None:
                 self._refused(job, provider.name, grant)
                 return None
+            if not view.byok:
+                self.lines.observe(provider.name, grant.delay_s)
             success = await self._try(job, provider, grant, view)
             if success is not None:
                 return success
@@ -201,7 +203,7 @@ class FallbackRunner:
         reserve: bool,
         horizon: float | None = None,
     ) -> tuple[Grant, KeyPoolView]:
-        """`horizon` caps how far ahead a pacing slot may be reserved (the fair line's)."""
+        """`horizon` caps how far ahead a pacing slot may be booked (the fair line's)."""
         name = provider.name
         if job.spread is None:
             view = self._view(job, provider)
@@ -226,6 +228,10 @@ class FallbackRunner:
         horizon: float | None = None,
     ) -> Ask:
         max_wait, max_queue = self.policy.bounds(job.deadline - self.clock())
+        if horizon is None and not view.byok and self.lines.standing(view.config.name):
+            # While a queue stands nobody books far ahead first come, first served: the wait
+            # goes through the fair line, which sheds the excess (waiting.py).
+            horizon = LINE_HORIZON_S
         if horizon is not None:
             max_queue = min(max_queue, horizon)
         keys = 0 if view.byok else len(view.config.keys)

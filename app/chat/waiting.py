@@ -30,9 +30,11 @@ Turn = tuple[Grant, KeyPoolView]
 # a key frees up (a held first turn after a cooldown): at least, and at most.
 MIN_POLL_S = 0.005
 MAX_POLL_S = 0.25
-# How far ahead the waiter holding the turn books a paced key's slot: turns are booked in fair
-# order only if they are booked late, just before they start.
-LINE_HORIZON_S = 0.05
+# How far ahead a paced key's turn is booked by the waiter holding the line's turn (turns are
+# booked in fair order only if they are booked late, just before they start), and by anyone else
+# while a queue stands: no queue of bookings first come, first served then builds in the pool,
+# where the line could not shed it.
+LINE_HORIZON_S = 0.01
 
 
 class FairLines:
@@ -50,19 +52,38 @@ class FairLines:
         self.clock = clock
         self.sleep = sleep
         self.fair = fair  # FAIR_QUEUEING: false waits first come, first served
-        self.gates: dict[str, FairGate] = {}
+        self.gates: dict[str, FairGate] = {}  # made at a provider's first waiter
+        # Per provider, made at its first turn: every booked wait feeds it (codel.py).
+        self.detectors: dict[str, StandingQueue] = {}
 
     def waiters(self, name: str) -> int:
         """How many wait in this provider's line, the holder of its turn included."""
         gate = self.gates.get(name)
         return len(gate) + gate.driving if gate is not None else 0
 
+    def standing(self, name: str) -> bool:
+        """Whether a queue stands for this provider: turns are then booked only within
+        LINE_HORIZON_S outside its line, and its excess is shed (codel.py)."""
+        detector = self.detectors.get(name)
+        return detector is not None and detector.shedding(self.clock())
+
+    def observe(self, name: str, wait_s: float) -> None:
+        """A request booked a turn `wait_s` ahead outside the line (0: a key free now): the
+        standing-queue detector sees every wait, not only the line's."""
+        self._detector(name).observe(wait_s, self.clock())
+
     def gate(self, name: str) -> FairGate:
         gate = self.gates.get(name)
         if gate is None:
             queue = FairQueue(fair=self.fair)
-            gate = self.gates[name] = FairGate(queue, self.clock, StandingQueue())
+            gate = self.gates[name] = FairGate(queue, self.clock, self._detector(name))
         return gate
+
+    def _detector(self, name: str) -> StandingQueue:
+        detector = self.detectors.get(name)
+        if detector is None:
+            detector = self.detectors[name] = StandingQueue()
+        return detector
 
     def line_for(
         self, job: Job[Any], providers: list[ProviderConfig], single: bool
@@ -120,7 +141,8 @@ class FairLines:
         rate = turn_rate(config)
         if rate is None:
             rate = await self._learned_turn_rate(job, config)
-        entry = gate.enter(job.user_id, job.weight, job.deadline, rate)
+        ahead = refusal.reservable_s if refusal.reservable_s is not None else refusal.wait_s
+        entry = gate.enter(job.user_id, job.weight, job.deadline, rate, ahead)
         if isinstance(entry, Refusal):
             wait = max(refusal.wait_s, entry.retry_after_s)
             job.refusals[name] = Grant(None, wait_s=wait, refused="rate_limited")
