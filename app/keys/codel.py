@@ -32,7 +32,8 @@ from dataclasses import dataclass
 DEFAULT_TARGET_S = 0.05
 DEFAULT_INTERVAL_S = 0.1
 DEFAULT_BOUND_S = 0.015
-DEFAULT_CEILING_S = 0.25
+# A wait this long stands whatever its trend (a slow overload the trend misses).
+DEFAULT_CEILING_S = 1.0
 # The minimum wait growing by this share of the interval per interval: demand a quarter above
 # the pool's rate, or more (smaller steps are what a busy host's hiccups add at full load).
 DEFAULT_GROWTH = 0.25

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # Starts are spaced this much wider than the budget strictly allows: a provider enforcing a
 # sliding window sees our requests after a network hop whose delay varies by a few milliseconds.
-REQUEST_HEADROOM = 0.005
+REQUEST_HEADROOM = 0.01
 # Completion tokens assumed when a request sets no max_tokens.
 DEFAULT_COMPLETION_TOKENS = 512
 CHARS_PER_TOKEN = 4

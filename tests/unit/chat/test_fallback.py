@@ -257,8 +257,8 @@ class TestPacing:
         alpha = dataclasses.replace(provider("alpha", 1), rpm_per_key=600)
         h = Harness([alpha], pace=Pace(rpm=600))
         gate = h.runner.lines.gate("alpha")
-        for step in range(30):  # turns that waited 0.3 s for 0.3 s: a queue stands
-            gate.standing.observe(0.3, h.clock.now + step * 0.01)  # type: ignore[union-attr]
+        for step in range(30):  # turns that waited 1.2 s for 0.3 s: a queue stands
+            gate.standing.observe(1.2, h.clock.now + step * 0.01)  # type: ignore[union-attr]
         h.clock.now += 0.29
         entered: list[str | None] = []
         enter = gate.enter

@@ -39,8 +39,8 @@ class TestDetection:
         assert not fed(waits).shedding(T0 + 3)
 
     def test_a_wait_above_the_ceiling_stands_whatever_its_trend(self):
-        detector = fed([(i * 0.01, 0.3) for i in range(30)])
-        assert detector.shedding(T0 + 0.3)
+        detector = fed([(i * 0.01, 1.2) for i in range(30)])
+        assert detector.shedding(T0 + 0.29)
 
     def test_clumped_turns_at_full_load_are_not_a_standing_queue(self):
         # Keys whose turns come in clumps: waits of 0 to 40 ms, over and over.
@@ -64,7 +64,7 @@ class TestDetection:
 
 class TestShedding:
     def standing(self) -> StandingQueue:
-        detector = fed([(i * 0.01, 0.3) for i in range(30)])
+        detector = fed([(i * 0.01, 1.2) for i in range(30)])
         assert detector.shedding(T0 + 0.29)
         return detector
 
