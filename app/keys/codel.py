@@ -6,20 +6,22 @@ tells them apart by the minimum wait over an interval: even the luckiest request
 waited. Here a queue stands when that minimum is above `target_s` and grew by `growth` of the
 interval in each of the last two intervals (demand at least that share above the pool's rate,
 for more than a passing hiccup), or it is above `ceiling_s` whatever its trend. From then on the
-excess (every arrival expected to wait longer than `bound_s`, of a user the caller judges to be
-sending it) is answered at once with
+excess (every arrival expected to wait longer than `bound_s` when the queue grew, `ceiling_s`
+when it only stood high, of a user the caller judges to be sending it) is answered at once with
 429 and a Retry-After of its expected wait. Arrivals that would start within the bound are
 always let in, so the pool stays busy.
 
 Why the trend and not the level alone: at exactly the pool's rate a backlog left by a hiccup (a
 slow start, a pause) neither grows nor drains, and shedding it would only turn a short wait
-into errors; at 150 % the minimum wait grows by half the interval every interval and is caught
-within two or three. A pool of paced keys also hands out its turns in clumps (each key's turns
-are spaced, their phases are not), so waits of tens of milliseconds come and go at full load;
-their minimum stays low. Once a queue stands, admitted requests should wait little: `bound_s`
-is a few key turns. Shedding ends once no arrival has been expected to wait beyond the bound for
-a whole interval (demand fell back under the pool's rate), not at the first short wait: while
-shedding, admitted requests wait about the bound by construction.
+into errors (such a backlog, or a slow overload, is only kept under the ceiling: what would wait
+beyond it is shed, nothing else); at 150 % the minimum wait grows by half the interval every
+interval and is caught within two or three. A pool of paced keys also hands out its turns in
+clumps (each key's turns are spaced, their phases are not), so waits of tens of milliseconds
+come and go at full load; their minimum stays low. Once a queue stands, admitted requests
+should wait little: `bound_s` is a few key turns. Shedding ends once no arrival has been
+expected to wait beyond the limit for a whole interval (demand fell back under the pool's rate),
+not at the first short wait: while shedding, admitted requests wait about the bound by
+construction.
 
 Pure: the caller reports each wait as a request gets its turn, and passes the time.
 """
@@ -32,7 +34,8 @@ from dataclasses import dataclass
 DEFAULT_TARGET_S = 0.05
 DEFAULT_INTERVAL_S = 0.1
 DEFAULT_BOUND_S = 0.015
-# A wait this long stands whatever its trend (a slow overload the trend misses).
+# A wait this long stands whatever its trend (a slow overload the trend misses, or the backlog
+# a pool offered exactly its rate keeps), and is kept there.
 DEFAULT_CEILING_S = 1.0
 # The minimum wait growing by this share of the interval per interval: demand a quarter above
 # the pool's rate, or more (smaller steps are what a busy host's hiccups add at full load).
@@ -52,6 +55,7 @@ class StandingQueue:
     __slots__ = (
         "_current",
         "_grew",
+        "_limit",
         "_over_at",
         "_previous",
         "_shedding",
@@ -83,7 +87,8 @@ class StandingQueue:
         self._current = math.inf  # the minimum wait seen in the current interval
         self._previous: float | None = None  # that of the interval before (None: no samples)
         self._grew = 0  # how many intervals in a row the minimum grew
-        self._over_at = -math.inf  # the last arrival expected to wait beyond the bound
+        self._over_at = -math.inf  # the last arrival expected to wait beyond the limit
+        self._limit = bound_s  # while shedding: the longest expected wait still admitted
         self._shedding = False
 
     def shedding(self, now: float) -> bool:
@@ -104,8 +109,13 @@ class StandingQueue:
         low, before = self._current, self._previous
         grew = before is not None and low - before >= self.growth * self.interval_s
         self._grew = self._grew + 1 if grew else 0
-        if low >= self.target_s and (self._grew >= 2 or low >= self.ceiling_s):
-            self._shedding, self._over_at = True, now
+        if low >= self.target_s and self._grew >= 2:
+            # Growing: demand is well above the rate. Cut the queue to a few turns.
+            self._shedding, self._over_at, self._limit = True, now, self.bound_s
+        elif low >= self.ceiling_s:
+            # High but flat: keep it under the ceiling (stricter if it was growing before).
+            limit = self._limit if self._shedding else self.ceiling_s
+            self._shedding, self._over_at, self._limit = True, now, limit
         self._previous = low if math.isfinite(low) else None
         self._started, self._current = now, math.inf
 
@@ -116,9 +126,9 @@ class StandingQueue:
     def admit(self, expected_wait_s: float, now: float, *, excess: bool = True) -> Shed | None:
         """None lets the arrival queue; a Shed refuses it (only while a queue stands, and only
         when it is the `excess`: the caller's judgement of whose flood made the queue)."""
-        if expected_wait_s <= self.bound_s:
-            return None
         shedding = self.shedding(now)
+        if expected_wait_s <= (self._limit if shedding else self.bound_s):
+            return None
         self._over_at = now  # demand still finds the queue long
         if not shedding or not excess:
             return None
