@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     max_streams_per_user: int | None = Field(default=None, ge=1)
     key_groups: int | None = Field(default=None, ge=1)
     request_deadline_s: float = Field(default=30.0, gt=0)
-    pacing_max_wait_s: float = Field(default=1.0, ge=0)
+    pacing_max_wait_s: float = Field(default=0.25, ge=0)
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_reset_s: float = Field(default=60.0, gt=0)
     min_active_keys: int = Field(default=5, ge=0)

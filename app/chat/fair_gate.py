@@ -39,14 +39,23 @@ class FairGate:
         return len(self.queue)
 
     def enter(
-        self, user: str | None, weight: float, deadline: float, turn_rate: float | None
+        self,
+        user: str | None,
+        weight: float,
+        deadline: float,
+        turn_rate: float | None,
+        ahead_s: float = 0.0,
     ) -> Ticket | Refusal:
-        """Join the queue, or a Refusal (answer 429 with its `retry_after_s`) right away."""
+        """Join the queue, or a Refusal (answer 429 with its `retry_after_s`) right away.
+        `ahead_s`: how long until the pool's next key turn, before anyone in this line gets one
+        (turns already booked)."""
         now = self.clock()
-        # Only a user with requests already waiting is the excess: one with none is served at
-        # its fair share whatever the others send.
-        if self.standing is not None and turn_rate is not None and self.queue.waiting(user):
-            shed = self.standing.admit(self.queue.expected_wait(user, weight, turn_rate))
+        # While a queue stands, only the user sending the excess is shed (the longest queue,
+        # fairness.sends_excess): one within its fair share is served whatever others send.
+        if self.standing is not None and turn_rate is not None:
+            expected = ahead_s + self.queue.expected_wait(user, weight, turn_rate)
+            excess = self.queue.sends_excess(user)
+            shed = self.standing.admit(expected, now, excess=excess)
             if shed is not None:
                 return Refusal("standing_queue", float(shed.retry_after_s))
         entry = self.queue.enqueue(user, weight, deadline, now, turn_rate)

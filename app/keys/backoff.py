@@ -19,7 +19,7 @@ class WaitPolicy:
     """
 
     deadline_s: float = 30.0
-    queue_s: float = 1.0
+    queue_s: float = 0.25
     jitter_base_s: float = 0.05
     jitter_cap_s: float = 0.5
 

@@ -77,6 +77,25 @@ class FairQueue:
         """How many requests of this user's queue wait now."""
         return self._waiting.get(self._queue_of(user), 0)
 
+    def sends_excess(self, user: str | None) -> bool:
+        """Whether this user's queue is what a standing queue should shed (longest queue drop):
+        it already holds two requests or more, and at least as many per unit of weight as any
+        other user waiting. A user below that is within its fair share of the line, however
+        long others make it wait: a light user whose one request is still waiting when its next
+        arrives is not the excess, the user sending a flood is.
+        """
+        name = user or ANONYMOUS
+        counts = self._per_user  # per user even first come, first served: who sends the flood
+        mine = counts.get(name, 0)
+        if mine < 2:
+            return False
+        load = mine / self._weights.get(name, 1.0)
+        return all(
+            load >= count / self._weights.get(other, 1.0)
+            for other, count in counts.items()
+            if other != name
+        )
+
     def expected_wait(self, user: str | None, weight: float, turn_rate: float) -> float:
         """Seconds until a request enqueued now would get its turn (fluid estimate)."""
         if turn_rate <= 0:

@@ -145,7 +145,8 @@ class Grant:
     When `index` is None: `wait_s` is how long until some key could serve at all (for
     Retry-After), `reservable_s` how long until one the same Ask with `reserve` would get, and
     `refused` one of "circuit_open", "rate_limited", "no_usable_key".
-    `after_cooldown` marks a reserved turn behind a cooldown (the runner adds jitter to it).
+    `after_cooldown` marks a reserved turn behind a cooldown on an unpaced key (the runner adds
+    jitter to it; a paced key's turns are spaced already).
     """
 
     index: int | None

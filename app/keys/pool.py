@@ -133,8 +133,11 @@ class KeyPool:
         )
         if turns and ask.reserve:
             at, _, index, wait = turns[0]
+            # Jitter spreads waiters let loose by one reset; a paced key's turns are spaced
+            # already, and one sent late would crowd the turns booked after it.
+            jitter = wait is Wait.COOLDOWN and not self._pace(self.statuses[index]).paced
             self._start(index, at, now, ask.tokens)
-            return Grant(index, delay_s=at - now, after_cooldown=wait is Wait.COOLDOWN)
+            return Grant(index, delay_s=at - now, after_cooldown=jitter)
         # Retry-After counts every key, tried ones included: "until the first key is usable".
         first = min((r.at for r in ready.values()), default=None)
         return Grant(

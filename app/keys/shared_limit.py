@@ -3,13 +3,16 @@
 Some providers limit the account or the IP rather than the key, so every key answers 429 at
 once and trying the next key only burns an attempt. Evidence of that, in `auto` mode: a 429 on a
 second key within `window_s` of one on another key, both announcing resets that overlap (the
-second 429 arrived before the first key's announced reset), the second key having had budget of
-its own left (`own_budget_left`: its last answer announced more remaining than it has sent
-since). The last condition is what tells an account apart from keys that each emptied their own
-bucket: equally loaded keys with per-second limits run out in the same instant with resets that
-overlap trivially, but a key's own bucket cannot refuse while it still has announced room. The
-provider then cools as a whole until the later reset. `true` treats every 429 as account-wide;
-`false` never does.
+second 429 arrived before the first key's announced reset), the second key having had room of
+its own by the provider's own word (`own_budget_left`, see `has_own_budget`): its last answer
+announced requests left, or announced a reset that has passed since, with no other request of
+it out. That condition tells an account apart from keys that each emptied their own bucket:
+equally loaded keys with per-second limits run out in the same instant with resets that overlap
+trivially, but a key's own bucket cannot refuse while it has announced room, nor once its
+announced reset has passed and nothing else was sent on it. The provider then cools as a whole
+until the later reset. Once a provider was seen limited per account, each later 429 that
+announces a reset is the account's at once (one attempt, not two). `true` treats every 429 as
+account-wide; `false` never does.
 
 One detector per provider and process; it remembers only the last 429. Pure: callers pass the
 time of each event.
@@ -69,8 +72,10 @@ class SharedLimitDetector:
             return self._extend(
                 reset_until if reset_until is not None else at + UNANNOUNCED_COOLDOWN_S
             )
-        if self.active(at) and reset_until is not None:
-            return self._extend(reset_until)  # a shared limit that is still on: keep it honest
+        if self.seen and reset_until is not None:
+            # Known to be limited per account: this 429 is the account's (and a shared limit
+            # still on is kept honest), so the request does not spend a second attempt on it.
+            return self._extend(reset_until)
         joint = _joint_reset(previous, event, self.window_s) if previous else None
         return self._extend(joint) if joint is not None else None
 
@@ -118,11 +123,20 @@ def _joint_reset(first: LimitEvent, second: LimitEvent, window_s: float) -> floa
 
 
 def has_own_budget(status: KeyStatus, now: float) -> bool:
-    """Whether the key's last answer announced requests left beyond what was sent since
-    (`budget_left`, a lower bound on its own bucket while its reset has not passed)."""
-    reset_at = status.budget_reset_at
-    left = status.budget_left
-    return left is not None and left > 0 and reset_at is not None and reset_at > now
+    """Whether the key's own bucket had room by the provider's word, read as a 429 on it is
+    released (before its answer is applied, so `in_flight` still counts that request).
+
+    Its last answer announced requests left beyond what was sent since (`budget_left`, while
+    its reset has not passed); or that announced reset has passed, which frees at least one
+    request in any bucket (a sliding log's oldest entry, a fixed window, a refilled bucket),
+    and no other request of the key is out.
+    """
+    left, reset_at = status.budget_left, status.budget_reset_at
+    if left is None or reset_at is None:
+        return False
+    if reset_at > now:
+        return left > 0
+    return status.in_flight <= 1
 
 
 def announced_reset(signal: RateLimitSignal, now: float) -> float | None:

@@ -112,8 +112,10 @@ local function choose(ask)
   table.sort(turns, earlier)
   local turn = turns[1]
   if turn ~= nil and ask.reserve then
+    -- no jitter on a paced key: its turns are spaced already (KeyPool.choose)
+    local jitter = turn.wait == W_COOLDOWN and not pace_of(record(turn.index)).paced
     start(turn.index, turn.at, ask.tokens)
-    return {index = turn.index, delay_s = turn.at - now, after_cooldown = turn.wait == W_COOLDOWN}
+    return {index = turn.index, delay_s = turn.at - now, after_cooldown = jitter}
   end
   return {
     wait_s = first and math.max(0, first - now),
@@ -147,14 +149,14 @@ local function shared_observe(index, signal, own_budget)
     if reset == nil then reset = now + UNANNOUNCED_COOLDOWN_S end
     return shared_extend(reset)
   end
-  if meta.shared_until ~= nil and now < meta.shared_until and reset ~= nil then
-    return shared_extend(reset)
+  if meta.shared_seen and reset ~= nil then
+    return shared_extend(reset)  -- known to be per account: this 429 is the account's
   end
   if prev == nil then return nil end
   local a, b = prev.reset, reset
   if prev.key == name or a == nil or b == nil then return nil end
   if math.abs(now - prev.at) > spec.shared_window then return nil end
-  -- the second key's own announced budget had room: its own bucket cannot be what refused
+  -- the second key's own bucket had room by the provider's word: it cannot be what refused
   if not own_budget then return nil end
   if now < a and prev.at < b then return shared_extend(math.max(a, b)) end
   return nil
@@ -190,8 +192,11 @@ function ops.release()
   local known_bad = rec.state == FAILED
   local unknown = rec.learned_requests == nil and rec.learned_tokens == nil
   -- shared_limit.has_own_budget, read before this answer's remaining replaces it
-  local own_budget = rec.budget_left ~= nil and rec.budget_left > 0
-    and rec.budget_reset_at ~= nil and rec.budget_reset_at > now
+  local own_budget = false
+  if rec.budget_left ~= nil and rec.budget_reset_at ~= nil then
+    if rec.budget_reset_at > now then own_budget = rec.budget_left > 0
+    else own_budget = rec.in_flight <= 1 end
+  end
   record_outcome(rec, args)
   if unknown and args.outcome == 'ok' then
     local p = pace_of(rec)

@@ -110,6 +110,33 @@ class TestFairGate:
         assert isinstance(gate.enter("later", 1.0, clock.now + 60, 1.0), Ticket)  # drained
 
 
+class TestStandingQueueVictims:
+    async def test_a_light_user_with_one_request_waiting_is_not_shed_beside_a_flood(self):
+        clock = Clock()
+        gate = FairGate(FairQueue(), clock, StandingQueue())
+        rate, far = 20.0, clock.now + 30
+        waiting = [ticket_of(gate.enter("heavy", 1.0, far, rate)) for _ in range(4)]
+        waiting += [ticket_of(gate.enter(f"light{i}", 1.0, far, rate)) for i in range(3)]
+        tasks = [asyncio.create_task(gate.wait(t)) for t in waiting]
+        await settle()
+        for _ in range(6):  # each turn waited longer than the one before: a queue stands
+            clock.now += 0.1
+            gate.turn_available()
+            more = gate.enter("heavy", 1.0, far, rate)
+            if isinstance(more, Ticket):
+                tasks.append(asyncio.create_task(gate.wait(more)))
+        await settle()
+        shed = gate.enter("heavy", 1.0, far, rate, ahead_s=0.05)
+        assert isinstance(shed, Refusal)
+        assert shed.reason == "standing_queue"
+        light = gate.enter("light2", 1.0, far, rate, ahead_s=0.05)  # its first still waits
+        assert isinstance(light, Ticket)
+        tasks.append(asyncio.create_task(gate.wait(light)))
+        await settle()
+        gate.turn_available(len(tasks))
+        assert all(await asyncio.gather(*tasks))
+
+
 class TestHoldingTheTurn:
     async def test_one_waiter_holds_the_turn_and_hands_it_on_in_weighted_order(self):
         gate = FairGate(FairQueue(), Clock())

@@ -253,6 +253,26 @@ class TestPacing:
         assert h.sleep.naps == pytest.approx([gap, 2 * gap])
         assert all(r.headers["Retry-After"] == "1" for r in refused)
 
+    async def test_while_a_queue_stands_nobody_books_far_ahead_outside_the_line(self):
+        alpha = dataclasses.replace(provider("alpha", 1), rpm_per_key=600)
+        h = Harness([alpha], pace=Pace(rpm=600))
+        gate = h.runner.lines.gate("alpha")
+        for step in range(30):  # turns that waited 1.2 s for 0.3 s: a queue stands
+            gate.standing.observe(1.2, h.clock.now + step * 0.01)  # type: ignore[union-attr]
+        h.clock.now += 0.29
+        entered: list[str | None] = []
+        enter = gate.enter
+
+        def spy(user: str | None, *args: Any) -> Any:
+            entered.append(user)
+            return enter(user, *args)
+
+        gate.enter = spy  # type: ignore[method-assign,assignment]
+        assert await h.run(user_id="u") == ("alpha", 0)  # the free key, at once
+        assert entered == []
+        assert await h.run(user_id="u") == ("alpha", 0)  # 0.1 s ahead: through the line
+        assert entered == ["u"]
+
     def test_a_request_costs_its_prompt_and_its_completion_cap(self):
         params = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50}
         assert request_tokens(params) == 150

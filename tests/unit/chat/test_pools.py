@@ -148,7 +148,7 @@ class TestOwnKeysAndTheFairLine:
             pools=world.pools,
         )  # fmt: skip
 
-        line = runner._gate("alpha")
+        line = runner.lines.gate("alpha")
         line.driving = True  # a shared-pool request holds the line's turn meanwhile
 
         async def attempt(client: ProviderClient) -> str:

@@ -1,54 +1,104 @@
-"""Standing-queue detection: the minimum wait over an interval above the target sheds the excess."""
+"""Standing-queue detection: a minimum wait that keeps growing sheds the excess, a flat one not."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.keys.codel import Shed, StandingQueue
 
 T0 = 1_000.0
 
 
-def fed(
-    waits: list[tuple[float, float]], target: float = 0.5, interval: float = 5.0
-) -> StandingQueue:
-    detector = StandingQueue(target, interval)
+def fed(waits: list[tuple[float, float]], **kwargs: float) -> StandingQueue:
+    detector = StandingQueue(**kwargs)
     for at, wait in waits:
         detector.observe(wait, T0 + at)
     return detector
 
 
-class TestStandingQueue:
-    def test_a_burst_that_drains_is_not_a_standing_queue(self):
-        detector = fed([(0, 3.0), (1, 2.0), (2, 1.0), (3, 0.1), (6, 2.0)])
-        assert not detector.shedding
-        assert detector.admit(10.0) is None
+def ramp(seconds: float, growth_per_s: float, step: float = 0.01) -> list[tuple[float, float]]:
+    """A turn every `step` seconds whose wait grows by `growth_per_s` each second."""
+    return [(i * step, i * step * growth_per_s) for i in range(int(seconds / step))]
 
-    def test_waits_above_target_for_a_whole_interval_shed_the_excess(self):
-        detector = fed([(t, 2.0) for t in range(0, 7)])
-        assert detector.shedding
-        assert detector.admit(7.2) == Shed(8)  # Retry-After: the expected wait, rounded up
-        assert detector.admit(0.4) is None  # who can start within the target still gets in
 
-    def test_not_yet_a_full_interval(self):
-        assert not fed([(t, 2.0) for t in range(0, 5)]).shedding
+class TestDetection:
+    def test_demand_half_above_the_rate_is_caught_within_a_few_intervals(self):
+        detector = fed(ramp(0.45, 0.5))  # 150 % of the pool's rate: +50 ms per 100 ms
+        assert detector.shedding(T0 + 0.45)
 
-    def test_one_short_wait_ends_shedding(self):
-        detector = fed([(t, 2.0) for t in range(0, 7)] + [(7.5, 0.1)])
-        assert not detector.shedding
-        assert detector.admit(7.0) is None
+    def test_a_backlog_that_neither_grows_nor_drains_is_not_shed(self):
+        # At exactly the pool's rate a hiccup leaves a backlog behind: shedding it would only
+        # turn a wait into errors.
+        detector = fed([(i * 0.01, 0.12) for i in range(300)])
+        assert not detector.shedding(T0 + 3)
 
-    def test_an_empty_queue_ends_shedding(self):
-        detector = fed([(t, 2.0) for t in range(0, 7)])
+    def test_one_hiccup_is_not_a_trend(self):
+        waits = [(i * 0.01, 0.06 if i < 100 else 0.4) for i in range(300)]
+        assert not fed(waits).shedding(T0 + 3)
+
+    def test_a_wait_above_the_ceiling_stands_whatever_its_trend(self):
+        detector = fed([(i * 0.01, 1.2) for i in range(30)])
+        assert detector.shedding(T0 + 0.29)
+        # ... and is only kept under the ceiling: what would wait beyond it is the excess.
+        assert detector.admit(0.9, T0 + 0.29) is None
+        assert detector.admit(1.2, T0 + 0.29) == Shed(2)
+
+    def test_clumped_turns_at_full_load_are_not_a_standing_queue(self):
+        # Keys whose turns come in clumps: waits of 0 to 40 ms, over and over.
+        waits = [(i * 0.006, (i % 8) * 0.005) for i in range(500)]
+        assert not fed(waits).shedding(T0 + 3)
+
+    def test_an_empty_queue_forgets_the_trend(self):
+        detector = fed(ramp(0.15, 0.5))
         detector.idle()
-        assert not detector.shedding
+        detector.observe(0.1, T0 + 0.16)
+        detector.observe(0.16, T0 + 0.27)
+        assert not detector.shedding(T0 + 0.27)
 
-    def test_shed_retry_after_is_at_least_one_second_and_finite(self):
-        detector = fed([(t, 2.0) for t in range(0, 7)])
-        assert detector.admit(0.6) == Shed(1)
-        assert detector.admit(float("inf")) == Shed(5)
-
-    @pytest.mark.parametrize(("target", "interval"), [(0, 1), (1, 0), (-1, 1)])
-    def test_bad_parameters(self, target, interval):
+    @pytest.mark.parametrize(
+        "kwargs", [{"target_s": 0}, {"interval_s": 0}, {"bound_s": -1}, {"ceiling_s": 0}]
+    )
+    def test_bad_parameters(self, kwargs):
         with pytest.raises(ValueError, match="positive"):
-            StandingQueue(target, interval)
+            StandingQueue(**kwargs)
+
+
+class TestShedding:
+    def standing(self) -> StandingQueue:
+        detector = fed(ramp(0.35, 0.5))  # growing: cut to the bound
+        assert detector.shedding(T0 + 0.34)
+        return detector
+
+    def test_the_excess_gets_a_retry_after_of_its_expected_wait(self):
+        detector = self.standing()
+        assert detector.admit(1.2, T0 + 0.34) == Shed(2)
+        assert detector.admit(0.05, T0 + 0.34) == Shed(1)  # at least one second
+        assert detector.admit(float("inf"), T0 + 0.34) == Shed(1)
+
+    def test_who_starts_within_the_bound_or_is_not_the_excess_gets_in(self):
+        detector = self.standing()
+        assert detector.admit(0.01, T0 + 0.34) is None
+        assert detector.admit(1.2, T0 + 0.34, excess=False) is None
+
+    def test_shedding_lasts_while_arrivals_find_the_queue_long(self):
+        detector = self.standing()
+        for step in range(1, 20):  # admitted waits are short by now, demand is not
+            detector.observe(0.01, T0 + 0.34 + step * 0.05)
+            assert detector.admit(0.5, T0 + 0.34 + step * 0.05) is not None
+
+    def test_it_ends_an_interval_after_the_last_arrival_that_found_it_long(self):
+        detector = self.standing()
+        detector.admit(0.5, T0 + 0.34)
+        assert detector.shedding(T0 + 0.43)
+        assert not detector.shedding(T0 + 0.45)
+        assert detector.admit(0.5, T0 + 0.46) is None
+
+
+@given(st.lists(st.floats(0, 0.099), min_size=1, max_size=200))
+def test_waits_under_the_target_never_shed(waits):
+    detector = StandingQueue()
+    for i, wait in enumerate(waits):
+        detector.observe(min(wait, detector.target_s * 0.99), T0 + i * 0.013)
+    assert not detector.shedding(T0 + len(waits) * 0.013)

@@ -115,6 +115,41 @@ class TestAdmission:
         assert isinstance(FairQueue().enqueue("a", 1.0, T0, T0, turn_rate=None), Ticket)
 
 
+class TestExcess:
+    """Who a standing queue sheds: the user with the longest queue, never one within its share."""
+
+    def test_the_flood_is_the_excess_not_the_user_with_one_waiting(self):
+        queue = FairQueue()
+        for user in ["heavy"] * 3 + [f"light{i}" for i in range(5)]:
+            enqueue(queue, user)
+        assert queue.sends_excess("heavy")
+        assert not queue.sends_excess("light0")  # its next request is within its share
+        assert not queue.sends_excess("newcomer")
+
+    def test_a_lone_user_is_the_excess_from_two_waiting(self):
+        queue = FairQueue()
+        enqueue(queue, "solo")
+        assert not queue.sends_excess("solo")
+        enqueue(queue, "solo")
+        assert queue.sends_excess("solo")
+
+    def test_weight_counts(self):
+        queue = FairQueue()
+        for _ in range(3):
+            enqueue(queue, "enterprise", weight=4.0)
+        for _ in range(2):
+            enqueue(queue, "free")
+        assert queue.sends_excess("free")  # 2 per unit of weight against 0.75
+        assert not queue.sends_excess("enterprise")
+
+    def test_first_come_first_served_still_tells_users_apart(self):
+        queue = FairQueue(fair=False)
+        for user in ["heavy"] * 3 + ["light"]:
+            enqueue(queue, user)
+        assert queue.sends_excess("heavy")
+        assert not queue.sends_excess("light")
+
+
 class TestCancel:
     def test_cancelled_waiters_are_skipped_and_free_their_place(self):
         queue = FairQueue(max_per_user=1)

@@ -100,6 +100,13 @@ class TestCooldowns:
         assert third.index is None
         assert third.wait_s == pytest.approx(3 + TRIAL_HOLD_S)  # free for others at the latest
 
+    def test_a_paced_keys_turn_after_a_cooldown_is_not_jittered(self):
+        # Its turns are spaced by its budget; one sent late would crowd the next booked turn.
+        p = pool(1, pace=Pace(rpm=60))
+        cool(p, 0, 3)
+        grant = p.acquire(NOW, RNG, Ask(reserve=True, max_wait_s=10))
+        assert (grant.index, grant.delay_s, grant.after_cooldown) == (0, 3, False)
+
     def test_a_cooldown_beyond_the_deadline_is_refused_with_the_wait(self):
         p = pool(1)
         cool(p, 0, 40)

@@ -15,6 +15,7 @@ from app.keys.shared_limit import (
     SharedLimitDetector,
     announced_reset,
     cool_all,
+    has_own_budget,
 )
 from app.keys.strategies import RoundRobin
 
@@ -71,12 +72,42 @@ class TestAuto:
         assert detector.observe(2, T0 + 10, T0 + 45) == T0 + 45
         assert detector.until(T0 + 40) == T0 + 45
 
+    def test_once_seen_a_single_429_is_the_accounts(self):
+        detector = SharedLimitDetector()
+        detector.observe(0, T0, T0 + 0.05)
+        detector.observe(1, T0 + 0.01, T0 + 0.05)
+        assert detector.until(T0 + 1) is None  # that limit is over ...
+        assert detector.observe(2, T0 + 60, T0 + 61) == T0 + 61  # ... the next 429 is one too
+        assert detector.observe(3, T0 + 90, None) is None  # without a reset it proves nothing
+
     def test_clear_forgets(self):
         detector = SharedLimitDetector()
         detector.observe(0, T0, T0 + 30)
         detector.observe(1, T0 + 1, T0 + 30)
         detector.clear()
         assert detector.until(T0 + 2) is None
+
+
+class TestOwnBudget:
+    """Whether the provider's own word says a key's bucket had room when a 429 on it came."""
+
+    @staticmethod
+    def key(left: int | None, reset_at: float | None, in_flight: int = 1) -> KeyStatus:
+        return KeyStatus(budget_left=left, budget_reset_at=reset_at, in_flight=in_flight)
+
+    def test_requests_left_before_the_reset(self):
+        assert has_own_budget(self.key(3, T0 + 1), T0)
+        assert not has_own_budget(self.key(0, T0 + 1), T0)
+
+    def test_a_reset_passed_with_only_this_request_out(self):
+        # "remaining 0, back in 50 ms", 200 ms ago: its own bucket has room again.
+        assert has_own_budget(self.key(0, T0 - 0.15), T0)
+
+    def test_a_reset_passed_with_other_requests_out_proves_nothing(self):
+        assert not has_own_budget(self.key(0, T0 - 0.15, in_flight=2), T0)
+
+    def test_nothing_announced_proves_nothing(self):
+        assert not has_own_budget(self.key(None, None), T0)
 
 
 class TestForced:
