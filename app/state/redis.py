@@ -29,6 +29,7 @@ import random
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -40,6 +41,7 @@ from redis.exceptions import RedisError
 from app.keys.model import Ask, Grant, KeyStatus, Release
 from app.keys.pool import KeyPool
 from app.state.base import KeyLayout, ProviderSnapshot
+from app.state.channel import Callback, bulk, encode
 from app.state.records import (
     SharedPool,
     ask_args,
@@ -53,6 +55,11 @@ from app.state.records import (
 from app.state.redis_scripts import INSTANCE_TTL_S, ScriptRunner, script_source
 
 _NO_ARGS = b"{}"
+_PING = encode("PING")
+_OPS = {
+    op: bulk(op)
+    for op in ("acquire", "release", "recheck", "snapshot", "set_disabled", "probe", "merge")
+}
 
 
 def connect(url: str, timeout_s: float) -> Redis:
@@ -99,17 +106,28 @@ class RedisStateStore:
         self._keys = {name: f"{prefix}pool:{name}" for name in pools}
         self._instances = f"{prefix}instances"
         self._provider_cursor = f"{prefix}providers:cursor"
-        self._script = ScriptRunner(client, script_source())
+        self._incr_cursor = encode("INCR", self._provider_cursor)
+        self._script = ScriptRunner(client, script_source(), timeout_s=timeout_s)
         self._rng = rng or random.Random()
         self.instance = uuid.uuid4().hex[:16]
+        self._me = bulk(self.instance)
+        # Each provider's script keys and its spec as RESP, encoded once (and on `resize`).
+        self._calls = {name: self._call_parts(name) for name in pools}
         self._fields: dict[str, tuple[str, ...]] = {}
         self._pruning: set[asyncio.Task[None]] = set()
 
-    async def _run(self, op: str, provider: str, now: float, args: bytes = _NO_ARGS) -> bytes:
-        keys = (self._keys[provider], self._instances)
-        argv = (op, self._specs[provider], repr(now), self.instance, args)
-        async with asyncio.timeout(self.timeout_s):
-            return await self._script(keys, argv)
+    def _call_parts(self, provider: str) -> tuple[tuple[str, str], bytes]:
+        return (self._keys[provider], self._instances), bulk(self._specs[provider])
+
+    def _argv(self, op: str, spec: bytes, now: float, args: bytes) -> bytes:
+        return b"".join((_OPS[op], spec, bulk(repr(now)), self._me, bulk(args)))
+
+    def _run(
+        self, op: str, provider: str, now: float, args: bytes = _NO_ARGS
+    ) -> asyncio.Future[Any]:
+        """The script's answer; the call is queued behind this instance's earlier ones."""
+        keys, spec = self._calls[provider]
+        return self._script.run(keys, self._argv(op, spec, now, args))
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
         return grant_from(
@@ -119,13 +137,19 @@ class RedisStateStore:
     async def release(self, done: Release) -> None:
         await self._run("release", done.provider, done.now, release_args(done))
 
+    def post_release(self, done: Release, callback: Callback) -> None:
+        """`release` without waiting: applied in Redis before any later call of this instance
+        (one connection, in order); its answer, or the error, goes to `callback`."""
+        keys, spec = self._calls[done.provider]
+        argv = self._argv("release", spec, done.now, release_args(done))
+        self._script.post(keys, argv, callback)
+
     async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
         args = b'{"index": %d, "tokens": %d}' % (index, tokens)
         return float(await self._run("recheck", provider, now, args))
 
     async def next_provider_offset(self, count: int) -> int:
-        async with asyncio.timeout(self.timeout_s):
-            turn = int(await self.client.incr(self._provider_cursor))
+        turn = int(await self._script.channel.call(self._incr_cursor))
         return (turn - 1) % count
 
     async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
@@ -183,6 +207,7 @@ class RedisStateStore:
         before = self._fields.get(provider, ())
         self._fields[provider] = layout.fields
         self._specs[provider] = provider_spec(pool, layout.fields)
+        self._calls[provider] = self._call_parts(provider)
         gone = sorted(set(before) - set(layout.fields))
         if gone:
             task = asyncio.get_running_loop().create_task(self._prune(provider, gone))
@@ -217,6 +242,10 @@ class RedisStateStore:
         """Stop counting as alive at once (a clean shutdown), rather than after the expiry."""
         async with asyncio.timeout(self.timeout_s):
             await self.client.zrem(self._instances, self.instance)
+
+    async def drain(self) -> None:
+        """Wait until Redis has answered every call made so far (releases included)."""
+        await self._script.channel.call(_PING)
 
     async def forget_connections(self) -> None:
         await self._script.forget()

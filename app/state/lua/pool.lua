@@ -304,4 +304,26 @@ function ops.merge()
   return '{}'
 end
 
-return ops[op]()
+-- Entry --------------------------------------------------------------------------------------
+
+-- Decoded provider specs by their JSON: as a Redis function the library stays loaded between
+-- calls, and an instance sends the same spec every time. A pure cache (the decode of the very
+-- string sent), bounded so that specs of changed key lists cannot pile up.
+local spec_cache, spec_cached = {}, 0
+
+local function run(keys_in, argv)
+  hash_key, instances_key = keys_in[1], keys_in[2]
+  op, now, me = argv[1], tonumber(argv[3]), argv[4]
+  local raw = argv[2]
+  spec = spec_cache[raw]
+  if spec == nil then
+    if spec_cached >= 16 then spec_cache, spec_cached = {}, 0 end
+    spec = cjson.decode(raw)
+    spec_cache[raw], spec_cached = spec, spec_cached + 1
+  end
+  args = cjson.decode(argv[5])
+  keys, packed, dirty, meta, meta_dirty = {}, {}, {}, nil, false
+  alive_cache, stored_cursor, cursor_moved, pace_cache = {}, nil, false, {}
+  return ops[op]()
+end
+

@@ -31,11 +31,10 @@ local UNANNOUNCED_COOLDOWN_S = __UNANNOUNCED_COOLDOWN_S__
 local ACTIVE, RATE_LIMITED, FAILED, DISABLED = 'active', 'rate_limited', 'failed', 'disabled'
 local W_NONE, W_BUDGET, W_COOLDOWN, W_HELD = 0, 1, 2, 3
 
-local op, spec, now, me = ARGV[1], cjson.decode(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local args = cjson.decode(ARGV[5])
+local op, spec, now, me, args, hash_key, instances_key
 -- `keys` holds the records read so far (by index), `packed` the ones not unpacked yet: a choice
 -- that finds its key early never pays for unpacking the rest of a large pool.
-local keys, packed, dirty, meta, meta_dirty = {}, {}, {}, nil, false
+local keys, packed, dirty, meta, meta_dirty
 
 -- Record names (key vault) --------------------------------------------------------------------
 -- A key's record is named by its index, or by the stable name the provider spec gives it
@@ -47,12 +46,12 @@ end
 
 -- Loading and saving ------------------------------------------------------------------------
 
-local alive_cache = {}
+local alive_cache
 local function alive(instance)
   if instance == me then return true end
   local known = alive_cache[instance]
   if known == nil then
-    local score = redis.call('ZSCORE', KEYS[2], instance)
+    local score = redis.call('ZSCORE', instances_key, instance)
     known = score ~= false and tonumber(score) >= now - INSTANCE_TTL_S
     alive_cache[instance] = known
   end
@@ -77,7 +76,7 @@ local function adopt(index, blob)
   return rec
 end
 
-local stored_cursor, cursor_moved = nil, false
+local stored_cursor, cursor_moved
 local function adopt_meta(blob)
   meta = blob and cmsgpack.unpack(blob) or {cursor = 0, failures = 0}
   -- Key vault: a list that shrank (or another instance's longer one) leaves the cursor past
@@ -88,7 +87,7 @@ local function adopt_meta(blob)
 end
 
 local function load_all()
-  local raw = redis.call('HGETALL', KEYS[1])
+  local raw = redis.call('HGETALL', hash_key)
   for i = 1, #raw, 2 do packed[raw[i]] = raw[i + 1] end
   adopt_meta(packed.meta)
 end
@@ -98,7 +97,7 @@ local function record(index)
 end
 
 local function load_one(index)
-  local raw = redis.call('HMGET', KEYS[1], 'meta', field(index))
+  local raw = redis.call('HMGET', hash_key, 'meta', field(index))
   adopt_meta(raw[1] or nil)
   return adopt(index, raw[2] or nil)
 end
@@ -120,8 +119,8 @@ local function save()
     out[#out + 1] = 'meta'; out[#out + 1] = cmsgpack.pack(meta)
   end
   if #out > 0 then
-    redis.call('HSET', KEYS[1], unpack(out))
-    redis.call('PEXPIRE', KEYS[1], RECORD_TTL_MS)
+    redis.call('HSET', hash_key, unpack(out))
+    redis.call('PEXPIRE', hash_key, RECORD_TTL_MS)
   end
 end
 

@@ -149,8 +149,13 @@ class TestCancelledCalls:
             for _ in range(yields):
                 await asyncio.sleep(0)
             task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            try:
+                grant = await task
+            except asyncio.CancelledError:
+                continue
+            # The answer beat the cancellation: an ordinary grant, released as usual.
+            assert grant.index is not None
+            await a.release(Release("p", grant.index, Outcome.CANCELLED, time.time()))
 
         async def counted() -> int:
             return sum(k.in_flight for k in (await b.snapshot("p", time.time())).keys)

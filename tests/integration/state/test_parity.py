@@ -124,10 +124,21 @@ class Twins:
     """The two stores, driven in lockstep."""
 
     def __init__(
-        self, ns: Namespace, strategy: str, pace: Pace, seed: int, shared: SharedMode = "auto"
+        self,
+        ns: Namespace,
+        strategy: str,
+        pace: Pace,
+        seed: int,
+        shared: SharedMode = "auto",
+        *,
+        posted: bool = False,
     ) -> None:
         self.memory = MemoryStateStore(pools(strategy, pace, shared), rng=random.Random(0))
         self.shared = ns.store(pools(strategy, pace, shared))
+        # `posted`: releases go to Redis as the gateway sends them, not awaited (only queued
+        # ahead of the next call); their answers are checked at the next step.
+        self.posted = posted
+        self.answers: list[object] = []
         self.rng = random.Random(seed)
         self.now = 1_000.0
         self.held: list[int] = []
@@ -142,6 +153,10 @@ class Twins:
     async def step(self, n: int) -> None:
         operation = self.rng.choices(OPERATIONS, WEIGHTS)[0]
         await getattr(self, operation)(n)
+        failed = [answer for answer in self.answers if isinstance(answer, BaseException)]
+        assert not failed, f"step {n}: a release failed: {failed[0]!r}"
+        if self.posted and n % 3:
+            return  # a posted release is then followed by the next operation itself
         a = await self.memory.snapshot("p", self.now)
         b = await self.shared.snapshot("p", self.now)
         assert_same_snapshot(a, b, n)
@@ -165,8 +180,12 @@ class Twins:
         outcome = self.rng.choice(OUTCOMES)
         signal = random_signal(self.rng)
         latency = self.rng.choice([None, 0.05, 0.4, 3.0])
-        for store in (self.memory, self.shared):
-            await store.release(Release("p", index, outcome, self.now, signal, latency))
+        done = Release("p", index, outcome, self.now, signal, latency)
+        await self.memory.release(done)
+        if self.posted:
+            self.shared.post_release(done, self.answers.append)
+        else:
+            await self.shared.release(done)
 
     async def recheck(self, n: int) -> None:
         if self.held:
@@ -230,3 +249,16 @@ async def test_forced_and_disabled_account_limits_decide_alike(
     for n in range(STEPS):
         await twins.step(n)
     assert ("shared" in twins.seen) == (shared == "true")
+
+
+@pytest.mark.parametrize("seed", [2, 6])
+@pytest.mark.parametrize("pace", ["rpm_and_tpm", "rpm_burst_and_tpm"])
+async def test_releases_not_awaited_decide_exactly_as_awaited_ones(
+    redis_ns: Namespace, pace: str, seed: int
+) -> None:
+    """The gateway does not wait for a release: it is queued on the instance's one connection
+    ahead of whatever that instance asks next, so every later answer still sees it."""
+    twins = Twins(redis_ns, "least_busy", PACES[pace], seed, posted=True)
+    for n in range(STEPS):
+        await twins.step(n)
+    assert "learned" in twins.seen
