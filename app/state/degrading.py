@@ -73,6 +73,7 @@ class DegradingStore:
         self._share(peers)
         self._up = self._warned = self._started = self._closing = False
         self._granted: Counter[tuple[str, int]] = Counter()  # Redis grants not yet released
+        self._asking: Counter[str] = Counter()  # acquires on their way to Redis, per provider
         self._switches: dict[tuple[str, int], bool] = {}  # admin switches made while cut off
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -93,10 +94,13 @@ class DegradingStore:
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
         generation = self._layouts.generation(provider)
+        self._asking[provider] += 1
         try:
             grant = await self._call(lambda s: s.acquire(provider, now, ask))
         except _Unavailable:
             return await self.local.acquire(provider, now, ask)
+        finally:
+            self._asking[provider] -= 1
         # The grant's index is in the layout of the call (the caller follows it from there);
         # this store's own books are in the current one (a key list may change meanwhile).
         index = None if grant.index is None else self._follow(provider, grant.index, generation)
@@ -285,7 +289,9 @@ class DegradingStore:
             for name, pool in self.local.pools.items():
                 mine = {i: n for (p, i), n in self._granted.items() if p == name and n > 0}
                 generation = self._layouts.generation(name)
-                shared = await self.shared.shared_pool(name, now, mine)
+                # Acquires on their way are counted in Redis before their answers reach
+                # `_granted`: they widen what the restatement accepts.
+                shared = await self.shared.shared_pool(name, now, mine, self._asking[name])
                 if generation != self._layouts.generation(name):
                     continue  # the key list changed meanwhile: the next beat copies it
                 pool.load_shared(shared.keys, shared.breaker, shared.cursor, shared.latency_ewma)

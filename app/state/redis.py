@@ -38,10 +38,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.keys.model import Ask, Grant, KeyStatus, Release
+from app.keys.model import Ask, Grant, KeyStatus, Outcome, Release
 from app.keys.pool import KeyPool
 from app.state.base import KeyLayout, ProviderSnapshot
-from app.state.channel import Callback, bulk, encode
+from app.state.channel import Callback, bulk, encode, resolver
 from app.state.records import (
     SharedPool,
     ask_args,
@@ -60,6 +60,10 @@ _OPS = {
     op: bulk(op)
     for op in ("acquire", "release", "recheck", "snapshot", "set_disabled", "probe", "merge")
 }
+
+
+def _ignore(answer: object) -> None:
+    """An answer nobody waits for (an error shows in the next call, which fails the same way)."""
 
 
 def connect(url: str, timeout_s: float) -> Redis:
@@ -130,9 +134,25 @@ class RedisStateStore:
         return self._script.run(keys, self._argv(op, spec, now, args))
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
-        return grant_from(
-            await self._run("acquire", provider, now, ask_args(ask, self._rng.random()))
-        )
+        """A caller cancelled while its acquire is on its way does not leave a key counted:
+        when the grant arrives with nobody to take it, the key goes straight back (a release
+        as `cancelled`, as a request cancelled the moment it was granted would give)."""
+        keys, spec = self._calls[provider]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def answered(value: Any) -> None:
+            if not future.done():
+                resolver(future)(value)
+            elif isinstance(value, bytes):
+                index = grant_from(value).index
+                if index is not None:
+                    gone = Release(provider, index, Outcome.CANCELLED, now)
+                    argv = self._argv("release", spec, now, release_args(gone))
+                    self._script.post(keys, argv, _ignore)
+
+        argv = self._argv("acquire", spec, now, ask_args(ask, self._rng.random()))
+        self._script.post(keys, argv, answered)
+        return grant_from(await future)
 
     async def release(self, done: Release) -> None:
         await self._run("release", done.provider, done.now, release_args(done))
@@ -163,16 +183,19 @@ class RedisStateStore:
         return bool(taken)
 
     async def shared_pool(
-        self, provider: str, now: float, mine: Mapping[int, int] | None = None
+        self,
+        provider: str,
+        now: float,
+        mine: Mapping[int, int] | None = None,
+        asking: int = 0,
     ) -> SharedPool:
         """The provider's state; `mine` (key index → this instance's requests in flight) first
-        corrects what Redis counts for this instance, healing counts that a cancelled call or an
-        outage left wrong."""
-        args = (
-            _NO_ARGS
-            if mine is None
-            else orjson.dumps({"mine": {str(i): n for i, n in mine.items()}})
-        )
+        corrects what Redis counts for this instance, healing counts that an outage left wrong.
+        `asking`: this instance's acquires still on their way (each may add one to a key)."""
+        args = _NO_ARGS
+        if mine is not None:
+            restated = {"mine": {str(i): n for i, n in mine.items()}, "asking": asking}
+            args = orjson.dumps(restated)
         return shared_pool_from(
             await self._run("snapshot", provider, now, args), self.pools[provider]
         )

@@ -264,14 +264,20 @@ function ops.probe()
 end
 
 -- `args.mine`, when given, restates this instance's own requests in flight (key index → count).
+-- `args.asking` acquires of this instance may be ahead of this call without their answer
+-- having reached it: a key may count up to that many more (they are not lost, only unseen).
 function ops.snapshot()
   load_all()
   if args.mine ~= nil then
+    local slack = args.asking or 0
     for i = 0, spec.n - 1 do
-      local rec, n = record(i), args.mine[tostring(i)]
-      if rec.flights[me] ~= n then
-        rec.in_flight = rec.in_flight - (rec.flights[me] or 0) + (n or 0)
-        rec.flights[me], dirty[i] = n, true
+      local rec, low = record(i), args.mine[tostring(i)] or 0
+      local had = rec.flights[me] or 0
+      local n = math.min(math.max(had, low), low + slack)
+      if n ~= had then
+        rec.in_flight = rec.in_flight - had + n
+        if n > 0 then rec.flights[me] = n else rec.flights[me] = nil end
+        dirty[i] = true
       end
     end
   end
