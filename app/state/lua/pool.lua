@@ -74,6 +74,7 @@ local function quick_pick(ask, excluded)
     return preferred
   end
   for step = 0, spec.n - 1 do
+    if step == 4 then fetch_rest() end  -- a long search: the rest in one read
     local i = (meta.cursor + step) % spec.n
     if serves_now(i) then
       meta.cursor, meta_dirty, cursor_moved = (i + 1) % spec.n, true, true
@@ -91,6 +92,7 @@ local function choose(ask)
     start(quick, now, ask.tokens)
     return {index = quick}
   end
+  fetch_rest()
   for i = 0, spec.n - 1 do
     local at, wait = ready_at(record(i), ask.tokens)
     if at ~= nil then
@@ -165,7 +167,7 @@ end
 local ops = {}
 
 function ops.acquire()
-  load_all()
+  load_meta()
   if args.admit and not breaker_allow() then
     save()
     return cjson.encode({refused = 'circuit_open'})
@@ -328,7 +330,7 @@ local function run(keys_in, argv)
     spec_cache[raw], spec_cached = spec, spec_cached + 1
   end
   args = cjson.decode(argv[5])
-  keys, packed, dirty, meta, meta_dirty = {}, {}, {}, nil, false
+  keys, packed, fetched, dirty, meta, meta_dirty = {}, {}, false, {}, nil, false
   alive_cache, stored_cursor, cursor_moved, pace_cache = {}, nil, false, {}
   return ops[op]()
 end

@@ -32,9 +32,10 @@ local ACTIVE, RATE_LIMITED, FAILED, DISABLED = 'active', 'rate_limited', 'failed
 local W_NONE, W_BUDGET, W_COOLDOWN, W_HELD = 0, 1, 2, 3
 
 local op, spec, now, me, args, hash_key, instances_key
--- `keys` holds the records read so far (by index), `packed` the ones not unpacked yet: a choice
--- that finds its key early never pays for unpacking the rest of a large pool.
-local keys, packed, dirty, meta, meta_dirty
+-- `keys` holds the records read so far (by index), `packed` the ones fetched but not unpacked yet
+-- (false: no record), `fetched` whether every record is in `packed`: a choice that finds its
+-- key early never pays for reading or unpacking the rest of a large pool.
+local keys, packed, fetched, dirty, meta, meta_dirty
 
 -- Record names (key vault) --------------------------------------------------------------------
 -- A key's record is named by its index, or by the stable name the provider spec gives it
@@ -89,11 +90,40 @@ end
 local function load_all()
   local raw = redis.call('HGETALL', hash_key)
   for i = 1, #raw, 2 do packed[raw[i]] = raw[i + 1] end
+  fetched = true
   adopt_meta(packed.meta)
 end
 
+-- The provider's meta only; records are fetched as they are needed (`record`, `fetch_rest`).
+local function load_meta()
+  adopt_meta(redis.call('HGET', hash_key, 'meta') or nil)
+end
+
+-- Every record not fetched yet, in one read.
+local function fetch_rest()
+  if fetched then return end
+  local names = {}
+  for i = 0, spec.n - 1 do
+    local name = field(i)
+    if packed[name] == nil then names[#names + 1] = name end
+  end
+  if #names > 0 then
+    local raw = redis.call('HMGET', hash_key, unpack(names))
+    for j, name in ipairs(names) do packed[name] = raw[j] end
+  end
+  fetched = true
+end
+
 local function record(index)
-  return keys[index] or adopt(index, packed[field(index)])
+  local rec = keys[index]
+  if rec ~= nil then return rec end
+  local name = field(index)
+  local blob = packed[name]
+  if blob == nil and not fetched then
+    blob = redis.call('HGET', hash_key, name)
+    packed[name] = blob
+  end
+  return adopt(index, blob or nil)
 end
 
 local function load_one(index)

@@ -47,9 +47,11 @@ def redis_is_required() -> None:
     require_service(REDIS_HOST, REDIS_PORT, "Redis (the Python/Lua parity test)", always=True)
 
 
-def pools(strategy: str, pace: Pace, shared: SharedMode = "auto") -> dict[str, KeyPool]:
+def pools(
+    strategy: str, pace: Pace, shared: SharedMode = "auto", size: int = SIZE
+) -> dict[str, KeyPool]:
     breaker = CircuitBreaker(threshold=3, reset_s=5.0)
-    pool = KeyPool(SIZE, make_strategy(strategy), pace=pace, breaker=breaker, shared_limit=shared)
+    pool = KeyPool(size, make_strategy(strategy), pace=pace, breaker=breaker, shared_limit=shared)
     return {"p": pool}
 
 
@@ -132,9 +134,10 @@ class Twins:
         shared: SharedMode = "auto",
         *,
         posted: bool = False,
+        size: int = SIZE,
     ) -> None:
-        self.memory = MemoryStateStore(pools(strategy, pace, shared), rng=random.Random(0))
-        self.shared = ns.store(pools(strategy, pace, shared))
+        self.memory = MemoryStateStore(pools(strategy, pace, shared, size), rng=random.Random(0))
+        self.shared = ns.store(pools(strategy, pace, shared, size))
         # `posted`: releases go to Redis as the gateway sends them, not awaited (only queued
         # ahead of the next call); their answers are checked at the next step.
         self.posted = posted
@@ -143,7 +146,8 @@ class Twins:
         self.now = 1_000.0
         self.held: list[int] = []
         self.seen: set[str] = set()  # which new rules the run exercised
-        self.fields = [str(i) for i in range(SIZE)]  # record names, as the key vault gives them
+        self.fields = [str(i) for i in range(size)]  # record names, as the key vault gives them
+        self.largest = size + 2
         self.added = 0
 
     @property
@@ -218,7 +222,7 @@ class Twins:
         if self.size > 2 and self.rng.random() < 0.5:
             gone = self.rng.randrange(self.size)
             del moved[gone], self.fields[gone]
-        elif self.size < 6:
+        elif self.size < self.largest:
             self.added += 1
             moved.append(None)
             self.fields.append(f"v{self.added}")
@@ -239,6 +243,18 @@ async def test_the_script_decides_exactly_as_the_pure_pool(
     for n in range(STEPS):
         await twins.step(n)
     assert "learned" in twins.seen
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+@pytest.mark.parametrize("pace", ["unpaced", "rpm"])
+async def test_a_large_pool_read_a_few_records_at_a_time_decides_alike(
+    redis_ns: Namespace, pace: str, seed: int
+) -> None:
+    """An acquire reads the records its choice needs one by one, and the rest in one read once
+    the search gets long: the same choice as from the whole pool."""
+    twins = Twins(redis_ns, "round_robin", PACES[pace], seed, size=16)
+    for n in range(STEPS):
+        await twins.step(n)
 
 
 @pytest.mark.parametrize("shared", ["true", "false"])
