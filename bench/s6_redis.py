@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +14,7 @@ from typing import Any
 
 from bench import s4_goodput
 from bench.common import PATH_B, Ctx, Endpoint, Section, body, describe, holds
-from bench.loadgen import Run, open_loop, sequential
+from bench.loadgen import JSON, Rec, Run, _one, _session, open_loop
 from bench.procs import Server, Servers
 from bench.servers import fake_config, fake_stats, keys, start_fake, start_gateway, upstream_counts
 from bench.stats import arun, ratio, rnd
@@ -22,6 +24,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 LATENCY_GOAL_MS = 0.15  # Redis adds at most this to the sequential p50
 THROUGHPUT_GOAL = 0.8  # one worker on Redis serves at least this share of in-process req/s
 CONCS = (32, 128)
+ROUNDS = 2  # throughput runs per target and concurrency, the targets taking turns
 EP_PATH_B = Endpoint("gateway Path B /api/chat", "gateway", "/api/chat", body(PATH_B))
 _RUNS = itertools.count(1)
 # label -> (workers, uses Redis)
@@ -32,7 +35,7 @@ TARGETS = {
 }
 LAT_COLUMNS = ["target", "requests", "p50 ms", "p99 ms", "Redis adds p50 ms", "Redis adds p99 ms"]
 LAT_COLUMNS += ["errors", "redis", "goal", "holds?"]
-TPUT_COLUMNS = ["target", "conc", "req/s", "p50 ms", "p99 ms", "non-2xx", "redis"]
+TPUT_COLUMNS = ["target", "conc", "req/s", "rounds", "p50 ms", "p99 ms", "non-2xx", "redis"]
 TPUT_COLUMNS += ["vs in-process", "vs Redis 1 worker", "direct >= 3x?", "goal", "holds?"]
 GOODPUT_COLUMNS = ["target", "load", "sent/s", "sent", "ok", "capacity served", "client errors"]
 GOODPUT_COLUMNS += ["upstream 429s", "ok p50 ms", "ok p99 ms", "redis", "goal", "holds?"]
@@ -117,33 +120,55 @@ def _pinning_note() -> str:
 def latency(ctx: Ctx) -> Section:
     sec = Section(
         "redis",
-        "6a. Redis backend: added latency (one connection, sequential, fake latency 0)",
-        "POST /api/chat Path B one request at a time against the in-process gateway and the "
-        "gateway with REDIS_URL (1 worker each), same fake, same run; 'Redis adds' = Redis "
-        "percentile - in-process percentile. " + _pinning_note(),
+        "6a. Redis backend: added latency (one connection each, sequential, fake latency 0)",
+        "POST /api/chat Path B one request at a time to the in-process gateway and to the "
+        "gateway with REDIS_URL (1 worker each), same fake, taking turns request by request "
+        "(one keep-alive connection each), so both see the same moments of a busy machine; "
+        "'Redis adds' = Redis percentile - in-process percentile. " + _pinning_note(),
         LAT_COLUMNS,
     )
     names = keys(4)
     wanted = {k: v for k, v in TARGETS.items() if v[0] == 1}
     n = 300 if ctx.quick else 1000
     with gateways(ctx, fake_config(names), names, wanted, sec.notes) as (_fake, started):
-        base: Run | None = None
+        live = {label: srv for label, srv in started.items() if isinstance(srv, Server)}
         for label, srv in started.items():
             if isinstance(srv, str):
                 sec.error_row(label, srv)
-                continue
-            try:
-                res = arun(
-                    sequential(
-                        srv.base + EP_PATH_B.path, EP_PATH_B.body, n=n, time_limit=ctx.dur(60, 20)
-                    )
-                )
-            except Exception as exc:
-                sec.error_row(label, exc)
-                continue
+        try:
+            urls = {label: srv.base + EP_PATH_B.path for label, srv in live.items()}
+            runs = arun(alternating(urls, EP_PATH_B.body, n=n, time_limit=ctx.dur(90, 30)))
+        except Exception as exc:
+            sec.error_row(", ".join(live), exc)
+            return sec
+        base: Run | None = None
+        for label, res in runs.items():
             base = base or res
-            sec.rows.append(_lat_row(label, res, base, _redis_check(srv)))
+            sec.rows.append(_lat_row(label, res, base, _redis_check(live[label])))
     return sec
+
+
+async def alternating(
+    urls: dict[str, str], body: bytes, *, n: int, time_limit: float, warmup: int = 50
+) -> dict[str, Run]:
+    """Sequential requests to several targets taking turns, one keep-alive connection each."""
+    runs = {label: Run() for label in urls}
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {label: await stack.enter_async_context(_session(1, 10)) for label in urls}
+        for _ in range(warmup):
+            for label, url in urls.items():
+                await _one(sessions[label], url, body, dict(JSON), Rec())
+        t0 = time.perf_counter()
+        deadline = t0 + time_limit
+        while min(len(r.recs) for r in runs.values()) < n and time.perf_counter() < deadline:
+            for label, url in urls.items():
+                rec = Rec()
+                await _one(sessions[label], url, body, dict(JSON), rec)
+                runs[label].recs.append(rec)
+        for run in runs.values():
+            run.duration = time.perf_counter() - t0
+            run.sent_rate = len(run.recs) / run.duration if run.duration else 0.0
+    return runs
 
 
 def _lat_row(label: str, res: Run, base: Run, redis: str) -> dict[str, Any]:
@@ -178,12 +203,14 @@ def _lat_row(label: str, res: Run, base: Run, redis: str) -> dict[str, Any]:
 
 
 def throughput(ctx: Ctx) -> Section:
-    duration = ctx.dur(5, 3)
+    duration = ctx.dur(4, 2)
     concs = "/".join(str(c) for c in CONCS)
     sec = Section(
         "redis",
-        f"6b. Redis backend: throughput (wrk c={concs}, {duration:g} s, fake latency 0)",
-        "POST /api/chat Path B, closed loop after a 1 s warm-up per target and concurrency: "
+        f"6b. Redis backend: throughput (wrk c={concs}, {ROUNDS} x {duration:g} s, fake latency 0)",
+        "POST /api/chat Path B, closed loop after a 1 s warm-up per target and concurrency, "
+        f"{ROUNDS} rounds with the targets taking turns (req/s over all rounds, each round in "
+        "'rounds'): "
         "in-process vs Redis (1 worker), and two workers sharing Redis. Goal: one worker on "
         f"Redis serves >= {THROUGHPUT_GOAL:.0%} of the in-process worker's req/s at each "
         "concurrency (same run). The two workers share core 1 while wrk and the fake share "
@@ -193,23 +220,53 @@ def throughput(ctx: Ctx) -> Section:
     names = keys(4)
     with gateways(ctx, fake_config(names), names, TARGETS, sec.notes) as (fake, started):
         for conc in CONCS:
-            results: dict[str, dict[str, Any]] = {}
             direct = _wrk(ctx, fake.base + "/v1/chat/completions", names[0], duration, conc)
-            for label, srv in started.items():
-                if isinstance(srv, str):
-                    sec.error_row(label, srv, conc=conc)
-                    continue
-                try:
-                    _wrk(ctx, srv.base + EP_PATH_B.path, None, 1, conc)  # warm-up, discarded
-                    results[label] = _wrk(ctx, srv.base + EP_PATH_B.path, None, duration, conc)
-                    results[label]["redis"] = _redis_check(srv)
-                except Exception as exc:
-                    sec.error_row(label, exc, conc=conc)
+            results = _rounds(ctx, sec, started, conc, duration)
             sec.rows += [
                 _tput_row(label, conc, data, results, direct) for label, data in results.items()
             ]
             sec.notes.append(f"direct (fake /v1) at c={conc}: {direct.get('rps', 0):.0f} req/s")
     return sec
+
+
+def _rounds(
+    ctx: Ctx, sec: Section, started: dict[str, Server | str], conc: int, duration: float
+) -> dict[str, dict[str, Any]]:
+    """ROUNDS runs per target, the targets taking turns, so a burst of load from elsewhere on
+    the machine falls on all of them alike; req/s over all rounds, percentiles averaged."""
+    live: dict[str, Server] = {}
+    for label, srv in started.items():
+        if isinstance(srv, str):
+            sec.error_row(label, srv, conc=conc)
+            continue
+        try:
+            _wrk(ctx, srv.base + EP_PATH_B.path, None, 1, conc)  # warm-up, discarded
+            live[label] = srv
+        except Exception as exc:
+            sec.error_row(label, exc, conc=conc)
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in live}
+    for _ in range(ROUNDS):
+        for label, srv in live.items():
+            try:
+                runs[label].append(_wrk(ctx, srv.base + EP_PATH_B.path, None, duration, conc))
+            except Exception as exc:
+                sec.error_row(label, exc, conc=conc)
+    results: dict[str, dict[str, Any]] = {}
+    for label, parts in runs.items():
+        if len(parts) < ROUNDS:
+            continue
+        requests = sum(int(p["requests"]) for p in parts)
+        seconds = sum(float(p["requests"]) / float(p["rps"]) for p in parts if p["rps"])
+        results[label] = {
+            "rps": requests / seconds if seconds else 0.0,
+            "requests": requests,
+            "p50_us": sum(float(p["p50_us"]) for p in parts) / len(parts),
+            "p99_us": sum(float(p["p99_us"]) for p in parts) / len(parts),
+            "errors_total": sum(int(p.get("errors_total", 0)) for p in parts),
+            "rounds": [round(float(p["rps"])) for p in parts],
+            "redis": _redis_check(live[label]),
+        }
+    return results
 
 
 def _wrk(ctx: Ctx, url: str, key: str | None, duration: float, conc: int) -> dict[str, Any]:
@@ -242,6 +299,7 @@ def _tput_row(
         "target": label,
         "conc": conc,
         "req/s": rnd(rps, 0),
+        "rounds": " / ".join(str(r) for r in data.get("rounds", [])),
         "p50 ms": rnd(data.get("p50_us", float("nan")) / 1000, 2),
         "p99 ms": rnd(data.get("p99_us", float("nan")) / 1000, 2),
         "non-2xx": errors,

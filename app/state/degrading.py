@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import random
@@ -95,6 +96,7 @@ class DegradingStore:
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
         generation = self._layouts.generation(provider)
         self._asking[provider] += 1
+        asked = self.clock()
         try:
             grant = await self._call(lambda s: s.acquire(provider, now, ask))
         except _Unavailable:
@@ -111,6 +113,11 @@ class DegradingStore:
             self.local.pools[provider].mirror_grant(
                 index, ask.tokens, now + grant.delay_s, self._budgets[provider]
             )
+        if grant.delay_s > 0:
+            # A reserved turn is `delay_s` after `now`; the round trip has used part of that,
+            # and a caller sleeping the whole of it would go late by a varying amount.
+            late = max(0.0, self.clock() - asked)
+            grant = dataclasses.replace(grant, delay_s=max(0.0, grant.delay_s - late))
         return grant
 
     async def release(self, done: Release) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from app.keys.breaker import CircuitBreaker
 from app.keys.model import Ask, KeyState, Outcome, RateLimitSignal, Release
+from app.keys.pacing import REQUEST_HEADROOM, Pace
 from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.state.channel import encode
@@ -23,12 +24,16 @@ from tests.integration.state.test_parity import PACES, STEPS, Twins
 from tests.support.redis_server import RedisServer, redis_server
 
 T0 = 50_000.0
+GAP = 0.1 * (1 + REQUEST_HEADROOM)  # 600 RPM
 # A server as Redis 6 answers: no FCALL, no FUNCTION.
 NO_FUNCTIONS = ("--rename-command", "FCALL", "", "--rename-command", "FUNCTION", "")
 
 
-def pools(size: int = 4) -> dict[str, KeyPool]:
-    return {"p": KeyPool(size, make_strategy("round_robin"), breaker=CircuitBreaker())}
+def pools(size: int = 4, pace: Pace | None = None) -> dict[str, KeyPool]:
+    pool = KeyPool(
+        size, make_strategy("round_robin"), pace=pace or Pace(), breaker=CircuitBreaker()
+    )
+    return {"p": pool}
 
 
 @contextlib.asynccontextmanager
@@ -103,6 +108,34 @@ class TestReleasesAreNotAwaited:
                 keys = (await store.snapshot("p", now)).keys
                 assert (keys[0].state, keys[0].in_flight) == (KeyState.RATE_LIMITED, 0)
                 assert store.redis_status() == "ok"
+            finally:
+                await store.aclose()
+
+
+class TestReservedTurns:
+    async def test_a_turn_counts_from_when_it_was_booked_not_from_when_the_answer_came(self):
+        """A paced key's next turn is GAP after the previous one; the answer that books it comes
+        back late (Redis busy), so the caller is told to wait that much less."""
+        async with private() as (server, _):
+            pace = Pace(rpm=600)
+            clock = [1_000.0]
+            shared = RedisStateStore(connect(server.url, 5.0), pools(1, pace), timeout_s=5.0)
+            store = DegradingStore(
+                shared,
+                MemoryStateStore(pools(1, pace)),
+                address=describe(server.url),
+                clock=lambda: clock[0],
+            )
+            await store.start()
+            try:
+                ask = Ask(reserve=True, max_queue_s=1.0)
+                assert (await store.acquire("p", clock[0], ask)).delay_s == 0
+                server.pause(True)
+                booking = asyncio.create_task(store.acquire("p", clock[0], ask))
+                await asyncio.sleep(0)  # the acquire is on its way; Redis does not answer yet
+                clock[0] += 0.03
+                server.pause(False)
+                assert (await booking).delay_s == pytest.approx(GAP - 0.03)
             finally:
                 await store.aclose()
 
