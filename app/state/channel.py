@@ -175,7 +175,7 @@ async def open_socket(client: Redis) -> asyncio.StreamWriter:
     conn._reader = conn._writer = None
     if writer is None or reader is None:
         raise RedisConnectionError("redis-py gave no stream to take over")
-    if reader._buffer:  # type: ignore[attr-defined]
+    if getattr(reader, "_buffer", b""):
         writer.close()
         raise RedisConnectionError("unread data after the handshake")
     return writer
@@ -195,7 +195,6 @@ class Channel:
         self._opening: asyncio.Task[None] | None = None
         self._flushing = False
         self._watchdog: asyncio.TimerHandle | None = None
-        self.connections = 0  # opened so far (the tests check that calls share one)
 
     def send(self, command: bytes, callback: Callback) -> None:
         """Queue an encoded command; its reply or error goes to `callback`, in sending order."""
@@ -239,7 +238,6 @@ class Channel:
             self._fail(exc)
             return
         self._opening = None
-        self.connections += 1
         transport: asyncio.Transport = writer.transport  # type: ignore[assignment]
         transport.set_protocol(proto)
         proto.transport, proto.writer = transport, writer

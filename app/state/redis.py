@@ -1,9 +1,11 @@
 """Key state shared through Redis: every store call is one script run, so one round trip.
 
+The runs go down this process's one pipelined connection (`channel.py`) in the order they were
+made, so a release can be queued without being awaited and still precede every later call.
+
 Design (MULTI_KEY_ROTATION.md, "Where state lives"). The decisions of `app.keys` have to happen
 where the state is, atomically, or two instances would both take the last slot of a budget. The
-script
-(`lua/*.lua`) is a line-for-line port of `KeyPool.acquire` / `release` / `recheck` and of the
+script (`lua/*.lua`) is a line-for-line port of `KeyPool.acquire` / `release` / `recheck` and of the
 probe and admin transitions, and the pure Python modules stay the specification: a differential
 test runs random operations on both and requires identical answers. What needs no shared state
 stays in Python and reaches the script as data: outcome classification, signal parsing, the
@@ -14,8 +16,8 @@ Layout under the prefix (`KEYPOOL_REDIS_PREFIX`), never any key material, only i
 key's record, MessagePack); `instances` a sorted set of live instance ids by last heartbeat;
 `providers:cursor` the Path A rotation counter. In-flight counts are kept per instance inside
 each record; an instance whose heartbeat expired stops counting, so a crashed process cannot
-pin a key, and each heartbeat restates this instance's own counts, so a call cut off by a
-cancelled request or an outage cannot leave a wrong count for more than a second. Times are
+pin a key; a grant whose caller was cancelled is given back when it arrives, and each heartbeat
+restates this instance's own counts, so an outage cannot leave a wrong count for long. Times are
 the callers' unix clocks, which NTP keeps within milliseconds of each other.
 
 Errors are not handled here: `DegradingStore` decides what an unreachable Redis means.
@@ -41,7 +43,7 @@ from redis.exceptions import RedisError
 from app.keys.model import Ask, Grant, KeyStatus, Outcome, Release
 from app.keys.pool import KeyPool
 from app.state.base import KeyLayout, ProviderSnapshot
-from app.state.channel import Callback, bulk, encode, resolver
+from app.state.channel import Callback, bulk, encode
 from app.state.records import (
     SharedPool,
     ask_args,
@@ -142,7 +144,10 @@ class RedisStateStore:
 
         def answered(value: Any) -> None:
             if not future.done():
-                resolver(future)(value)
+                if isinstance(value, BaseException):
+                    future.set_exception(value)
+                else:
+                    future.set_result(value)
             elif isinstance(value, bytes):
                 index = grant_from(value).index
                 if index is not None:
