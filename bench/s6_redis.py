@@ -10,12 +10,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from bench import s4_goodput
 from bench.common import PATH_B, Ctx, Endpoint, Section, body, describe, holds
 from bench.loadgen import JSON, Rec, Run, _one, _session, open_loop
-from bench.procs import Server, Servers
+from bench.procs import Server, Servers, cpu_seconds
 from bench.servers import fake_config, fake_stats, keys, start_fake, start_gateway, upstream_counts
 from bench.stats import arun, ratio, rnd
 from bench.wrk import closed
@@ -36,6 +37,7 @@ TARGETS = {
 LAT_COLUMNS = ["target", "requests", "p50 ms", "p99 ms", "Redis adds p50 ms", "Redis adds p99 ms"]
 LAT_COLUMNS += ["errors", "redis", "goal", "holds?"]
 TPUT_COLUMNS = ["target", "conc", "req/s", "rounds", "p50 ms", "p99 ms", "non-2xx", "redis"]
+TPUT_COLUMNS += ["gateway CPU us/req", "redis CPU us/req"]
 TPUT_COLUMNS += ["vs in-process", "vs Redis 1 worker", "direct >= 3x?", "goal", "holds?"]
 GOODPUT_COLUMNS = ["target", "load", "sent/s", "sent", "ok", "capacity served", "client errors"]
 GOODPUT_COLUMNS += ["upstream 429s", "ok p50 ms", "ok p99 ms", "redis", "goal", "holds?"]
@@ -214,7 +216,9 @@ def throughput(ctx: Ctx) -> Section:
         "in-process vs Redis (1 worker), and two workers sharing Redis. Goal: one worker on "
         f"Redis serves >= {THROUGHPUT_GOAL:.0%} of the in-process worker's req/s at each "
         "concurrency (same run). The two workers share core 1 while wrk and the fake share "
-        "core 0 (and redis-server floats), so they have no goal; pinning and prefixes as in 6a.",
+        "core 0 (and redis-server floats), so they have no goal; pinning and prefixes as in 6a. "
+        "CPU per request: the gateway process (with its workers) and redis-server, from "
+        "/proc, over the same rounds (redis-server serves anything else on the machine too).",
         TPUT_COLUMNS,
     )
     names = keys(4)
@@ -245,10 +249,15 @@ def _rounds(
         except Exception as exc:
             sec.error_row(label, exc, conc=conc)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in live}
+    redis_pid = _redis_pid()
     for _ in range(ROUNDS):
         for label, srv in live.items():
             try:
-                runs[label].append(_wrk(ctx, srv.base + EP_PATH_B.path, None, duration, conc))
+                gw0, rd0 = _tree_cpu(srv.pid), _tree_cpu(redis_pid)
+                data = _wrk(ctx, srv.base + EP_PATH_B.path, None, duration, conc)
+                data["cpu_s"] = _tree_cpu(srv.pid) - gw0
+                data["redis_cpu_s"] = _tree_cpu(redis_pid) - rd0
+                runs[label].append(data)
             except Exception as exc:
                 sec.error_row(label, exc, conc=conc)
     results: dict[str, dict[str, Any]] = {}
@@ -264,9 +273,34 @@ def _rounds(
             "p99_us": sum(float(p["p99_us"]) for p in parts) / len(parts),
             "errors_total": sum(int(p.get("errors_total", 0)) for p in parts),
             "rounds": [round(float(p["rps"])) for p in parts],
+            "cpu_us": sum(p["cpu_s"] for p in parts) * 1e6 / max(1, requests),
+            "redis_cpu_us": sum(p["redis_cpu_s"] for p in parts) * 1e6 / max(1, requests),
             "redis": _redis_check(live[label]),
         }
     return results
+
+
+def _redis_pid() -> int | None:
+    """redis-server's PID, to read its CPU time (the bench runs on the same machine)."""
+    from redis import Redis
+
+    try:
+        with Redis.from_url(REDIS_URL, socket_timeout=5) as client:
+            return int(client.info("server")["process_id"])
+    except Exception:
+        return None
+
+
+def _tree_cpu(pid: int | None) -> float:
+    """CPU seconds of a process and its children (uvicorn's workers), 0 when unreadable."""
+    if pid is None:
+        return 0.0
+    try:
+        total = cpu_seconds(pid)
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    return total + sum(_tree_cpu(int(child)) for child in children)
 
 
 def _wrk(ctx: Ctx, url: str, key: str | None, duration: float, conc: int) -> dict[str, Any]:
@@ -304,6 +338,8 @@ def _tput_row(
         "p99 ms": rnd(data.get("p99_us", float("nan")) / 1000, 2),
         "non-2xx": errors,
         "redis": data.get("redis", ""),
+        "gateway CPU us/req": rnd(data.get("cpu_us"), 0),
+        "redis CPU us/req": rnd(data.get("redis_cpu_us"), 0),
         "vs in-process": rnd(share, 2),
         "vs Redis 1 worker": rnd(ratio(rps, one), 2) if label == "Redis, 2 workers" else "",
         "direct >= 3x?": "yes" if float(direct.get("rps", 0)) >= 3 * rps else "**NO** (flag)",
