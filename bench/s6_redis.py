@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from bench import s4_goodput
 from bench.common import PATH_B, Ctx, Endpoint, Section, body, describe, holds
-from bench.loadgen import JSON, Rec, Run, _one, _session, open_loop
-from bench.procs import Server, Servers, cpu_seconds
+from bench.loadgen import Run, alternating, open_loop
+from bench.procs import Server, Servers
+from bench.redisproc import RedisTarget, drop_prefix, redis_for_bench, tree_cpu
 from bench.servers import fake_config, fake_stats, keys, start_fake, start_gateway, upstream_counts
 from bench.stats import arun, ratio, rnd
 from bench.wrk import closed
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 LATENCY_GOAL_MS = 0.15  # Redis adds at most this to the sequential p50
 THROUGHPUT_GOAL = 0.8  # one worker on Redis serves at least this share of in-process req/s
 CONCS = (32, 128)
@@ -47,20 +44,6 @@ def _prefix() -> str:
     return f"keypool-bench-{os.getpid()}-{next(_RUNS)}:"
 
 
-def _drop_prefix(prefix: str) -> int:
-    """Delete the run's keys; returns how many there were (proof the gateway used Redis)."""
-    from redis import Redis
-
-    client = Redis.from_url(REDIS_URL, socket_timeout=5)
-    try:
-        found = list(client.scan_iter(match=prefix + "*", count=1000))
-        if found:
-            client.delete(*found)
-        return len(found)
-    finally:
-        client.close()
-
-
 def _redis_check(srv: Server) -> str:
     """The gateway's own view of Redis from /readyz ("off" for the in-process store)."""
     try:
@@ -79,30 +62,31 @@ def gateways(
     targets: dict[str, tuple[int, bool]],
     notes: list[str],
     env: dict[str, str] | None = None,
-) -> Iterator[tuple[Server, dict[str, Server | str]]]:
-    """One fake and one gateway per target (a start failure is kept as its reason); every Redis
-    prefix is unique to this run and deleted afterwards."""
+) -> Iterator[tuple[Server, dict[str, Server | str], RedisTarget]]:
+    """One fake, one Redis and one gateway per target (a start failure is kept as its reason);
+    every Redis prefix is unique to this run and deleted afterwards."""
     prefixes: list[str] = []
-    with Servers() as group:
+    with redis_for_bench() as redis, Servers() as group:
+        notes.append(f"Redis: {redis.describe()}")
         fake = start_fake(group, config, ctx.raw_dir)
         started: dict[str, Server | str] = {}
         try:
-            for label, (workers, redis) in targets.items():
+            for label, (workers, shared) in targets.items():
                 extra = dict(env or {})
-                if redis:
+                if shared:
                     prefixes.append(_prefix())
-                    extra |= {"REDIS_URL": REDIS_URL, "KEYPOOL_REDIS_PREFIX": prefixes[-1]}
+                    extra |= {"REDIS_URL": redis.url, "KEYPOOL_REDIS_PREFIX": prefixes[-1]}
                 try:
                     started[label] = start_gateway(
                         group, fake, names, ctx.raw_dir, extra, workers=workers
                     )
                 except Exception as exc:
                     started[label] = describe(exc)
-            yield fake, started
+            yield fake, started, redis
         finally:
             group.__exit__(None, None, None)  # stop the gateways before deleting their state
             for prefix in prefixes:
-                n = _drop_prefix(prefix)
+                n = drop_prefix(redis.url, prefix)
                 notes.append(f"Redis prefix {prefix} held {n} Redis key(s) after the run; deleted")
 
 
@@ -110,9 +94,11 @@ def _pinning_note() -> str:
     return (
         "Pinning as elsewhere: fake + load generator on core 0, gateway on core 1; the two "
         "workers of 'Redis, 2 workers' share core 1 (uvicorn --workers 2, stopped through its "
-        "parent PID). redis-server (127.0.0.1:6379) is a system service, not pinned: it shares "
-        "the 2 cores with everything else. Every gateway has its own KEYPOOL_REDIS_PREFIX, "
-        "deleted after the run."
+        "parent PID). Redis: a redis-server of the bench's own (bench/redisproc.py: free port, "
+        "no persistence) pinned to core 0 beside the fake and the load generator, as a Redis "
+        "on another host would be, so neither other users of the machine's Redis nor its "
+        "wake-ups on the gateway's core are measured. Every gateway has its own "
+        "KEYPOOL_REDIS_PREFIX, deleted after the run."
     )
 
 
@@ -132,7 +118,7 @@ def latency(ctx: Ctx) -> Section:
     names = keys(4)
     wanted = {k: v for k, v in TARGETS.items() if v[0] == 1}
     n = 300 if ctx.quick else 1000
-    with gateways(ctx, fake_config(names), names, wanted, sec.notes) as (_fake, started):
+    with gateways(ctx, fake_config(names), names, wanted, sec.notes) as (_fake, started, _):
         live = {label: srv for label, srv in started.items() if isinstance(srv, Server)}
         for label, srv in started.items():
             if isinstance(srv, str):
@@ -148,29 +134,6 @@ def latency(ctx: Ctx) -> Section:
             base = base or res
             sec.rows.append(_lat_row(label, res, base, _redis_check(live[label])))
     return sec
-
-
-async def alternating(
-    urls: dict[str, str], body: bytes, *, n: int, time_limit: float, warmup: int = 50
-) -> dict[str, Run]:
-    """Sequential requests to several targets taking turns, one keep-alive connection each."""
-    runs = {label: Run() for label in urls}
-    async with contextlib.AsyncExitStack() as stack:
-        sessions = {label: await stack.enter_async_context(_session(1, 10)) for label in urls}
-        for _ in range(warmup):
-            for label, url in urls.items():
-                await _one(sessions[label], url, body, dict(JSON), Rec())
-        t0 = time.perf_counter()
-        deadline = t0 + time_limit
-        while min(len(r.recs) for r in runs.values()) < n and time.perf_counter() < deadline:
-            for label, url in urls.items():
-                rec = Rec()
-                await _one(sessions[label], url, body, dict(JSON), rec)
-                runs[label].recs.append(rec)
-        for run in runs.values():
-            run.duration = time.perf_counter() - t0
-            run.sent_rate = len(run.recs) / run.duration if run.duration else 0.0
-    return runs
 
 
 def _lat_row(label: str, res: Run, base: Run, redis: str) -> dict[str, Any]:
@@ -218,14 +181,14 @@ def throughput(ctx: Ctx) -> Section:
         "concurrency (same run). The two workers share core 1 while wrk and the fake share "
         "core 0 (and redis-server floats), so they have no goal; pinning and prefixes as in 6a. "
         "CPU per request: the gateway process (with its workers) and redis-server, from "
-        "/proc, over the same rounds (redis-server serves anything else on the machine too).",
+        "/proc, over the same rounds.",
         TPUT_COLUMNS,
     )
     names = keys(4)
-    with gateways(ctx, fake_config(names), names, TARGETS, sec.notes) as (fake, started):
+    with gateways(ctx, fake_config(names), names, TARGETS, sec.notes) as (fake, started, redis):
         for conc in CONCS:
             direct = _wrk(ctx, fake.base + "/v1/chat/completions", names[0], duration, conc)
-            results = _rounds(ctx, sec, started, conc, duration)
+            results = _rounds(ctx, sec, started, redis.pid, conc, duration)
             sec.rows += [
                 _tput_row(label, conc, data, results, direct) for label, data in results.items()
             ]
@@ -234,7 +197,12 @@ def throughput(ctx: Ctx) -> Section:
 
 
 def _rounds(
-    ctx: Ctx, sec: Section, started: dict[str, Server | str], conc: int, duration: float
+    ctx: Ctx,
+    sec: Section,
+    started: dict[str, Server | str],
+    redis_pid: int | None,
+    conc: int,
+    duration: float,
 ) -> dict[str, dict[str, Any]]:
     """ROUNDS runs per target, the targets taking turns, so a burst of load from elsewhere on
     the machine falls on all of them alike; req/s over all rounds, percentiles averaged."""
@@ -249,14 +217,13 @@ def _rounds(
         except Exception as exc:
             sec.error_row(label, exc, conc=conc)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in live}
-    redis_pid = _redis_pid()
     for _ in range(ROUNDS):
         for label, srv in live.items():
             try:
-                gw0, rd0 = _tree_cpu(srv.pid), _tree_cpu(redis_pid)
+                gw0, rd0 = tree_cpu(srv.pid), tree_cpu(redis_pid)
                 data = _wrk(ctx, srv.base + EP_PATH_B.path, None, duration, conc)
-                data["cpu_s"] = _tree_cpu(srv.pid) - gw0
-                data["redis_cpu_s"] = _tree_cpu(redis_pid) - rd0
+                data["cpu_s"] = tree_cpu(srv.pid) - gw0
+                data["redis_cpu_s"] = tree_cpu(redis_pid) - rd0
                 runs[label].append(data)
             except Exception as exc:
                 sec.error_row(label, exc, conc=conc)
@@ -278,29 +245,6 @@ def _rounds(
             "redis": _redis_check(live[label]),
         }
     return results
-
-
-def _redis_pid() -> int | None:
-    """redis-server's PID, to read its CPU time (the bench runs on the same machine)."""
-    from redis import Redis
-
-    try:
-        with Redis.from_url(REDIS_URL, socket_timeout=5) as client:
-            return int(client.info("server")["process_id"])
-    except Exception:
-        return None
-
-
-def _tree_cpu(pid: int | None) -> float:
-    """CPU seconds of a process and its children (uvicorn's workers), 0 when unreadable."""
-    if pid is None:
-        return 0.0
-    try:
-        total = cpu_seconds(pid)
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0.0
-    return total + sum(_tree_cpu(int(child)) for child in children)
 
 
 def _wrk(ctx: Ctx, url: str, key: str | None, duration: float, conc: int) -> dict[str, Any]:
@@ -375,7 +319,7 @@ def goodput(ctx: Ctx) -> Section:
     cfg = fake_config(names, rps=s4_goodput.RPS_PER_KEY)
     target = {"Redis, 2 workers": TARGETS["Redis, 2 workers"]}
     env = {"FAKE_RPM_PER_KEY": "1200"}
-    with gateways(ctx, cfg, names, target, sec.notes, env) as (fake, started):
+    with gateways(ctx, cfg, names, target, sec.notes, env) as (fake, started, _):
         srv = started["Redis, 2 workers"]
         if isinstance(srv, str):
             sec.error_row("Redis, 2 workers", srv, load="100%")
