@@ -1,9 +1,11 @@
 -- keypool's shared key state, part 1 of 3 (state.lua, keys.lua and pool.lua are joined in that
--- order into one script by app/state/redis_scripts.py): app/keys (pool.py, transitions.py,
--- pacing.py, breaker.py, stall.py, strategies.py) ported line for line, so that one provider's
--- decision runs atomically in Redis.
--- The Python modules are the specification: tests/unit/state/test_parity.py runs the same random
--- operations on this script and on the in-process KeyPool and requires identical answers.
+-- order into one library by app/state/redis_scripts.py, loaded as a Redis function, or run as a
+-- script on servers without functions): app/keys (pool.py, transitions.py, pacing.py,
+-- breaker.py, stall.py, strategies.py) ported line for line, so that one provider's decision
+-- runs atomically in Redis. Every call enters through `run(keys, argv)` (end of pool.lua), which
+-- resets the per-call state below: nothing but the decoded provider specs outlives a call.
+-- The Python modules are the specification: tests/integration/state/test_parity.py runs the same
+-- random operations on this script and on the in-process KeyPool and requires identical answers.
 -- Python keeps what needs no shared state: outcome classification, Retry-After parsing, the cost
 -- estimate, the pacing constants (sent in the provider spec) and the random draw (sent as `u`).
 --
