@@ -95,10 +95,9 @@ def _pinning_note() -> str:
         "Pinning as elsewhere: fake + load generator on core 0, gateway on core 1; the two "
         "workers of 'Redis, 2 workers' share core 1 (uvicorn --workers 2, stopped through its "
         "parent PID). Redis: a redis-server of the bench's own (bench/redisproc.py: free port, "
-        "no persistence) pinned to core 0 beside the fake and the load generator, as a Redis "
-        "on another host would be, so neither other users of the machine's Redis nor its "
-        "wake-ups on the gateway's core are measured. Every gateway has its own "
-        "KEYPOOL_REDIS_PREFIX, deleted after the run."
+        "no persistence, not pinned: it shares the 2 cores with everything else, as the "
+        "machine's Redis did), so no other user of the machine's Redis is measured. Every "
+        "gateway has its own KEYPOOL_REDIS_PREFIX, deleted after the run."
     )
 
 
