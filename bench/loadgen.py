@@ -6,6 +6,7 @@ Every loop is bounded by a request count and/or a wall-clock limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +110,29 @@ async def sequential(
         run.duration = time.perf_counter() - t0
     run.sent_rate = len(run.recs) / run.duration if run.duration else 0.0
     return run
+
+
+async def alternating(
+    urls: dict[str, str], body: bytes, *, n: int, time_limit: float, warmup: int = 50
+) -> dict[str, Run]:
+    """Sequential requests to several targets taking turns, one keep-alive connection each."""
+    runs, hdrs = {label: Run() for label in urls}, dict(JSON)
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {label: await stack.enter_async_context(_session(1, 10)) for label in urls}
+        for _ in range(warmup):
+            for label, url in urls.items():
+                await _one(sessions[label], url, body, hdrs, Rec())
+        t0 = time.perf_counter()
+        deadline = t0 + time_limit
+        while min(len(r.recs) for r in runs.values()) < n and time.perf_counter() < deadline:
+            for label, url in urls.items():
+                rec = Rec()
+                await _one(sessions[label], url, body, hdrs, rec)
+                runs[label].recs.append(rec)
+        for run in runs.values():
+            run.duration = time.perf_counter() - t0
+            run.sent_rate = len(run.recs) / run.duration if run.duration else 0.0
+    return runs
 
 
 async def open_loop(

@@ -9,21 +9,23 @@ instance keeps to 1/N of every key's budget, N as last seen, so losing Redis nev
 what a key receives. On reconnection the budgets spent and cooldowns learned alone, and admin
 switches made meanwhile, are folded into the shared record.
 
-A release is sent in the background: the answer it follows is already complete, and the next
-request need not wait for the bookkeeping of the previous one (the attempt that failed is
-excluded from its own request's next acquire anyway).
+A release is not awaited: the answer it follows is already complete, and the release reaches
+Redis ahead of anything this instance asks later (`channel.py`: one connection, in order), so
+no request waits for the bookkeeping of another, and none sees state without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
@@ -72,10 +74,10 @@ class DegradingStore:
         self._share(peers)
         self._up = self._warned = self._started = self._closing = False
         self._granted: Counter[tuple[str, int]] = Counter()  # Redis grants not yet released
+        self._asking: Counter[str] = Counter()  # acquires on their way to Redis, per provider
         self._switches: dict[tuple[str, int], bool] = {}  # admin switches made while cut off
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
         self._layouts = Renumbering()
 
@@ -93,10 +95,14 @@ class DegradingStore:
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
         generation = self._layouts.generation(provider)
+        self._asking[provider] += 1
+        asked = self.clock()
         try:
             grant = await self._call(lambda s: s.acquire(provider, now, ask))
         except _Unavailable:
             return await self.local.acquire(provider, now, ask)
+        finally:
+            self._asking[provider] -= 1
         # The grant's index is in the layout of the call (the caller follows it from there);
         # this store's own books are in the current one (a key list may change meanwhile).
         index = None if grant.index is None else self._follow(provider, grant.index, generation)
@@ -107,30 +113,34 @@ class DegradingStore:
             self.local.pools[provider].mirror_grant(
                 index, ask.tokens, now + grant.delay_s, self._budgets[provider]
             )
+        if grant.delay_s > 0:
+            # A reserved turn is `delay_s` after `now`; the round trip has used part of that,
+            # and a caller sleeping the whole of it would go late by a varying amount.
+            late = max(0.0, self.clock() - asked)
+            grant = dataclasses.replace(grant, delay_s=max(0.0, grant.delay_s - late))
         return grant
 
     async def release(self, done: Release) -> None:
-        """To the store that granted the attempt; a Redis grant ends locally if Redis is gone."""
+        """To the store that granted the attempt; a Redis grant ends locally if Redis is gone.
+
+        Not awaited: the release goes down this instance's one connection ahead of every later
+        call, so the request's next acquire (its fallback) already sees a failed key, and a 429
+        that cools the whole provider, without waiting a round trip for it.
+        """
         granted = (done.provider, done.index)
         if self._granted[granted] > 0:
             self._granted[granted] -= 1
-            if self._up and done.outcome.is_key_failure:
-                # The request's next acquire (its fallback) must see this key's failure, and a
-                # 429 may cool the whole provider: recorded before the request moves on.
-                await self._release_shared(done)
-                return
             if self._up:
-                self._spawn(self._release_shared(done))
+                self.shared.post_release(done, functools.partial(self._released, done))
                 return
-        await self.local.release(done)
+        self.local.apply_release(done)
 
-    async def _release_shared(self, done: Release) -> None:
-        try:
-            await self._call(lambda s: s.release(done))
-        except _Unavailable:
-            await self.local.release(done)
-            return
-        self.local.pools[done.provider].mirror_release(done.index)
+    def _released(self, done: Release, answer: object) -> None:
+        if isinstance(answer, BaseException):
+            self._lost(answer)
+            self.local.apply_release(done)
+        else:
+            self.local.pools[done.provider].mirror_release(done.index)
 
     async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
         if self._granted[provider, index] > 0:
@@ -205,9 +215,9 @@ class DegradingStore:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*self._background, return_exceptions=True)
         if self._up:
             with contextlib.suppress(*REDIS_ERRORS):
+                await self.shared.drain()  # the releases still on their way
                 await self.shared.leave()
         self._up = False
         await self.shared.aclose()
@@ -230,11 +240,6 @@ class DegradingStore:
         except REDIS_ERRORS as exc:
             self._lost(exc)
             raise _Unavailable from exc
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # Connection ------------------------------------------------------------------------------
 
@@ -291,7 +296,9 @@ class DegradingStore:
             for name, pool in self.local.pools.items():
                 mine = {i: n for (p, i), n in self._granted.items() if p == name and n > 0}
                 generation = self._layouts.generation(name)
-                shared = await self.shared.shared_pool(name, now, mine)
+                # Acquires on their way are counted in Redis before their answers reach
+                # `_granted`: they widen what the restatement accepts.
+                shared = await self.shared.shared_pool(name, now, mine, self._asking[name])
                 if generation != self._layouts.generation(name):
                     continue  # the key list changed meanwhile: the next beat copies it
                 pool.load_shared(shared.keys, shared.breaker, shared.cursor, shared.latency_ewma)

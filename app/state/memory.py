@@ -25,6 +25,10 @@ class MemoryStateStore:
         return self.pools[provider].acquire(now, self._rng, ask)
 
     async def release(self, done: Release) -> None:
+        self.apply_release(done)
+
+    def apply_release(self, done: Release) -> None:
+        """`release`, for callers that cannot await (it never waits for anything)."""
         self.pools[done.provider].release(
             done.index, done.outcome, done.now, done.signal, done.latency_s
         )

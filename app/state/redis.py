@@ -1,9 +1,11 @@
 """Key state shared through Redis: every store call is one script run, so one round trip.
 
+The runs go down this process's one pipelined connection (`channel.py`) in the order they were
+made, so a release can be queued without being awaited and still precede every later call.
+
 Design (MULTI_KEY_ROTATION.md, "Where state lives"). The decisions of `app.keys` have to happen
 where the state is, atomically, or two instances would both take the last slot of a budget. The
-script
-(`lua/*.lua`) is a line-for-line port of `KeyPool.acquire` / `release` / `recheck` and of the
+script (`lua/*.lua`) is a line-for-line port of `KeyPool.acquire` / `release` / `recheck` and of the
 probe and admin transitions, and the pure Python modules stay the specification: a differential
 test runs random operations on both and requires identical answers. What needs no shared state
 stays in Python and reaches the script as data: outcome classification, signal parsing, the
@@ -14,8 +16,8 @@ Layout under the prefix (`KEYPOOL_REDIS_PREFIX`), never any key material, only i
 key's record, MessagePack); `instances` a sorted set of live instance ids by last heartbeat;
 `providers:cursor` the Path A rotation counter. In-flight counts are kept per instance inside
 each record; an instance whose heartbeat expired stops counting, so a crashed process cannot
-pin a key, and each heartbeat restates this instance's own counts, so a call cut off by a
-cancelled request or an outage cannot leave a wrong count for more than a second. Times are
+pin a key; a grant whose caller was cancelled is given back when it arrives, and each heartbeat
+restates this instance's own counts, so an outage cannot leave a wrong count for long. Times are
 the callers' unix clocks, which NTP keeps within milliseconds of each other.
 
 Errors are not handled here: `DegradingStore` decides what an unreachable Redis means.
@@ -29,6 +31,7 @@ import random
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -37,9 +40,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.keys.model import Ask, Grant, KeyStatus, Release
+from app.keys.model import Ask, Grant, KeyStatus, Outcome, Release
 from app.keys.pool import KeyPool
 from app.state.base import KeyLayout, ProviderSnapshot
+from app.state.channel import Callback, bulk, encode
 from app.state.records import (
     SharedPool,
     ask_args,
@@ -53,6 +57,15 @@ from app.state.records import (
 from app.state.redis_scripts import INSTANCE_TTL_S, ScriptRunner, script_source
 
 _NO_ARGS = b"{}"
+_PING = encode("PING")
+_OPS = {
+    op: bulk(op)
+    for op in ("acquire", "release", "recheck", "snapshot", "set_disabled", "probe", "merge")
+}
+
+
+def _ignore(answer: object) -> None:
+    """An answer nobody waits for (an error shows in the next call, which fails the same way)."""
 
 
 def connect(url: str, timeout_s: float) -> Redis:
@@ -99,33 +112,69 @@ class RedisStateStore:
         self._keys = {name: f"{prefix}pool:{name}" for name in pools}
         self._instances = f"{prefix}instances"
         self._provider_cursor = f"{prefix}providers:cursor"
-        self._script = ScriptRunner(client, script_source())
+        self._incr_cursor = encode("INCR", self._provider_cursor)
+        self._script = ScriptRunner(client, script_source(), timeout_s=timeout_s)
         self._rng = rng or random.Random()
         self.instance = uuid.uuid4().hex[:16]
+        self._me = bulk(self.instance)
+        # Each provider's script keys and its spec as RESP, encoded once (and on `resize`).
+        self._calls = {name: self._call_parts(name) for name in pools}
         self._fields: dict[str, tuple[str, ...]] = {}
         self._pruning: set[asyncio.Task[None]] = set()
 
-    async def _run(self, op: str, provider: str, now: float, args: bytes = _NO_ARGS) -> bytes:
-        keys = (self._keys[provider], self._instances)
-        argv = (op, self._specs[provider], repr(now), self.instance, args)
-        async with asyncio.timeout(self.timeout_s):
-            return await self._script(keys, argv)
+    def _call_parts(self, provider: str) -> tuple[tuple[str, str], bytes]:
+        return (self._keys[provider], self._instances), bulk(self._specs[provider])
+
+    def _argv(self, op: str, spec: bytes, now: float, args: bytes) -> bytes:
+        return b"".join((_OPS[op], spec, bulk(repr(now)), self._me, bulk(args)))
+
+    def _run(
+        self, op: str, provider: str, now: float, args: bytes = _NO_ARGS
+    ) -> asyncio.Future[Any]:
+        """The script's answer; the call is queued behind this instance's earlier ones."""
+        keys, spec = self._calls[provider]
+        return self._script.run(keys, self._argv(op, spec, now, args))
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
-        return grant_from(
-            await self._run("acquire", provider, now, ask_args(ask, self._rng.random()))
-        )
+        """A caller cancelled while its acquire is on its way does not leave a key counted:
+        when the grant arrives with nobody to take it, the key goes straight back (a release
+        as `cancelled`, as a request cancelled the moment it was granted would give)."""
+        keys, spec = self._calls[provider]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def answered(value: Any) -> None:
+            if not future.done():
+                if isinstance(value, BaseException):
+                    future.set_exception(value)
+                else:
+                    future.set_result(value)
+            elif isinstance(value, bytes):
+                index = grant_from(value).index
+                if index is not None:
+                    gone = Release(provider, index, Outcome.CANCELLED, now)
+                    argv = self._argv("release", spec, now, release_args(gone))
+                    self._script.post(keys, argv, _ignore)
+
+        argv = self._argv("acquire", spec, now, ask_args(ask, self._rng.random()))
+        self._script.post(keys, argv, answered)
+        return grant_from(await future)
 
     async def release(self, done: Release) -> None:
         await self._run("release", done.provider, done.now, release_args(done))
+
+    def post_release(self, done: Release, callback: Callback) -> None:
+        """`release` without waiting: applied in Redis before any later call of this instance
+        (one connection, in order); its answer, or the error, goes to `callback`."""
+        keys, spec = self._calls[done.provider]
+        argv = self._argv("release", spec, done.now, release_args(done))
+        self._script.post(keys, argv, callback)
 
     async def recheck(self, provider: str, index: int, now: float, tokens: int = 0) -> float:
         args = b'{"index": %d, "tokens": %d}' % (index, tokens)
         return float(await self._run("recheck", provider, now, args))
 
     async def next_provider_offset(self, count: int) -> int:
-        async with asyncio.timeout(self.timeout_s):
-            turn = int(await self.client.incr(self._provider_cursor))
+        turn = int(await self._script.channel.call(self._incr_cursor))
         return (turn - 1) % count
 
     async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
@@ -139,16 +188,19 @@ class RedisStateStore:
         return bool(taken)
 
     async def shared_pool(
-        self, provider: str, now: float, mine: Mapping[int, int] | None = None
+        self,
+        provider: str,
+        now: float,
+        mine: Mapping[int, int] | None = None,
+        asking: int = 0,
     ) -> SharedPool:
         """The provider's state; `mine` (key index → this instance's requests in flight) first
-        corrects what Redis counts for this instance, healing counts that a cancelled call or an
-        outage left wrong."""
-        args = (
-            _NO_ARGS
-            if mine is None
-            else orjson.dumps({"mine": {str(i): n for i, n in mine.items()}})
-        )
+        corrects what Redis counts for this instance, healing counts that an outage left wrong.
+        `asking`: this instance's acquires still on their way (each may add one to a key)."""
+        args = _NO_ARGS
+        if mine is not None:
+            restated = {"mine": {str(i): n for i, n in mine.items()}, "asking": asking}
+            args = orjson.dumps(restated)
         return shared_pool_from(
             await self._run("snapshot", provider, now, args), self.pools[provider]
         )
@@ -183,6 +235,7 @@ class RedisStateStore:
         before = self._fields.get(provider, ())
         self._fields[provider] = layout.fields
         self._specs[provider] = provider_spec(pool, layout.fields)
+        self._calls[provider] = self._call_parts(provider)
         gone = sorted(set(before) - set(layout.fields))
         if gone:
             task = asyncio.get_running_loop().create_task(self._prune(provider, gone))
@@ -217,6 +270,10 @@ class RedisStateStore:
         """Stop counting as alive at once (a clean shutdown), rather than after the expiry."""
         async with asyncio.timeout(self.timeout_s):
             await self.client.zrem(self._instances, self.instance)
+
+    async def drain(self) -> None:
+        """Wait until Redis has answered every call made so far (releases included)."""
+        await self._script.channel.call(_PING)
 
     async def forget_connections(self) -> None:
         await self._script.forget()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from app.keys import pacing, shared_limit, stall, transitions
+from app.state.channel import Callback, Channel, bulk, encode, open_socket, resolver
 
 LUA_DIR = Path(__file__).with_name("lua")
 PARTS = ("state.lua", "keys.lua", "pool.lua")
@@ -28,6 +28,11 @@ TRIAL_LEASE_S = 300.0
 RECORD_TTL_S = 7 * 24 * 3600
 
 _PLACEHOLDER = re.compile(r"__[A-Z_]+__")
+# The script's arguments: op, provider spec, now, instance id, op arguments (state.lua).
+ARGV_COUNT = 5
+# A call the server answered "no such script" goes again after a load (twice: a server
+# without functions first says so, then that it lacks the plain script too).
+_ATTEMPTS = 3
 
 
 def constants() -> dict[str, float]:
@@ -50,6 +55,7 @@ def constants() -> dict[str, float]:
 
 @functools.cache
 def script_source() -> str:
+    """The library: every part, then `run(keys, argv)` as its one entry point."""
     text = "\n".join((LUA_DIR / part).read_text(encoding="utf-8") for part in PARTS)
     for name, value in constants().items():
         text = text.replace(f"__{name}__", repr(value))
@@ -60,77 +66,93 @@ def script_source() -> str:
 
 
 class ScriptRunner:
-    """Runs the script on connections of its own, the hot path of every acquire and release.
+    """Runs the script over the process's one pipelined connection (`channel.Channel`).
 
-    redis-py's pool spends ~40 us a call on locking, health polling and bookkeeping around a
-    ~80 us round trip; here a call takes an idle connection, sends EVALSHA and reads the answer.
-    A connection that saw any error (or a cancellation, which may leave an answer unread) is
-    closed with every idle one: an error usually means the server went away, and connections to
-    a server that restarted must not be reused.
+    On Redis 7 and later the script is a function library, loaded once per server: a call runs
+    only the operation asked for. As a plain script (EVALSHA, Redis 6) every call would first
+    run the whole file, defining every function again, which costs Redis more than the
+    operation itself. Both are the same source (`script_source`), named by its hash, so
+    instances running different versions never call each other's code.
+
+    A server that does not know the script (restarted, flushed) answers the calls already on
+    their way with an error; each such call is sent again behind one load, in its original
+    order, so no caller sees the error and no release overtakes an acquire.
     """
 
-    def __init__(self, client: Redis, source: str, *, max_idle: int = 32) -> None:
-        self.client = client
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self.max_idle = max_idle
-        self._idle: list[AbstractConnection] = []
-        self._closing: set[asyncio.Future[None]] = set()
+    def __init__(self, client: Redis, body: str, *, timeout_s: float) -> None:
+        self.channel = Channel(functools.partial(open_socket, client), timeout_s=timeout_s)
+        tag = hashlib.sha1(body.encode()).hexdigest()[:16]
+        self.name = f"keypool_{tag}"
+        self.eval_source = f"{body}\nreturn run(KEYS, ARGV)\n"
+        self.sha = hashlib.sha1(self.eval_source.encode()).hexdigest()
+        self.function_source = (
+            f"#!lua name={self.name}\n{body}\nredis.register_function('{self.name}', run)\n"
+        )
+        self.functions = True  # until the server says it has no FCALL
+        self._loading = False
+        self._heads: dict[tuple[bool, tuple[str, ...]], bytes] = {}
 
-    async def __call__(self, keys: tuple[str, ...], argv: tuple[str | bytes, ...]) -> bytes:
-        conn = self._take()
-        try:
-            try:
-                answer = await self._evalsha(conn, keys, argv)
-            except NoScriptError:  # a restarted or flushed server: load it and go again
-                await self.client.script_load(self.source)
-                answer = await self._evalsha(conn, keys, argv)
-        except BaseException:
-            await self._discard(conn, *self._idle)
-            self._idle.clear()
-            raise
-        if len(self._idle) < self.max_idle:
-            self._idle.append(conn)
-        else:
-            await self._discard(conn)
-        return answer
+    def run(self, keys: tuple[str, ...], argv: bytes) -> asyncio.Future[Any]:
+        """`argv`: the script's ARGV_COUNT arguments, each already a RESP bulk string."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._send(keys, argv, resolver(future), _ATTEMPTS)
+        return future
 
-    def _take(self) -> AbstractConnection:
-        """An idle connection the server has not closed meanwhile (a restart), else a new one."""
-        while self._idle:
-            conn = self._idle.pop()
-            reader = getattr(conn, "_reader", None)
-            if reader is not None and not reader.at_eof():
-                return conn
-            closing = asyncio.ensure_future(conn.disconnect(nowait=True))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
-        return self._connection()
+    def post(self, keys: tuple[str, ...], argv: bytes, callback: Callback) -> None:
+        """As `run`, the answer (or error) going to `callback`: nothing to await."""
+        self._send(keys, argv, callback, _ATTEMPTS)
 
-    def _connection(self) -> AbstractConnection:
-        """A connection with the pool's settings, not tracked by the pool (this runner owns it)."""
-        pool = self.client.connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
+    def _send(self, keys: tuple[str, ...], argv: bytes, callback: Callback, attempts: int) -> None:
+        functions = self.functions
 
-    async def _evalsha(
-        self, conn: AbstractConnection, keys: tuple[str, ...], argv: tuple[str | bytes, ...]
-    ) -> bytes:
-        await conn.send_command("EVALSHA", self.sha, len(keys), *keys, *argv)
-        answer: bytes = await conn.read_response()
-        return answer
+        def answered(value: Any) -> None:
+            if (
+                attempts > 1
+                and isinstance(value, ResponseError)
+                and self._missing(value, functions)
+            ):
+                self._send(keys, argv, callback, attempts - 1)
+            else:
+                callback(value)
 
-    @staticmethod
-    async def _discard(*connections: AbstractConnection) -> None:
-        for conn in connections:
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
+        self.channel.send(self._head(keys) + argv, answered)
+
+    def _head(self, keys: tuple[str, ...]) -> bytes:
+        head = self._heads.get((self.functions, keys))
+        if head is None:
+            verb, name = ("FCALL", self.name) if self.functions else ("EVALSHA", self.sha)
+            parts = (verb, name, str(len(keys)), *keys)
+            head = b"*%d\r\n" % (len(parts) + ARGV_COUNT) + b"".join(bulk(p) for p in parts)
+            self._heads[self.functions, keys] = head
+        return head
+
+    def _missing(self, error: ResponseError, functions: bool) -> bool:
+        """True when `error` says the server lacks the script; a load is then on its way."""
+        message = str(error)
+        if functions and "unknown command" in message:  # before Redis 7: no functions
+            self.functions = False
+        elif not (
+            (functions and message.startswith("ERR Function not found"))
+            or (not functions and isinstance(error, NoScriptError))
+        ):
+            return False
+        if not self._loading:
+            self._loading = True
+            if self.functions:
+                load = encode("FUNCTION", "LOAD", "REPLACE", self.function_source)
+            else:
+                load = encode("SCRIPT", "LOAD", self.eval_source)
+            self.channel.send(load, self._loaded)
+        return True
+
+    def _loaded(self, value: Any) -> None:
+        self._loading = False
+        if isinstance(value, ResponseError) and "unknown command" in str(value):
+            self.functions = False  # the calls behind the load go again as EVALSHA
 
     async def forget(self) -> None:
-        """Close the idle connections (after an outage: they lead to the server that went away)."""
-        await self._discard(*self._idle)
-        self._idle.clear()
-        await asyncio.gather(*self._closing, return_exceptions=True)
-        self._closing.clear()
+        """Close the connection (after an outage: it leads to the server that went away)."""
+        await self.channel.close()
 
     async def aclose(self) -> None:
         await self.forget()

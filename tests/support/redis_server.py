@@ -44,9 +44,10 @@ def _answers_ping(port: int) -> bool:
 class RedisServer:
     """No persistence: a restarted server starts empty, as a crashed cache server would."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         self.binary = _binary()
         self.port = free_port()
+        self.options = options  # extra redis-server arguments
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,7 +56,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
+        command += ["--save", "", "--appendonly", "no", "--protected-mode", "no", *self.options]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -65,6 +66,11 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.01)
         return self
+
+    def pause(self, paused: bool) -> None:
+        """SIGSTOP / SIGCONT: a server that keeps its connections open and answers nothing."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL by PID: no goodbye to clients, as in a crash."""
@@ -76,8 +82,8 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
+def redis_server(*options: str) -> Iterator[RedisServer]:
+    server = RedisServer(*options).start()
     try:
         yield server
     finally:

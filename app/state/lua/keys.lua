@@ -1,7 +1,7 @@
 -- Part 2 of the shared key state script: what one attempt does to one key (and to the breaker).
 
 -- learned.py: a key's own pace, the configured budgets with gaps filled by learned limits.
-local pace_cache = {}
+local pace_cache
 local function pace_of(rec)
   if rec.learned_requests == nil and rec.learned_tokens == nil then return spec end
   local cached = pace_cache[rec]

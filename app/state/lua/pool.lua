@@ -74,6 +74,7 @@ local function quick_pick(ask, excluded)
     return preferred
   end
   for step = 0, spec.n - 1 do
+    if step == 4 then fetch_rest() end  -- a long search: the rest in one read
     local i = (meta.cursor + step) % spec.n
     if serves_now(i) then
       meta.cursor, meta_dirty, cursor_moved = (i + 1) % spec.n, true, true
@@ -91,6 +92,7 @@ local function choose(ask)
     start(quick, now, ask.tokens)
     return {index = quick}
   end
+  fetch_rest()
   for i = 0, spec.n - 1 do
     local at, wait = ready_at(record(i), ask.tokens)
     if at ~= nil then
@@ -167,7 +169,7 @@ end
 local ops = {}
 
 function ops.acquire()
-  load_all()
+  load_meta()
   if args.admit and not breaker_allow() then
     save()
     return cjson.encode({refused = 'circuit_open'})
@@ -269,14 +271,20 @@ function ops.probe()
 end
 
 -- `args.mine`, when given, restates this instance's own requests in flight (key index → count).
+-- `args.asking` acquires of this instance may be ahead of this call without their answer
+-- having reached it: a key may count up to that many more (they are not lost, only unseen).
 function ops.snapshot()
   load_all()
   if args.mine ~= nil then
+    local slack = args.asking or 0
     for i = 0, spec.n - 1 do
-      local rec, n = record(i), args.mine[tostring(i)]
-      if rec.flights[me] ~= n then
-        rec.in_flight = rec.in_flight - (rec.flights[me] or 0) + (n or 0)
-        rec.flights[me], dirty[i] = n, true
+      local rec, low = record(i), args.mine[tostring(i)] or 0
+      local had = rec.flights[me] or 0
+      local n = math.min(math.max(had, low), low + slack)
+      if n ~= had then
+        rec.in_flight = rec.in_flight - had + n
+        if n > 0 then rec.flights[me] = n else rec.flights[me] = nil end
+        dirty[i] = true
       end
     end
   end
@@ -309,4 +317,26 @@ function ops.merge()
   return '{}'
 end
 
-return ops[op]()
+-- Entry --------------------------------------------------------------------------------------
+
+-- Decoded provider specs by their JSON: as a Redis function the library stays loaded between
+-- calls, and an instance sends the same spec every time. A pure cache (the decode of the very
+-- string sent), bounded so that specs of changed key lists cannot pile up.
+local spec_cache, spec_cached = {}, 0
+
+local function run(keys_in, argv)
+  hash_key, instances_key = keys_in[1], keys_in[2]
+  op, now, me = argv[1], tonumber(argv[3]), argv[4]
+  local raw = argv[2]
+  spec = spec_cache[raw]
+  if spec == nil then
+    if spec_cached >= 16 then spec_cache, spec_cached = {}, 0 end
+    spec = cjson.decode(raw)
+    spec_cache[raw], spec_cached = spec, spec_cached + 1
+  end
+  args = cjson.decode(argv[5])
+  keys, packed, fetched, dirty, meta, meta_dirty = {}, {}, false, {}, nil, false
+  alive_cache, stored_cursor, cursor_moved, pace_cache = {}, nil, false, {}
+  return ops[op]()
+end
+

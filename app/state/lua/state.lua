@@ -1,9 +1,11 @@
 -- keypool's shared key state, part 1 of 3 (state.lua, keys.lua and pool.lua are joined in that
--- order into one script by app/state/redis_scripts.py): app/keys (pool.py, transitions.py,
--- pacing.py, breaker.py, stall.py, strategies.py) ported line for line, so that one provider's
--- decision runs atomically in Redis.
--- The Python modules are the specification: tests/unit/state/test_parity.py runs the same random
--- operations on this script and on the in-process KeyPool and requires identical answers.
+-- order into one library by app/state/redis_scripts.py, loaded as a Redis function, or run as a
+-- script on servers without functions): app/keys (pool.py, transitions.py, pacing.py,
+-- breaker.py, stall.py, strategies.py) ported line for line, so that one provider's decision
+-- runs atomically in Redis. Every call enters through `run(keys, argv)` (end of pool.lua), which
+-- resets the per-call state below: nothing but the decoded provider specs outlives a call.
+-- The Python modules are the specification: tests/integration/state/test_parity.py runs the same
+-- random operations on this script and on the in-process KeyPool and requires identical answers.
 -- Python keeps what needs no shared state: outcome classification, Retry-After parsing, the cost
 -- estimate, the pacing constants (sent in the provider spec) and the random draw (sent as `u`).
 --
@@ -31,11 +33,11 @@ local UNANNOUNCED_COOLDOWN_S = __UNANNOUNCED_COOLDOWN_S__
 local ACTIVE, RATE_LIMITED, FAILED, DISABLED = 'active', 'rate_limited', 'failed', 'disabled'
 local W_NONE, W_BUDGET, W_COOLDOWN, W_HELD = 0, 1, 2, 3
 
-local op, spec, now, me = ARGV[1], cjson.decode(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local args = cjson.decode(ARGV[5])
--- `keys` holds the records read so far (by index), `packed` the ones not unpacked yet: a choice
--- that finds its key early never pays for unpacking the rest of a large pool.
-local keys, packed, dirty, meta, meta_dirty = {}, {}, {}, nil, false
+local op, spec, now, me, args, hash_key, instances_key
+-- `keys` holds the records read so far (by index), `packed` the ones fetched but not unpacked yet
+-- (false: no record), `fetched` whether every record is in `packed`: a choice that finds its
+-- key early never pays for reading or unpacking the rest of a large pool.
+local keys, packed, fetched, dirty, meta, meta_dirty
 
 -- Record names (key vault) --------------------------------------------------------------------
 -- A key's record is named by its index, or by the stable name the provider spec gives it
@@ -47,12 +49,12 @@ end
 
 -- Loading and saving ------------------------------------------------------------------------
 
-local alive_cache = {}
+local alive_cache
 local function alive(instance)
   if instance == me then return true end
   local known = alive_cache[instance]
   if known == nil then
-    local score = redis.call('ZSCORE', KEYS[2], instance)
+    local score = redis.call('ZSCORE', instances_key, instance)
     known = score ~= false and tonumber(score) >= now - INSTANCE_TTL_S
     alive_cache[instance] = known
   end
@@ -77,7 +79,7 @@ local function adopt(index, blob)
   return rec
 end
 
-local stored_cursor, cursor_moved = nil, false
+local stored_cursor, cursor_moved
 local function adopt_meta(blob)
   meta = blob and cmsgpack.unpack(blob) or {cursor = 0, failures = 0}
   -- Key vault: a list that shrank (or another instance's longer one) leaves the cursor past
@@ -88,17 +90,46 @@ local function adopt_meta(blob)
 end
 
 local function load_all()
-  local raw = redis.call('HGETALL', KEYS[1])
+  local raw = redis.call('HGETALL', hash_key)
   for i = 1, #raw, 2 do packed[raw[i]] = raw[i + 1] end
+  fetched = true
   adopt_meta(packed.meta)
 end
 
+-- The provider's meta only; records are fetched as they are needed (`record`, `fetch_rest`).
+local function load_meta()
+  adopt_meta(redis.call('HGET', hash_key, 'meta') or nil)
+end
+
+-- Every record not fetched yet, in one read.
+local function fetch_rest()
+  if fetched then return end
+  local names = {}
+  for i = 0, spec.n - 1 do
+    local name = field(i)
+    if packed[name] == nil then names[#names + 1] = name end
+  end
+  if #names > 0 then
+    local raw = redis.call('HMGET', hash_key, unpack(names))
+    for j, name in ipairs(names) do packed[name] = raw[j] end
+  end
+  fetched = true
+end
+
 local function record(index)
-  return keys[index] or adopt(index, packed[field(index)])
+  local rec = keys[index]
+  if rec ~= nil then return rec end
+  local name = field(index)
+  local blob = packed[name]
+  if blob == nil and not fetched then
+    blob = redis.call('HGET', hash_key, name)
+    packed[name] = blob
+  end
+  return adopt(index, blob or nil)
 end
 
 local function load_one(index)
-  local raw = redis.call('HMGET', KEYS[1], 'meta', field(index))
+  local raw = redis.call('HMGET', hash_key, 'meta', field(index))
   adopt_meta(raw[1] or nil)
   return adopt(index, raw[2] or nil)
 end
@@ -120,8 +151,8 @@ local function save()
     out[#out + 1] = 'meta'; out[#out + 1] = cmsgpack.pack(meta)
   end
   if #out > 0 then
-    redis.call('HSET', KEYS[1], unpack(out))
-    redis.call('PEXPIRE', KEYS[1], RECORD_TTL_MS)
+    redis.call('HSET', hash_key, unpack(out))
+    redis.call('PEXPIRE', hash_key, RECORD_TTL_MS)
   end
 end
 

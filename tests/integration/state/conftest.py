@@ -22,10 +22,11 @@ class Namespace:
     client: Redis
     prefix: str
     stores: list[RedisStateStore] = field(default_factory=list)
+    url: str = REDIS_URL
 
     def store(self, pools: Mapping[str, KeyPool]) -> RedisStateStore:
         """One gateway instance's store in this namespace (closed after the test)."""
-        store = RedisStateStore(connect(REDIS_URL, 2.0), pools, prefix=self.prefix)
+        store = RedisStateStore(connect(self.url, 2.0), pools, prefix=self.prefix, timeout_s=2.0)
         self.stores.append(store)
         return store
 

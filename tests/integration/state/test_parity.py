@@ -47,9 +47,11 @@ def redis_is_required() -> None:
     require_service(REDIS_HOST, REDIS_PORT, "Redis (the Python/Lua parity test)", always=True)
 
 
-def pools(strategy: str, pace: Pace, shared: SharedMode = "auto") -> dict[str, KeyPool]:
+def pools(
+    strategy: str, pace: Pace, shared: SharedMode = "auto", size: int = SIZE
+) -> dict[str, KeyPool]:
     breaker = CircuitBreaker(threshold=3, reset_s=5.0)
-    pool = KeyPool(SIZE, make_strategy(strategy), pace=pace, breaker=breaker, shared_limit=shared)
+    pool = KeyPool(size, make_strategy(strategy), pace=pace, breaker=breaker, shared_limit=shared)
     return {"p": pool}
 
 
@@ -124,15 +126,28 @@ class Twins:
     """The two stores, driven in lockstep."""
 
     def __init__(
-        self, ns: Namespace, strategy: str, pace: Pace, seed: int, shared: SharedMode = "auto"
+        self,
+        ns: Namespace,
+        strategy: str,
+        pace: Pace,
+        seed: int,
+        shared: SharedMode = "auto",
+        *,
+        posted: bool = False,
+        size: int = SIZE,
     ) -> None:
-        self.memory = MemoryStateStore(pools(strategy, pace, shared), rng=random.Random(0))
-        self.shared = ns.store(pools(strategy, pace, shared))
+        self.memory = MemoryStateStore(pools(strategy, pace, shared, size), rng=random.Random(0))
+        self.shared = ns.store(pools(strategy, pace, shared, size))
+        # `posted`: releases go to Redis as the gateway sends them, not awaited (only queued
+        # ahead of the next call); their answers are checked at the next step.
+        self.posted = posted
+        self.answers: list[object] = []
         self.rng = random.Random(seed)
         self.now = 1_000.0
         self.held: list[int] = []
         self.seen: set[str] = set()  # which new rules the run exercised
-        self.fields = [str(i) for i in range(SIZE)]  # record names, as the key vault gives them
+        self.fields = [str(i) for i in range(size)]  # record names, as the key vault gives them
+        self.largest = size + 2
         self.added = 0
 
     @property
@@ -142,6 +157,10 @@ class Twins:
     async def step(self, n: int) -> None:
         operation = self.rng.choices(OPERATIONS, WEIGHTS)[0]
         await getattr(self, operation)(n)
+        failed = [answer for answer in self.answers if isinstance(answer, BaseException)]
+        assert not failed, f"step {n}: a release failed: {failed[0]!r}"
+        if self.posted and n % 3:
+            return  # a posted release is then followed by the next operation itself
         a = await self.memory.snapshot("p", self.now)
         b = await self.shared.snapshot("p", self.now)
         assert_same_snapshot(a, b, n)
@@ -165,8 +184,12 @@ class Twins:
         outcome = self.rng.choice(OUTCOMES)
         signal = random_signal(self.rng)
         latency = self.rng.choice([None, 0.05, 0.4, 3.0])
-        for store in (self.memory, self.shared):
-            await store.release(Release("p", index, outcome, self.now, signal, latency))
+        done = Release("p", index, outcome, self.now, signal, latency)
+        await self.memory.release(done)
+        if self.posted:
+            self.shared.post_release(done, self.answers.append)
+        else:
+            await self.shared.release(done)
 
     async def recheck(self, n: int) -> None:
         if self.held:
@@ -199,7 +222,7 @@ class Twins:
         if self.size > 2 and self.rng.random() < 0.5:
             gone = self.rng.randrange(self.size)
             del moved[gone], self.fields[gone]
-        elif self.size < 6:
+        elif self.size < self.largest:
             self.added += 1
             moved.append(None)
             self.fields.append(f"v{self.added}")
@@ -222,6 +245,18 @@ async def test_the_script_decides_exactly_as_the_pure_pool(
     assert "learned" in twins.seen
 
 
+@pytest.mark.parametrize("seed", [2, 3])
+@pytest.mark.parametrize("pace", ["unpaced", "rpm"])
+async def test_a_large_pool_read_a_few_records_at_a_time_decides_alike(
+    redis_ns: Namespace, pace: str, seed: int
+) -> None:
+    """An acquire reads the records its choice needs one by one, and the rest in one read once
+    the search gets long: the same choice as from the whole pool."""
+    twins = Twins(redis_ns, "round_robin", PACES[pace], seed, size=16)
+    for n in range(STEPS):
+        await twins.step(n)
+
+
 @pytest.mark.parametrize("shared", ["true", "false"])
 async def test_forced_and_disabled_account_limits_decide_alike(
     redis_ns: Namespace, shared: SharedMode
@@ -230,3 +265,16 @@ async def test_forced_and_disabled_account_limits_decide_alike(
     for n in range(STEPS):
         await twins.step(n)
     assert ("shared" in twins.seen) == (shared == "true")
+
+
+@pytest.mark.parametrize("seed", [2, 6])
+@pytest.mark.parametrize("pace", ["rpm_and_tpm", "rpm_burst_and_tpm"])
+async def test_releases_not_awaited_decide_exactly_as_awaited_ones(
+    redis_ns: Namespace, pace: str, seed: int
+) -> None:
+    """The gateway does not wait for a release: it is queued on the instance's one connection
+    ahead of whatever that instance asks next, so every later answer still sees it."""
+    twins = Twins(redis_ns, "least_busy", PACES[pace], seed, posted=True)
+    for n in range(STEPS):
+        await twins.step(n)
+    assert "learned" in twins.seen

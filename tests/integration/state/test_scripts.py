@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -105,6 +106,21 @@ class TestInFlight:
         await busy.heartbeat(T0 + INSTANCE_TTL_S)
         later = T0 + INSTANCE_TTL_S + 1
         assert [k.in_flight for k in (await b.snapshot("p", later)).keys] == [1, 0]
+
+    async def test_restating_counts_keeps_a_grant_whose_answer_is_still_on_its_way(
+        self, redis_ns: Namespace
+    ):
+        """The heartbeat restates this instance's counts from the grants it holds; an acquire
+        queued ahead of it is counted in Redis before its answer arrives, and must stay."""
+        a, b = instance(redis_ns, 2), instance(redis_ns, 2)
+        asked = asyncio.ensure_future(a.acquire("p", T0, Ask()))
+        await asyncio.sleep(0)  # one loop turn: the acquire is queued first
+        restated = await a.shared_pool("p", T0, mine={}, asking=1)
+        assert (await asked).index == 0
+        assert [k.in_flight for k in restated.keys] == [1, 0]
+        healed = await a.shared_pool("p", T0, mine={}, asking=0)  # nothing held: a lost count
+        assert [k.in_flight for k in healed.keys] == [0, 0]
+        assert [k.in_flight for k in (await b.snapshot("p", T0)).keys] == [0, 0]
 
     async def test_least_busy_counts_every_instance_in_flight(self, redis_ns: Namespace):
         a = instance(redis_ns, 2, strategy="least_busy")
