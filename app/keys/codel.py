@@ -120,8 +120,10 @@ class StandingQueue:
         self._started, self._current = now, math.inf
 
     def idle(self) -> None:
-        """The queue is empty: the waits seen so far no longer say anything about the next."""
+        """The queue is empty: the waits seen so far no longer say anything about the next,
+        and nothing stands (the next burst is a burst again, absorbed unless it grows)."""
         self._started, self._current, self._previous, self._grew = None, math.inf, None, 0
+        self._shedding, self._limit = False, self.bound_s
 
     def admit(self, expected_wait_s: float, now: float, *, excess: bool = True) -> Shed | None:
         """None lets the arrival queue; a Shed refuses it (only while a queue stands, and only

@@ -88,6 +88,14 @@ class TestShedding:
             detector.observe(0.01, T0 + 0.34 + step * 0.05)
             assert detector.admit(0.5, T0 + 0.34 + step * 0.05) is not None
 
+    def test_a_queue_that_emptied_lets_the_next_burst_wait(self):
+        # One user's burst drained; the next, right after, is a burst again (not shed at once).
+        detector = fed(ramp(0.45, 0.5))
+        assert detector.admit(0.5, T0 + 0.45) is not None
+        detector.idle()
+        assert not detector.shedding(T0 + 0.46)
+        assert detector.admit(0.5, T0 + 0.46) is None
+
     def test_it_ends_an_interval_after_the_last_arrival_that_found_it_long(self):
         detector = self.standing()
         detector.admit(0.5, T0 + 0.34)
