@@ -65,7 +65,7 @@ def test_aiohttp_lives_only_in_the_transport_and_the_demo():
 
 
 # The rooms each room of app/ may import (a room: a folder, or a top-level module).
-BASE = {"config", "errors", "usage", "timefmt", "catalog", "model_groups"}
+BASE = {"config", "provider_env", "errors", "usage", "timefmt", "catalog", "model_groups"}
 ALLOWED: dict[str, set[str]] = {
     "keys": set(),
     "catalog": set(),
@@ -75,7 +75,8 @@ ALLOWED: dict[str, set[str]] = {
     "timefmt": set(),
     "serving": set(),  # uvicorn's options for `keypool serve` and the demo
     "schemas": {"errors"},
-    "config": {"catalog", "model_groups"},
+    "provider_env": {"catalog", "model_groups"},
+    "config": {"catalog", "model_groups", "provider_env"},
     "providers": {"keys", "config", "errors"},
     "state": {"keys", "config"},
     "db": {"errors", "usage", "timefmt", "config"},
