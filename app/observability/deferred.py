@@ -51,9 +51,7 @@ class Deferred:
                 _safely(fn, args)
                 return
             loop.call_later(self.delay_s, self.flush)
-        elif self._running:
-            _safely(fn, args)
-            return
+        # (while a batch runs `_pending` is a fresh empty list: such calls ran inline above)
         pending.append((fn, args))
         if len(pending) >= self.max_pending:
             self.flush()

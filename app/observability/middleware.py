@@ -246,7 +246,7 @@ def _log(
 ) -> None:
     if not request_log.enabled():
         return
-    user = info.user or answer.user
+    user = answer.user  # info.user included (read when the answer ended)
     provider = answer.provider
     key = hub.fingerprint(provider, answer.key_index) if provider and answer.key_index else None
     route = answer.route
