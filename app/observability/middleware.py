@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -25,19 +26,24 @@ INFO_KEY = "keypool.request"
 MAX_REQUEST_ID = 128
 CLIENT_CLOSED = 499
 _HEADER = b"x-request-id"
+PRINCIPAL_KEY = "keypool.principal"  # set by the access middleware (api/access.py)
 
 
-@dataclass(slots=True)
 class RequestInfo:
-    """Facts the handlers may add for the request's log line (none of them a secret)."""
+    """Facts the handlers may add for the request's log line (none of them a secret).
 
-    request_id: str
+    A plain class with class-level defaults: one is built per request, and setting only the id
+    costs a third of a dataclass's __init__ assigning every field."""
+
     user: str | None = None
     model: str | None = None
     path: str | None = None
     attempts: int | None = None
     cost_usd: float | None = None
     error_type: str | None = None
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
 
 
 def request_info(scope: Scope) -> RequestInfo | None:
@@ -65,41 +71,34 @@ def _request_id(scope: Scope) -> str:
 
 @dataclass(slots=True)
 class _Answer:
-    """What the middleware saw of one chat answer."""
+    """What the batch makes of one chat answer's headers (parsed there, not on the request)."""
 
-    started: float
-    route: str = ""
-    method: str = ""
-    user: str | None = None
-    seconds: float = 0.0
-    ended_at: float = 0.0  # wall clock, for the log line's time
-    status: int = 0
     provider: str | None = None
     key_index: str | None = None
     path: str | None = None
     cache: str | None = None
     cost: float | None = None
-    ttft_ms: float | None = None
-    error_body: bytes = b""
-    finished: bool = False
-    failed: bool = False  # the app raised (not a disconnect: that one returns normally)
+    streamed: bool = False
 
-    def read_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+    @classmethod
+    def of(cls, headers: Any) -> _Answer:
+        answer = cls()
         for name, value in headers:
             if not name.startswith(b"x-keypool-"):
                 if name == b"content-type" and value.startswith(b"text/event-stream"):
-                    self.ttft_ms = (time.perf_counter() - self.started) * 1000
+                    answer.streamed = True
                 continue
             if name == b"x-keypool-provider":
-                self.provider = value.decode()
+                answer.provider = value.decode()
             elif name == b"x-keypool-key-index":
-                self.key_index = value.decode()
+                answer.key_index = value.decode()
             elif name == b"x-keypool-path":
-                self.path = value.decode()
+                answer.path = value.decode()
             elif name == b"x-keypool-cache":
-                self.cache = value.decode()
+                answer.cache = value.decode()
             elif name == b"x-keypool-cost-usd":
-                self.cost = _float(value)
+                answer.cost = _float(value)
+        return answer
 
 
 def _float(value: bytes) -> float | None:
@@ -150,42 +149,48 @@ class RequestObserver:
         # leaves before the first token gets its 499 from the route itself (api/sse.py), and
         # a committed stream that returns without its last body chunk was cut by a disconnect
         # (Starlette stops the stream when it hears `http.disconnect`), see `_finish`.
-        answer = _Answer(time.perf_counter())
+        # Only what the answer's moments give is taken here, in closure cells (no object per
+        # request); the batch reads the headers and builds the record (`_finish`).
+        started = perf_counter()
+        status = 0
+        headers: Any = ()
+        headers_at = 0.0
+        finished = False
+        error_body = b""
 
         async def watched_send(message: Message) -> None:
+            nonlocal status, headers, headers_at, finished, error_body
             if message["type"] == "http.response.start":
-                answer.status = message["status"]
+                headers_at = perf_counter()
+                status = message["status"]
                 headers = message.get("headers", ())
-                answer.read_headers(headers)
                 message["headers"] = [*headers, header]  # the app built this dict for this send
             elif message["type"] == "http.response.body":
-                if answer.status >= 400 and len(answer.error_body) < 4096:
-                    answer.error_body += message.get("body", b"")
+                if status >= 400 and len(error_body) < 4096:
+                    error_body += message.get("body", b"")
                 if not message.get("more_body", False):
-                    answer.finished = True
+                    finished = True
             await send(message)
 
+        failed = False  # the app raised (not a disconnect: that one returns normally)
         try:
             await self.app(scope, receive, watched_send)
         except BaseException:
-            if not answer.status:
-                answer.status = 500
-            answer.failed = True
+            failed = True
             raise
         finally:
-            hub = _hub(scope)
+            hub: Observability | None = scope.get("state", {}).get("observability")
             if hub is not None:
-                answer.seconds = time.perf_counter() - answer.started
-                answer.ended_at = time.time()
                 # What the record needs of the scope, so the batch does not hold the scope.
-                answer.route, answer.method = scope["path"], scope["method"]
-                answer.user = info.user or _principal(scope) or _header(scope, b"x-user-id")
-                hub.deferred.call(_finish, hub, answer, info)  # see deferred.py
-
-
-def _hub(scope: Scope) -> Observability | None:
-    hub: Observability | None = scope.get("state", {}).get("observability")
-    return hub
+                request = (
+                    scope["path"],
+                    scope["method"],
+                    scope["headers"],
+                    scope.get(PRINCIPAL_KEY),
+                )
+                timing = (started, headers_at, perf_counter(), time.time())
+                sent = (status, headers, finished, failed, error_body)
+                hub.deferred.call(_finish, hub, info, request, timing, sent)  # see deferred.py
 
 
 def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
@@ -203,53 +208,51 @@ def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
     return (kind if isinstance(kind, str) else None), str(error.get("message", ""))[:300], tried
 
 
-def _finish(hub: Observability, answer: _Answer, info: RequestInfo) -> None:
-    seconds = answer.seconds
-    status = answer.status or 500
-    if answer.status and not answer.finished and not answer.failed:
+def _finish(
+    hub: Observability,
+    info: RequestInfo,
+    request: tuple[str, str, list[tuple[bytes, bytes]], Any],
+    timing: tuple[float, float, float, float],
+    sent: tuple[int, Any, bool, bool, bytes],
+) -> None:
+    route, method, request_headers, principal = request
+    started, headers_at, ended, ended_at = timing
+    sent_status, headers, finished, failed, error_body = sent
+    answer = _Answer.of(headers)
+    seconds = ended - started
+    status = sent_status or 500
+    if sent_status and not finished and not failed:
         status = CLIENT_CLOSED  # started, returned, never ended: the client left mid-answer
-    route = answer.route
     path = info.path or answer.path or "none"
     error_type, message = (None, "")
     if status >= 400:
-        error_type, message, tried = _error_fields(answer.error_body)
+        error_type, message, tried = _error_fields(error_body)
         error_type = info.error_type or error_type
         if info.attempts is None:
             info.attempts = tried
         if status == CLIENT_CLOSED:
             error_type = "client_closed_request"
     cost = info.cost_usd if info.cost_usd is not None else answer.cost
+    ttft_s = headers_at - started if answer.streamed else None
     hub.record_chat_now(
         route,
         status,
         seconds,
         answer.provider,
         path,
-        None if answer.ttft_ms is None else answer.ttft_ms / 1000,
+        ttft_s,
         error_type,
         message,
         cost,
         answer.cache,
         info.request_id,
     )
-    latency_ms = seconds * 1000
-    _log(hub, answer, info, status, latency_ms, path)
-
-
-def _log(
-    hub: Observability,
-    answer: _Answer,
-    info: RequestInfo,
-    status: int,
-    latency_ms: float,
-    path: str,
-) -> None:
     if not request_log.enabled():
         return
-    user = answer.user  # info.user included (read when the answer ended)
+    user = info.user or _principal(principal) or _header(request_headers, b"x-user-id")
     provider = answer.provider
     key = hub.fingerprint(provider, answer.key_index) if provider and answer.key_index else None
-    route = answer.route
+    latency_ms = seconds * 1000
     fields = {
         "request_id": info.request_id,
         "route": route,
@@ -263,23 +266,20 @@ def _log(
         "user": user,
     }
     message = (
-        f"{answer.method} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
+        f"{method} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
         f"provider={provider} key={key} user={user}"
     )
-    request_log.emit(message, fields, answer.ended_at)
+    request_log.emit(message, fields, ended_at)
 
 
-PRINCIPAL_KEY = "keypool.principal"  # set by the access middleware (api/access.py)
-
-
-def _principal(scope: Scope) -> str | None:
+def _principal(principal: Any) -> str | None:
     """The authenticated user's id (never its key or token), when access control ran."""
-    user = getattr(scope.get(PRINCIPAL_KEY), "user_id", None)
+    user = getattr(principal, "user_id", None)
     return user if isinstance(user, str) else None
 
 
-def _header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope["headers"]:
+def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> str | None:
+    for name, value in headers:
         if name == wanted:
             text: str = value.decode("latin-1")
             return text[:128]
