@@ -6,7 +6,7 @@ no checkout, no health poll, only a few bytes appended to a buffer. And order is
 queued before an acquire of the same process is applied in Redis before that acquire reads the
 state, so a release need not be awaited to be exact. Everything queued within one event-loop
 tick goes out in one write, so under load many calls share one system call (and Redis reads
-them with one); a call made while nothing else is on its way is written at once.
+them with one).
 
 The connection itself is opened by redis-py (its URL options, AUTH, SELECT, TLS), then this
 module takes the socket over and speaks RESP directly. A reply that never comes within
@@ -206,10 +206,6 @@ class Channel:
         if self._proto is None:
             if self._opening is None:
                 self._opening = loop.create_task(self._open())
-        elif len(self._waiting) == 1:
-            # Nothing else on its way: no batch to wait for. Written now, the call does not
-            # wait for the loop to come round (a sequential request's whole path to Redis).
-            self._flush()
         elif not self._flushing:
             self._flushing = True
             loop.call_soon(self._flush)
