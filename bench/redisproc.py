@@ -12,15 +12,18 @@ redis-server binary the machine's Redis is used instead.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
+import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import cpu_seconds, free_port
+from bench.procs import SERVER_CORE, cpu_seconds, free_port, pinning_available
 
 SYSTEM_URL = "redis://127.0.0.1:6379/0"
 
@@ -103,3 +106,54 @@ def tree_cpu(pid: int | None) -> float:
     except OSError:
         return 0.0
     return total + sum(tree_cpu(int(child)) for child in children)
+
+
+def reset_stats(url: str) -> None:
+    from redis import Redis
+
+    with Redis.from_url(url, socket_timeout=5) as client:
+        client.config_resetstat()
+
+
+def script_stats(url: str) -> tuple[int, float]:
+    """Script calls (FCALL or EVALSHA) since `reset_stats`, and redis-server's µs per call."""
+    from redis import Redis
+
+    with Redis.from_url(url, socket_timeout=5) as client:
+        stats = client.info("commandstats")
+    calls = usec = 0
+    for name in ("cmdstat_fcall", "cmdstat_evalsha"):
+        calls += int(stats.get(name, {}).get("calls", 0))
+        usec += int(stats.get(name, {}).get("usec", 0))
+    return calls, usec / calls if calls else 0.0
+
+
+def ping_floor(url: str, n: int = 300, gap_s: float = 0.002) -> tuple[float, float]:
+    """p50 µs of a bare PING from the gateway's core: after `gap_s` of idle (as a sequential
+    request finds Redis and both cores) and back to back. What any round trip costs here,
+    before the script runs a single line."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    out: list[float] = []
+
+    def measure() -> None:
+        if pinning_available():
+            os.sched_setaffinity(0, {SERVER_CORE})  # this thread only
+        with socket.create_connection((parts.hostname, parts.port or 6379), timeout=5) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for gap in (gap_s, 0.0):
+                times = []
+                for _ in range(n):
+                    if gap:
+                        time.sleep(gap)
+                    t0 = time.perf_counter()
+                    sock.sendall(b"PING\r\n")
+                    sock.recv(16)
+                    times.append(time.perf_counter() - t0)
+                out.append(statistics.median(times) * 1e6)
+
+    thread = threading.Thread(target=measure)
+    thread.start()
+    thread.join()
+    return out[0], out[1]

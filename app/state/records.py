@@ -63,8 +63,9 @@ def provider_spec(pool: KeyPool, fields: Sequence[str] | None = None) -> bytes:
     return orjson.dumps(spec)
 
 
-def ask_args(ask: Ask, draw: float) -> bytes:
-    """`draw` is the uniform random number the random and weighted strategies use."""
+def ask_args(ask: Ask, draw: float, hint: int | None = None) -> bytes:
+    """`draw` is the uniform random number the random and weighted strategies use; `hint` the
+    key the caller expects the choice to fall on (its record is read with the provider's)."""
     args: dict[str, Any] = {
         "exclude": sorted(ask.exclude),
         "avoid": {str(i): n for i, n in ask.avoid.items()},
@@ -77,6 +78,8 @@ def ask_args(ask: Ask, draw: float) -> bytes:
     }
     if ask.preferred is not None:
         args["preferred"] = ask.preferred
+    if hint is not None:
+        args["hint"] = hint
     return orjson.dumps(args)
 
 

@@ -120,6 +120,7 @@ class RedisStateStore:
         # Each provider's script keys and its spec as RESP, encoded once (and on `resize`).
         self._calls = {name: self._call_parts(name) for name in pools}
         self._fields: dict[str, tuple[str, ...]] = {}
+        self._hints: dict[str, int] = {}  # the key each provider's next acquire likely gets
         self._pruning: set[asyncio.Task[None]] = set()
 
     def _call_parts(self, provider: str) -> tuple[tuple[str, str], bytes]:
@@ -140,24 +141,34 @@ class RedisStateStore:
         when the grant arrives with nobody to take it, the key goes straight back (a release
         as `cancelled`, as a request cancelled the moment it was granted would give)."""
         keys, spec = self._calls[provider]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
 
         def answered(value: Any) -> None:
-            if not future.done():
-                if isinstance(value, BaseException):
+            if isinstance(value, BaseException):
+                if not future.done():
                     future.set_exception(value)
-                else:
-                    future.set_result(value)
-            elif isinstance(value, bytes):
-                index = grant_from(value).index
-                if index is not None:
-                    gone = Release(provider, index, Outcome.CANCELLED, now)
-                    argv = self._argv("release", spec, now, release_args(gone))
-                    self._script.post(keys, argv, _ignore)
+                return
+            try:
+                grant = grant_from(value)
+            except (TypeError, ValueError) as exc:  # not a grant: the caller sees why
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            if grant.index is not None:
+                # Round robin's next choice, unless another instance moves the cursor first
+                # (the script then reads one record more).
+                self._hints[provider] = (grant.index + 1) % max(1, len(self.pools[provider]))
+            if not future.done():
+                future.set_result(grant)
+            elif grant.index is not None:
+                gone = Release(provider, grant.index, Outcome.CANCELLED, now)
+                argv = self._argv("release", spec, now, release_args(gone))
+                self._script.post(keys, argv, _ignore)
 
-        argv = self._argv("acquire", spec, now, ask_args(ask, self._rng.random()))
+        hint = self._hints.get(provider) if ask.preferred is None else ask.preferred
+        argv = self._argv("acquire", spec, now, ask_args(ask, self._rng.random(), hint))
         self._script.post(keys, argv, answered)
-        return grant_from(await future)
+        return await future
 
     async def release(self, done: Release) -> None:
         await self._run("release", done.provider, done.now, release_args(done))

@@ -24,7 +24,8 @@ INSTANCE_TTL_S = 10.0
 # How long a half-open breaker's trial may stay out before another instance may try: the trial's
 # owner may have crashed (in one process the trial always ends, through `release`).
 TRIAL_LEASE_S = 300.0
-# A provider's record expires after a week without a write (abandoned prefixes clean themselves).
+# A provider's record expires a week after it was created or an instance last heartbeat
+# (abandoned prefixes clean themselves).
 RECORD_TTL_S = 7 * 24 * 3600
 
 _PLACEHOLDER = re.compile(r"__[A-Z_]+__")

@@ -169,7 +169,7 @@ end
 local ops = {}
 
 function ops.acquire()
-  load_meta()
+  load_meta(args.hint)
   if args.admit and not breaker_allow() then
     save()
     return cjson.encode({refused = 'circuit_open'})
@@ -289,6 +289,7 @@ function ops.snapshot()
     end
   end
   save()
+  refresh()  -- the heartbeat keeps a live provider's record from expiring
   local out = {}
   for i = 0, spec.n - 1 do out[i + 1] = public(record(i)) end
   local shared_until = meta.shared_until
@@ -336,7 +337,7 @@ local function run(keys_in, argv)
   end
   args = cjson.decode(argv[5])
   keys, packed, fetched, dirty, meta, meta_dirty = {}, {}, false, {}, nil, false
-  alive_cache, stored_cursor, cursor_moved, pace_cache = {}, nil, false, {}
+  alive_cache, stored_cursor, cursor_moved, pace_cache, created = {}, nil, false, {}, false
   return ops[op]()
 end
 

@@ -79,8 +79,10 @@ local function adopt(index, blob)
   return rec
 end
 
-local stored_cursor, cursor_moved
+local stored_cursor, cursor_moved, created
 local function adopt_meta(blob)
+  -- No meta: the hash is new (or expired), and the write that creates it sets its expiry.
+  created = not blob
   meta = blob and cmsgpack.unpack(blob) or {cursor = 0, failures = 0}
   -- Key vault: a list that shrank (or another instance's longer one) leaves the cursor past
   -- the end; it is read modulo the key count, and stored as it was until a choice moves it
@@ -96,9 +98,18 @@ local function load_all()
   adopt_meta(packed.meta)
 end
 
--- The provider's meta only; records are fetched as they are needed (`record`, `fetch_rest`).
-local function load_meta()
-  adopt_meta(redis.call('HGET', hash_key, 'meta') or nil)
+-- The provider's meta, and the record of `hint` in the same read (the key the caller expects
+-- to be chosen: usually it is, and the choice then reads nothing more); other records are
+-- fetched as they are needed (`record`, `fetch_rest`). A hint only saves reads: no decision
+-- depends on it.
+local function load_meta(hint)
+  if type(hint) ~= 'number' or hint < 0 or hint >= spec.n or hint % 1 ~= 0 then
+    return adopt_meta(redis.call('HGET', hash_key, 'meta') or nil)
+  end
+  local name = field(hint)
+  local raw = redis.call('HMGET', hash_key, 'meta', name)
+  packed[name] = raw[2]
+  adopt_meta(raw[1] or nil)
 end
 
 -- Every record not fetched yet, in one read.
@@ -134,6 +145,10 @@ local function load_one(index)
   return adopt(index, raw[2] or nil)
 end
 
+local function refresh()
+  redis.call('PEXPIRE', hash_key, RECORD_TTL_MS)
+end
+
 local function save()
   local out = {}
   for index in pairs(dirty) do
@@ -152,7 +167,9 @@ local function save()
   end
   if #out > 0 then
     redis.call('HSET', hash_key, unpack(out))
-    redis.call('PEXPIRE', hash_key, RECORD_TTL_MS)
+    -- Set when the hash is created, renewed by every instance's heartbeat (`ops.snapshot`):
+    -- not on every write, which would cost a command per request.
+    if created then refresh() end
   end
 end
 

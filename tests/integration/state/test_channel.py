@@ -85,6 +85,36 @@ class TestOneConnection:
             assert await connections(ns) == before
 
 
+class TestRedisWorkPerRequest:
+    async def test_a_request_costs_redis_one_read_and_one_write_per_script_call(self):
+        """Round robin, one instance: the acquire reads the provider's meta and the key it
+        chooses in one read, and no call renews the record's expiry (the heartbeat does)."""
+        async with private() as (_, ns):
+            store = ns.store(pools(4))
+            for _ in range(3):  # the record exists and this instance knows the cursor
+                await store.acquire("p", T0, Ask())
+            await ns.client.config_resetstat()
+            for n in range(20):
+                grant = await store.acquire("p", T0 + n, Ask())
+                assert grant.index == (3 + n) % 4
+                assert grant.index is not None
+                store.post_release(Release("p", grant.index, Outcome.OK, T0 + n), lambda _: None)
+            await store.drain()
+            stats = await ns.client.info("commandstats")
+            calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
+            reads = calls.get("hget", 0) + calls.get("hmget", 0) + calls.get("hgetall", 0)
+            assert (calls["fcall"], reads, calls["hset"]) == (40, 40, 40)
+            assert "pexpire" not in calls
+
+    async def test_another_instance_moving_the_cursor_costs_one_read_more_not_a_wrong_key(
+        self,
+    ):
+        async with private() as (_, ns):
+            a, b = ns.store(pools(4)), ns.store(pools(4))
+            order = [a, a, b, a, b, b, a]
+            assert [(await s.acquire("p", T0, Ask())).index for s in order] == [0, 1, 2, 3, 0, 1, 2]
+
+
 class TestReleasesAreNotAwaited:
     async def test_a_429_reported_while_redis_is_busy_still_cools_the_key_for_the_next_acquire(
         self,

@@ -14,7 +14,7 @@ from app.keys.pool import KeyPool
 from app.keys.strategies import make_strategy
 from app.state.base import KeyLayout
 from app.state.redis import RedisStateStore
-from app.state.redis_scripts import INSTANCE_TTL_S, TRIAL_LEASE_S
+from app.state.redis_scripts import INSTANCE_TTL_S, RECORD_TTL_S, TRIAL_LEASE_S
 from tests.integration.state.conftest import Namespace
 
 T0 = 50_000.0
@@ -190,6 +190,20 @@ class TestStoredState:
         ]
         fields: list[bytes] = await redis_ns.client.hkeys(f"{redis_ns.prefix}pool:p")  # type: ignore[misc]
         assert sorted(f.decode() for f in fields) == ["0", "meta"]
+
+    async def test_a_providers_record_expires_a_week_after_the_last_heartbeat(
+        self, redis_ns: Namespace
+    ):
+        store = instance(redis_ns)
+        key = f"{redis_ns.prefix}pool:p"
+        week_ms = RECORD_TTL_S * 1000
+        await serve(store)
+        assert week_ms - 60_000 < await redis_ns.client.pttl(key) <= week_ms  # set on creation
+        await redis_ns.client.pexpire(key, 5_000)  # as if the week had nearly passed
+        await serve(store)
+        assert await redis_ns.client.pttl(key) <= 5_000  # requests alone do not renew it
+        await store.shared_pool("p", T0, {}, 0)  # this instance's heartbeat
+        assert week_ms - 60_000 < await redis_ns.client.pttl(key) <= week_ms
 
     async def test_budgets_and_cooldowns_of_a_lone_instance_join_the_shared_record(
         self, redis_ns: Namespace
