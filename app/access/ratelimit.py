@@ -137,14 +137,18 @@ class SlidingWindowLimiter:
         oldest = current - BUCKETS
         while buckets and buckets[0][0] < oldest:
             window.total -= buckets.popleft()[1]
-        admitted = window.total < limit
-        if admitted:
-            window.total += 1
-            if buckets and buckets[-1][0] >= current:  # this bucket (or the clock went back)
-                buckets[-1][1] += 1
-            else:
-                buckets.append([current, 1])
-        return decide(buckets, window.total, limit, now, admitted)
+        if window.total >= limit:
+            return decide(buckets, window.total, limit, now, False)
+        window.total += 1
+        if buckets and buckets[-1][0] >= current:  # this bucket (or the clock went back)
+            newest = buckets[-1]
+            newest[1] += 1
+        else:
+            newest = [current, 1]
+            buckets.append(newest)
+        # decide()'s answer for an admission, without the call: this runs on every request
+        reset = (newest[0] + BUCKETS + 1) * BUCKET_S - now
+        return Decision(True, limit, max(0, limit - window.total), max(0.0, reset), 0.0)
 
     def _maybe_sweep(self, now: float) -> None:
         self._since_sweep += 1
