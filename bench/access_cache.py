@@ -56,7 +56,8 @@ BASELINE = {
     "cache hit": "cache miss",
 }
 COLUMNS = ["target", "seq p50 ms", "seq p99 ms", "adds p50 ms", "vs", "c=32 req/s"]
-COLUMNS += ["c=32 p50 ms", "req/s ratio", "CPU us/req", "adds CPU us", "non-2xx", "upstream calls"]
+COLUMNS += ["c=32 p50 ms", "req/s ratio", "paired ratio", "CPU us/req", "adds CPU us"]
+COLUMNS += ["non-2xx", "upstream calls"]
 
 
 def _client_key(srv: Server) -> str:
@@ -87,7 +88,8 @@ def measure(ctx: Ctx, *, access_only: bool = False, rounds: int | None = None) -
         f"{duration:g} s, 1 worker each, fake latency 0)",
         "POST /api/chat Path B (temperature 0) against five gateways on one fake, same run: "
         "AUTH_MODE=none; AUTH_MODE=token with a client key, tier rpm and daily budget on (never "
-        "reached); AUTH_MODE=none with X-User-Id (a named user, no checks); and, both none mode, CACHE_MODE=all whose entries expire at once (every "
+        "reached); AUTH_MODE=none with X-User-Id (a named user, no checks); and, both none mode, "
+        "CACHE_MODE=all whose entries expire at once (every "
         "request a miss: lookup, upstream, store) and CACHE_MODE=all with a 1 h TTL (every "
         "request after the first a hit). Sequential: one connection, one request at a time; "
         "'adds' = p50 - the baseline named in 'vs'. 'upstream calls' = chat requests the fake "
@@ -118,8 +120,9 @@ def measure(ctx: Ctx, *, access_only: bool = False, rounds: int | None = None) -
                 sequential(srv.base + "/api/chat", CHAT, auth, n=n, time_limit=ctx.dur(60, 20))
             )
             results[label]["upstream"] += _upstream(fake) - before
-        for _ in range(rounds):
-            for label, (srv, auth) in targets.items():
+        for round_no in range(rounds):
+            order = list(targets.items())  # forwards, then backwards: drift hits all alike
+            for label, (srv, auth) in order if round_no % 2 == 0 else order[::-1]:
                 before = _upstream(fake)
                 lua = ctx.raw_dir / f"wrk-access-cache-{label.replace(' ', '_')}.lua"
                 url = srv.base + "/api/chat"
@@ -146,15 +149,27 @@ def measure(ctx: Ctx, *, access_only: bool = False, rounds: int | None = None) -
                 "p50_us": sorted(float(r.get("p50_us", "nan")) for r in runs)[len(runs) // 2],
                 "errors_total": sum(int(r.get("errors_total", 0)) for r in runs),
                 "cpu_us": sorted(float(r["cpu_us"]) for r in runs)[len(runs) // 2],
+                "round_rps": [float(r["rps"]) for r in runs],
             }
             sec.rows.append(_row(label, data, results))
         sec.notes.append(
             f"c={CONC} figures: mean req/s (median p50, median CPU us/req) of {rounds} rotation "
-            f"round(s) of {duration:g} s per target, each after a 1 s warm-up; CPU us/req = the "
-            "gateway's utime+stime during the run / requests completed (steadier than req/s on a "
-            "shared machine)"
+            f"round(s) of {duration:g} s per target, each after a 1 s warm-up, targets in turn "
+            "forwards then backwards; 'paired ratio' = median over rounds of req/s / the "
+            "baseline's req/s in the same round; CPU us/req = the gateway's utime+stime during "
+            "the run / requests completed"
         )
     return sec
+
+
+def _paired(rps: list[float], base: list[float]) -> float:
+    """Median over rounds of this round's req/s / the baseline's in the same round: runs seconds
+    apart, so a noisy neighbour on a shared machine moves both sides of each ratio alike."""
+    ratios = sorted(a / b for a, b in zip(rps, base, strict=False) if b > 0)
+    if not ratios:
+        return float("nan")
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
 
 
 def _row(label: str, data: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -174,6 +189,9 @@ def _row(label: str, data: dict[str, Any], results: dict[str, dict[str, Any]]) -
         "c=32 req/s": rnd(float(tput["rps"]), 0),
         "c=32 p50 ms": rnd(tput.get("p50_us", float("nan")) / 1000, 2),
         "req/s ratio": rnd(ratio(float(tput["rps"]), base["tput"]["rps"]), 2) if base else "",
+        "paired ratio": rnd(_paired(tput["round_rps"], base["tput"]["round_rps"]), 2)
+        if base
+        else "",
         "CPU us/req": rnd(tput["cpu_us"], 0),
         "adds CPU us": rnd(tput["cpu_us"] - base["tput"]["cpu_us"], 0) if base else "",
         "non-2xx": errors,
