@@ -30,6 +30,7 @@ from bench.wrk import closed, ensure_wrk
 
 BENCH = Path(__file__).resolve().parent
 CONC = 32
+SEQ_SLICES = 5  # sequential requests per target, in this many interleaved slices
 ADMIN = "bench-admin-token-0123456789"
 CHAT = body(PATH_B, temperature=0)
 PRICED = {"MODEL_PRICES": "fake-small=0.15/0.60"}
@@ -91,7 +92,8 @@ def measure(ctx: Ctx, *, access_only: bool = False, rounds: int | None = None) -
         "reached); AUTH_MODE=none with X-User-Id (a named user, no checks); and, both none mode, "
         "CACHE_MODE=all whose entries expire at once (every "
         "request a miss: lookup, upstream, store) and CACHE_MODE=all with a 1 h TTL (every "
-        "request after the first a hit). Sequential: one connection, one request at a time; "
+        "request after the first a hit). Sequential: one connection, one request at a time, in "
+        f"{SEQ_SLICES} slices per target taken in rotation; "
         "'adds' = p50 - the baseline named in 'vs'. 'upstream calls' = chat requests the fake "
         "saw during that target's runs (warm-ups included).",
         COLUMNS,
@@ -112,14 +114,26 @@ def measure(ctx: Ctx, *, access_only: bool = False, rounds: int | None = None) -
             except Exception as exc:
                 sec.error_row(label, exc)
         results: dict[str, dict[str, Any]] = {label: {"upstream": 0} for label in targets}
-        # Sequential once per target, then the wrk runs in rotation (every target once per
-        # round), so drift in the machine's load spreads over all targets alike.
-        for label, (srv, auth) in targets.items():
-            before = _upstream(fake)
-            results[label]["seq"] = arun(
-                sequential(srv.base + "/api/chat", CHAT, auth, n=n, time_limit=ctx.dur(60, 20))
-            )
-            results[label]["upstream"] += _upstream(fake) - before
+        # Sequential in slices, then the wrk runs, both in rotation (every target once per
+        # round, forwards then backwards), so drift in the machine's load hits all alike.
+        slices = 1 if ctx.quick else SEQ_SLICES
+        order = list(targets.items())
+        for slice_no in range(slices):
+            for label, (srv, auth) in order if slice_no % 2 == 0 else order[::-1]:
+                before = _upstream(fake)
+                part = arun(
+                    sequential(
+                        srv.base + "/api/chat",
+                        CHAT,
+                        auth,
+                        n=n // slices,
+                        time_limit=ctx.dur(60, 20) / slices,
+                        warmup=20,
+                    )
+                )
+                seq = results[label].setdefault("seq", Run())
+                seq.recs.extend(part.recs)
+                results[label]["upstream"] += _upstream(fake) - before
         for round_no in range(rounds):
             order = list(targets.items())  # forwards, then backwards: drift hits all alike
             for label, (srv, auth) in order if round_no % 2 == 0 else order[::-1]:
