@@ -16,9 +16,12 @@ def utc_day(now: float) -> date:
     return datetime.fromtimestamp(now, UTC).date()
 
 
+def next_utc_midnight(now: float) -> float:
+    return datetime.combine(utc_day(now) + timedelta(days=1), datetime.min.time(), UTC).timestamp()
+
+
 def seconds_to_next_utc_midnight(now: float) -> float:
-    midnight = datetime.combine(utc_day(now) + timedelta(days=1), datetime.min.time(), UTC)
-    return midnight.timestamp() - now
+    return next_utc_midnight(now) - now
 
 
 def log_budget_warning(user_id: str, spent_usd: float, budget_usd: float) -> None:
@@ -56,18 +59,30 @@ class BudgetLedger:
         self._clock = clock
         self._on_warning = on_warning
         self._on_exceeded = on_exceeded
-        self._day = utc_day(clock())
         self._spent: dict[str, float] = {}
         self._warned: set[str] = set()
         self._exceeded: set[str] = set()
+        self._start_day(clock())
+
+    def _start_day(self, now: float) -> None:
+        self._day = utc_day(now)
+        # The day's bounds as epoch seconds: the per-request check is two float comparisons.
+        self._ends = next_utc_midnight(now)
+        self._starts = self._ends - 86_400.0
 
     def _roll(self, now: float) -> None:
-        day = utc_day(now)
-        if day != self._day:
-            self._day = day
+        if self._starts <= now < self._ends:
+            return
+        if utc_day(now) != self._day:
             self._spent.clear()
             self._warned.clear()
             self._exceeded.clear()
+        self._start_day(now)
+
+    @property
+    def day(self) -> date:
+        """The UTC day being counted (as of the last check or booking)."""
+        return self._day
 
     def load(
         self,
@@ -103,7 +118,7 @@ class BudgetLedger:
         self._roll(now)
         if self._spent.get(user_id, 0.0) < budget_usd:
             return None
-        return seconds_to_next_utc_midnight(now)
+        return self._ends - now
 
     def add(self, user_id: str, cost_usd: float, budget_usd: float) -> float:
         """Record spend; returns the user's total for today."""

@@ -1,44 +1,65 @@
-"""The user limiter shared through Redis (one Lua round trip), degrading to the local one."""
+"""The user limiter shared through Redis (one Lua call, at most 61 counters a user), else local."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.access.ratelimit import WINDOW_S, Decision, SlidingWindowLimiter, decide
+from app.access.ratelimit import (
+    BUCKET_S,
+    BUCKETS,
+    Decision,
+    SlidingWindowLimiter,
+    bucket_of,
+    decide,
+)
 
 logger = logging.getLogger("keypool.access")
 
-# KEYS[1] the user's sorted set of admission stamps; ARGV: now, limit, window, unique member.
-# Returns {admitted, stamps...} with the stamps of the window oldest first (at most `limit`).
-SLIDING_WINDOW_LUA = """
+# The local limiter's rule on one hash per user, field = bucket number, value = admissions.
+# KEYS[1] the hash; ARGV: current bucket, limit, buckets before it that count, expiry in ms.
+# Returns {admitted, bucket, count, bucket, count, ...}: the counted buckets (at most
+# BUCKETS + 1 of them, in no order), after dropping the older ones.
+BUCKET_WINDOW_LUA = """
 local key = KEYS[1]
-local now = tonumber(ARGV[1])
+local current = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-if count > limit then
-  redis.call('ZREMRANGEBYRANK', key, 0, count - limit - 1)
-  count = limit
+local oldest = current - tonumber(ARGV[3])
+local fields = redis.call('HGETALL', key)
+local out = {0}
+local total = 0
+local mine = nil
+for i = 1, #fields, 2 do
+  local bucket = tonumber(fields[i])
+  if bucket < oldest then
+    redis.call('HDEL', key, fields[i])
+  else
+    local count = tonumber(fields[i + 1])
+    total = total + count
+    out[#out + 1] = bucket
+    out[#out + 1] = count
+    if bucket == current then mine = #out end
+  end
 end
-local admitted = 0
-if count < limit then
-  redis.call('ZADD', key, now, ARGV[4])
-  admitted = 1
+if total < limit then
+  redis.call('HINCRBY', key, ARGV[1], 1)
+  out[1] = 1
+  if mine then
+    out[mine] = out[mine] + 1
+  else
+    out[#out + 1] = current
+    out[#out + 1] = 1
+  end
 end
-redis.call('PEXPIRE', key, math.ceil(window * 1000))
-local stamps = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-local out = {admitted}
-for i = 2, #stamps, 2 do out[#out + 1] = stamps[i] end
+redis.call('PEXPIRE', key, ARGV[4])
 return out
 """
+# The hash outlives its newest bucket by the window, plus a second of slack for clock skew.
+EXPIRY_MS = int((BUCKETS + 2) * BUCKET_S * 1000)
 
 RETRY_REDIS_AFTER_S = 5.0
 
@@ -57,20 +78,18 @@ class RedisLimiter:
         self._timeout_s = timeout_s
         self._prefix = prefix + "user-rpm:"
         self._local = local
-        self._script: Any = client.register_script(SLIDING_WINDOW_LUA)
-        self._ids = itertools.count()
-        self._instance = os.urandom(6).hex()
+        self._script: Any = client.register_script(BUCKET_WINDOW_LUA)
         self._down_until = 0.0
         self.degraded = False
 
     async def acquire(self, user_id: str, limit: int, now: float) -> Decision:
         if now < self._down_until:
             return self._local.acquire(user_id, limit, now)
-        member = f"{now:.6f}:{self._instance}:{next(self._ids)}"
         try:
             async with asyncio.timeout(self._timeout_s):  # a hung Redis must not hold requests
                 raw = await self._script(
-                    keys=[self._prefix + user_id], args=[repr(now), limit, WINDOW_S, member]
+                    keys=[self._prefix + user_id],
+                    args=[bucket_of(now), limit, BUCKETS, EXPIRY_MS],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_until = now + RETRY_REDIS_AFTER_S
@@ -84,8 +103,9 @@ class RedisLimiter:
         if self.degraded:
             self.degraded = False
             logger.info("user rate limits: Redis is back; limits are shared again")
-        stamps = [float(s) for s in raw[1:]]
-        return decide(stamps, limit, now, bool(int(raw[0])))
+        counts = [int(v) for v in raw[1:]]
+        buckets = sorted(zip(counts[::2], counts[1::2], strict=True))
+        return decide(buckets, sum(c for _, c in buckets), limit, now, bool(int(raw[0])))
 
     async def aclose(self) -> None:
         await self._client.aclose()

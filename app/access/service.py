@@ -8,7 +8,7 @@ import hmac
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -171,8 +171,8 @@ class Access:
         self._budgets[principal.user_id] = principal.daily_budget_usd
         return self.ledger.exhausted(principal.user_id, principal.daily_budget_usd)
 
-    async def admit(self, principal: Principal) -> Decision:
-        return await self.limiter.acquire(principal.user_id, principal.rpm, self.clock())
+    def admit(self, principal: Principal) -> Awaitable[Decision]:
+        return self.limiter.acquire(principal.user_id, principal.rpm, self.clock())
 
     def record(
         self,
@@ -192,9 +192,8 @@ class Access:
         if user_id is None:
             return cost
         budget = budget_usd if budget_usd is not None else self.for_user(user_id).daily_budget_usd
-        self.ledger.add(user_id, cost, budget)
-        delta = DailyUsage(1, prompt_tokens, completion_tokens, cost)
-        self.usage.add(user_id, utc_day(self.clock()), delta)
+        self.ledger.add(user_id, cost, budget)  # rolls the ledger's day first
+        self.usage.add_answer(user_id, self.ledger.day, prompt_tokens, completion_tokens, cost)
         return cost
 
     def spend_budget(self, user_id: str) -> float:

@@ -38,16 +38,57 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _bearer(scope: Scope) -> str | None:
-    raw = _header(scope, b"authorization")
-    if raw is None:
-        return None
-    scheme, _, token = raw.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            token = token.strip()
+            return token.decode("latin-1") if token and scheme.lower() == b"bearer" else None
+    return None
 
 
 def _query(scope: Scope) -> list[tuple[str, str]]:
     raw = scope.get("query_string", b"")
     return parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else []
+
+
+def _presented(scope: Scope) -> str | None:
+    """The bearer token; a websocket may carry it as `?token=`, which leaves the query here."""
+    presented = _bearer(scope)
+    if scope["type"] == "websocket":
+        query = _query(scope)
+        if presented is None:
+            presented = next((v for k, v in query if k == "token"), None) or None
+        # The server logs the handshake path with its query: never with the key in it.
+        scope["query_string"] = urlencode([(k, v) for k, v in query if k != "token"]).encode()
+    return presented
+
+
+def _client(access: Access, scope: Scope) -> Principal:
+    """AUTH_MODE=token: the client key's user, or 401."""
+    presented = _presented(scope)
+    principal = access.by_client_key(presented) if presented else None
+    if principal is None:
+        raise ClientUnauthorized(
+            "missing, unknown or revoked client key: send Authorization: Bearer kp-..."
+        )
+    return principal
+
+
+async def _trusted(
+    access: Access, scope: Scope, receive: Receive
+) -> tuple[Principal | None, Receive]:
+    """AUTH_MODE=trusted: the service token, then the user it names (None: the backend's own)."""
+    presented = _presented(scope)
+    if presented is None or not access.is_service_token(presented):
+        raise ClientUnauthorized("missing or invalid service token")
+    user = _header(scope, b"x-user-id")
+    if not user and scope["type"] == "websocket":
+        user = next((v for k, v in _query(scope) if k == "user_id"), None)
+    if not user and scope["path"] == "/v1/chat/completions":
+        user, receive = await _body_user(receive)
+    if not user or len(user) > MAX_USER_ID_CHARS:
+        return None, receive  # the backend's own traffic; an over-long id fails validation
+    return access.for_user(user), receive
 
 
 def error_body(path: str, exc: KeypoolError) -> dict[str, Any]:
@@ -75,18 +116,20 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal, receive = await self._authenticate(access, scope, receive)
-            decision = await self._check(access, principal) if principal else None
+            if access.mode == "token":
+                principal: Principal | None = _client(access, scope)
+            else:
+                principal, receive = await _trusted(access, scope, receive)
+            decision = await check(access, principal) if principal is not None else None
         except KeypoolError as exc:
             await self._refuse(scope, receive, send, exc)
             return
-        if principal is not None:
-            self._rewrite(scope, principal)
-            if kind == "websocket":
-                receive = _pin_ws_user(receive, principal.user_id)
-        if decision is None:
+        if principal is None or decision is None:
             await self.app(scope, receive, send)
             return
+        self._rewrite(scope, principal)
+        if kind == "websocket":
+            receive = _pin_ws_user(receive, principal.user_id)
         extra = decision.headers()
 
         async def send_with_limits(message: Message) -> None:
@@ -95,37 +138,6 @@ class AccessMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_limits)
-
-    async def _authenticate(
-        self, access: Access, scope: Scope, receive: Receive
-    ) -> tuple[Principal | None, Receive]:
-        presented = _bearer(scope)
-        if scope["type"] == "websocket":
-            query = _query(scope)
-            if presented is None:
-                presented = next((v for k, v in query if k == "token"), None) or None
-            # The server logs the handshake path with its query: never with the key in it.
-            scope["query_string"] = urlencode([(k, v) for k, v in query if k != "token"]).encode()
-        if access.mode == "token":
-            principal = access.by_client_key(presented) if presented else None
-            if principal is None:
-                raise ClientUnauthorized(
-                    "missing, unknown or revoked client key: send Authorization: Bearer kp-..."
-                )
-            return principal, receive
-        if presented is None or not access.is_service_token(presented):
-            raise ClientUnauthorized("missing or invalid service token")
-        user = _header(scope, b"x-user-id")
-        if not user and scope["type"] == "websocket":
-            user = next((v for k, v in _query(scope) if k == "user_id"), None)
-        if not user and scope["path"] == "/v1/chat/completions":
-            user, receive = await _body_user(receive)
-        if not user or len(user) > MAX_USER_ID_CHARS:
-            return None, receive  # the backend's own traffic; an over-long id fails validation
-        return access.for_user(user), receive
-
-    async def _check(self, access: Access, principal: Principal) -> Decision:
-        return await check(access, principal)
 
     def _rewrite(self, scope: Scope, principal: Principal) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k != b"x-user-id"]

@@ -18,6 +18,22 @@ logger = logging.getLogger("keypool.db")
 MAX_PENDING_USERS = 100_000
 
 
+class _Tally:
+    """One (day, user)'s increments since the last flush, added in place: one answer costs
+    four additions, not two new objects."""
+
+    __slots__ = ("completion_tokens", "cost_usd", "prompt_tokens", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd = 0.0
+
+    def usage(self) -> DailyUsage:
+        return DailyUsage(self.requests, self.prompt_tokens, self.completion_tokens, self.cost_usd)
+
+
 class UsageWriter:
     """Sums increments in memory and upserts them every `flush_interval_s`.
 
@@ -35,7 +51,7 @@ class UsageWriter:
         self._sessionmaker = sessionmaker
         self._interval = flush_interval_s
         self._clock = clock
-        self._usage: dict[tuple[date, str], DailyUsage] = {}
+        self._usage: dict[tuple[date, str], _Tally] = {}
         self._last_used: dict[int, float] = {}  # epoch seconds: made datetimes when written
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -44,15 +60,37 @@ class UsageWriter:
     def pending(self) -> int:
         return len(self._usage) + len(self._last_used)
 
+    def add_answer(
+        self, user_id: str, day: date, prompt_tokens: int, completion_tokens: int, cost_usd: float
+    ) -> None:
+        """One answer of `user_id` on `day`: a request, its tokens and its cost."""
+        tally = self._tally(user_id, day)
+        if tally is not None:
+            tally.requests += 1
+            tally.prompt_tokens += prompt_tokens
+            tally.completion_tokens += completion_tokens
+            tally.cost_usd += cost_usd
+
     def add(self, user_id: str, day: date, delta: DailyUsage) -> None:
+        tally = self._tally(user_id, day)
+        if tally is not None:
+            tally.requests += delta.requests
+            tally.prompt_tokens += delta.prompt_tokens
+            tally.completion_tokens += delta.completion_tokens
+            tally.cost_usd += delta.cost_usd
+
+    def _tally(self, user_id: str, day: date) -> _Tally | None:
         slot = (day, user_id)
-        current = self._usage.get(slot)
-        if current is None and len(self._usage) >= MAX_PENDING_USERS:
-            return
-        self._usage[slot] = delta if current is None else current.plus(delta)
+        tally = self._usage.get(slot)
+        if tally is None:
+            if len(self._usage) >= MAX_PENDING_USERS:
+                return None
+            tally = self._usage[slot] = _Tally()
+        return tally
 
     def pending_for(self, user_id: str, day: date) -> DailyUsage:
-        return self._usage.get((day, user_id), DailyUsage())
+        tally = self._usage.get((day, user_id))
+        return DailyUsage() if tally is None else tally.usage()
 
     def touch(self, key_id: int) -> None:
         self._last_used[key_id] = self._clock()
@@ -73,8 +111,8 @@ class UsageWriter:
         if not usage and not last_used:
             return True
         by_day: dict[date, dict[str, DailyUsage]] = {}
-        for (day, user_id), delta in usage.items():
-            by_day.setdefault(day, {})[user_id] = delta
+        for (day, user_id), tally in usage.items():
+            by_day.setdefault(day, {})[user_id] = tally.usage()
         try:
             async with self._sessionmaker() as session, session.begin():
                 for day, deltas in sorted(by_day.items()):
@@ -83,8 +121,8 @@ class UsageWriter:
                     {key_id: datetime.fromtimestamp(at, UTC) for key_id, at in last_used.items()}
                 )
         except DB_ERRORS as exc:
-            for (day, user_id), delta in usage.items():
-                self.add(user_id, day, delta)
+            for (day, user_id), tally in usage.items():
+                self.add(user_id, day, tally.usage())
             for key_id, at in last_used.items():
                 self._last_used.setdefault(key_id, at)
             if not self._failing:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from app.access.budgets import BudgetLedger, seconds_to_next_utc_midnight, utc_day
 
 
@@ -101,3 +103,19 @@ def test_reaching_the_budget_alerts_exactly_once_per_user_per_day():
     clock.now = datetime(2026, 12, 7, 0, 0, 1, tzinfo=UTC).timestamp()
     ledger.add("u", 2.0, 1.0)
     assert [r[0] for r in reached] == ["u", "u"]  # a new day, a new alert
+
+
+def test_the_day_turns_at_exactly_utc_midnight_and_a_clock_set_back_a_day_starts_afresh():
+    clock = Clock(datetime(2026, 12, 6, 23, 59, 59, tzinfo=UTC))
+    ledger = BudgetLedger(clock, lambda *a: None)
+    ledger.add("u", 1.0, 1.0)
+    clock.now = datetime(2026, 12, 7, tzinfo=UTC).timestamp() - 1e-3
+    assert ledger.exhausted("u", 1.0) == pytest.approx(1e-3, abs=1e-6)
+    clock.now = datetime(2026, 12, 7, tzinfo=UTC).timestamp()
+    assert ledger.exhausted("u", 1.0) is None
+    assert ledger.day == datetime(2026, 12, 7).date()
+    ledger.add("u", 1.0, 1.0)
+
+    clock.now = datetime(2026, 12, 6, 12, tzinfo=UTC).timestamp()  # an NTP step back
+    assert ledger.exhausted("u", 1.0) is None
+    assert ledger.day == datetime(2026, 12, 6).date()

@@ -51,3 +51,18 @@ def test_index_finds_live_keys_and_forgets_revoked_ones():
 def test_revoked_keys_are_not_loaded():
     key = generate_key()
     assert ClientKeyIndex([entry(key).revoked(NOW)]).find(key) is None
+
+
+def test_a_key_found_before_is_refused_at_once_after_revoking_or_a_reload_without_it():
+    key, other = generate_key(), generate_key()
+    index = ClientKeyIndex([entry(key, 1), entry(other, 2, "bob")])
+    assert index.find(key) is not None
+    assert index.find(key) is not None  # the second lookup takes the remembered string
+    assert index.find(other) is not None
+
+    index.replace_all([entry(other, 2, "bob")])  # a reload from a database without `key`
+    assert index.find(key) is None
+    assert index.find(other) is not None
+
+    index.put(entry(other, 2, "bob").revoked(NOW))
+    assert index.find(other) is None

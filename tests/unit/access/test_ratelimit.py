@@ -1,4 +1,4 @@
-"""The per-user sliding-window limiter, driven by an explicit clock."""
+"""The per-user limiter (one-second buckets over a 60-s window), driven by an explicit clock."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ def test_admits_rpm_then_refuses_with_the_wait_until_the_oldest_expires():
 
     refused = limiter.acquire("u", 5, 110.0)
     assert not refused.allowed
-    assert refused.retry_after_s == 50.0  # first admission at 100 leaves the window at 160
-    assert whole_seconds(refused.retry_after_s) == 50
+    # the first admission (bucket 100..101) stops counting when bucket 161 starts
+    assert refused.retry_after_s == 51.0
+    assert whole_seconds(refused.retry_after_s) == 51
 
-    assert limiter.acquire("u", 5, 160.0).allowed
-    assert not limiter.acquire("u", 5, 160.5).allowed
+    assert not limiter.acquire("u", 5, 160.9).allowed
+    assert limiter.acquire("u", 5, 161.0).allowed
+    assert not limiter.acquire("u", 5, 161.5).allowed
 
 
 def test_users_are_limited_separately():
@@ -37,7 +39,7 @@ def test_headers_use_openai_names_and_formats():
     headers = dict(decision.headers())
     assert headers[b"x-ratelimit-limit-requests"] == b"30"
     assert headers[b"x-ratelimit-remaining-requests"] == b"29"
-    assert headers[b"x-ratelimit-reset-requests"] == b"1m0s"
+    assert headers[b"x-ratelimit-reset-requests"] == b"1m1s"  # empty again at 61 s
 
 
 def test_openai_duration_format():
@@ -70,3 +72,64 @@ def test_never_more_than_rpm_admitted_in_any_60_second_window(rpm: int, gaps: li
     for i, start in enumerate(admitted):
         inside = [t for t in admitted[i:] if t < start + 60]
         assert len(inside) <= rpm
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rpm=st.integers(min_value=1, max_value=8),
+    gaps=st.lists(st.floats(min_value=0, max_value=30, allow_nan=False), max_size=120),
+)
+def test_a_refusal_means_rpm_admissions_in_the_last_61_seconds(rpm: int, gaps: list[float]):
+    """The buckets cost at most one second: nobody waits for a request older than 61 s."""
+    limiter = SlidingWindowLimiter()
+    now, admitted = 1000.0, []
+    for gap in gaps:
+        now += gap
+        if limiter.acquire("u", rpm, now).allowed:
+            admitted.append(now)
+        else:
+            assert sum(1 for t in admitted if t > now - 61) >= rpm
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rpm=st.integers(min_value=1, max_value=6),
+    gaps=st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), min_size=1, max_size=40),
+)
+def test_retry_after_is_exactly_when_the_next_request_gets_in(rpm: int, gaps: list[float]):
+    limiter = SlidingWindowLimiter()
+    now = 500.0
+    for gap in gaps:
+        now += gap
+        limiter.acquire("u", rpm, now)
+    refused = limiter.acquire("u", rpm, now)
+    if refused.allowed:
+        return
+    probe = SlidingWindowLimiter()  # the same history, asked just before and at the retry time
+    now = 500.0
+    for gap in gaps:
+        now += gap
+        probe.acquire("u", rpm, now)
+    assert not probe.acquire("u", rpm, now + refused.retry_after_s - 0.01).allowed
+    assert probe.acquire("u", rpm, now + refused.retry_after_s).allowed
+
+
+def test_a_lowered_limit_applies_at_once_and_frees_up_as_the_old_requests_leave():
+    limiter = SlidingWindowLimiter()
+    for i in range(10):
+        assert limiter.acquire("u", 100, 10.0 + i).allowed
+    refused = limiter.acquire("u", 3, 20.0)
+    assert not refused.allowed
+    assert refused.remaining == 0
+    assert refused.retry_after_s == 78 - 20.0  # 8 of 10 must leave: the one at 17 leaves at 78
+    assert limiter.acquire("u", 3, 78.0).allowed
+
+
+def test_a_busy_user_with_a_huge_limit_is_counted_exactly():
+    limiter = SlidingWindowLimiter()
+    now = 0.0
+    for _ in range(120_000):  # 1,000 a second for two minutes
+        now += 0.001
+        decision = limiter.acquire("u", 10_000_000, now)
+    assert decision.allowed
+    assert 60_000 <= 10_000_000 - decision.remaining <= 61_000  # the last 60 to 61 seconds
