@@ -61,11 +61,11 @@ class TestPacing:
         p = pool(1, pace=Pace(rpm=600))
         ask = Ask(reserve=True, max_queue_s=1.0)
         grants = [p.acquire(NOW, RNG, ask) for _ in range(4)]  # turns at 0, 1, 2, 3 gaps
-        p.release(0, Outcome.OK, NOW, RateLimitSignal(remaining_requests=0, reset_requests_s=0.5))
-        # Turns 1..3 fell inside the announced reset: each goes after it and after the queue,
-        # still one gap apart, instead of all at the reset in a burst.
+        p.release(0, Outcome.OK, NOW, RateLimitSignal(remaining_requests=0, reset_requests_s=1.0))
+        # Turns 1..3 fell inside the announced reset, well beyond Pace.request_slip: each goes
+        # after it and after the queue, still one gap apart, instead of all at the reset at once.
         waits = [p.recheck(0, NOW + g.delay_s) + g.delay_s for g in grants[1:]]
-        assert waits == pytest.approx([0.5, 0.5 + GAP, 0.5 + 2 * GAP])
+        assert waits == pytest.approx([1.0, 1.0 + GAP, 1.0 + 2 * GAP])
 
     def test_a_reset_just_past_a_booked_turn_delays_it_but_keeps_its_slot(self):
         # At full load a sliding window answers "0 left, back in a few ms" about the next
