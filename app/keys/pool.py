@@ -176,11 +176,9 @@ class KeyPool:
         "remaining 0 until t", and going anyway would be a certain 429. On a paced key a reset
         within `Pace.request_slip` keeps the turn's slot: it only starts that much later (at
         full load a provider's sliding window says "0 left, back in a few ms" about most
-        turns, and booking each of them again lost the slot), and turns booked from now on move
-        by as much, so the turn a provider's window later keeps its whole distance from this
-        one (left as it was, a slip narrowed that turn's margin, and slips added up). A longer
-        one books the turn again at the end of the key's queue: every turn that fell inside
-        the cooldown would otherwise start at its end in one burst.
+        turns, and booking each of them again lost the slot). A longer one books the turn
+        again at the end of the key's queue: every turn that fell inside the cooldown would
+        otherwise start at its end in one burst.
         """
         status = self.statuses[index]
         until = status.cooldown_until
@@ -188,10 +186,7 @@ class KeyPool:
         if not cooling or until is None or until <= now:
             return 0.0
         pace = self._pace(status)
-        if not pace.paced:
-            return until - now
-        if until - now <= pace.request_slip:
-            status.tat_requests += until - now
+        if not pace.paced or until - now <= pace.request_slip:
             return until - now
         at = max(until, slot_at(status, pace, tokens, now))
         take(status, pace, tokens, at)

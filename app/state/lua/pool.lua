@@ -236,9 +236,6 @@ function ops.recheck()
   if not p.paced then return tostring(till - now) end
   -- pacing.Pace.request_slip: a reset that near keeps the turn's slot
   if p.rpm and not p.tpm and till - now <= 60.0 * REQUEST_HEADROOM then
-    rec.tat_requests = rec.tat_requests + (till - now)
-    dirty[args.index] = true
-    save()
     return tostring(till - now)
   end
   local at = math.max(till, slot_at(rec, args.tokens, p))
