@@ -20,8 +20,8 @@ clumps (each key's turns are spaced, their phases are not), so waits of tens of 
 come and go at full load; their minimum stays low. Once a queue stands, admitted requests
 should wait little: `bound_s` is a few key turns. Shedding ends once no arrival has been
 expected to wait beyond the limit for a whole interval (demand fell back under the pool's rate),
-not at the first short wait, nor when the line empties (`idle`): while shedding, admitted
-requests wait about the bound by construction, and the line is short because it sheds.
+not at the first short wait: while shedding, admitted requests wait about the bound by
+construction.
 
 Pure: the caller reports each wait as a request gets its turn, and passes the time.
 """
@@ -120,12 +120,10 @@ class StandingQueue:
         self._started, self._current = now, math.inf
 
     def idle(self) -> None:
-        """The line is empty: the waits seen so far no longer say anything about the next (the
-        next burst is a burst again, caught only if it grows). Shedding goes on until its own
-        end: shedding itself empties the line at 150 %, while the pool's turns are still all
-        taken; ending it here let a backlog build up again, first come, first served, every
-        few hundred milliseconds (the admitted median waited ~80 ms instead of a few)."""
+        """The queue is empty: the waits seen so far no longer say anything about the next,
+        and nothing stands (the next burst is a burst again, absorbed unless it grows)."""
         self._started, self._current, self._previous, self._grew = None, math.inf, None, 0
+        self._shedding, self._limit = False, self.bound_s
 
     def admit(self, expected_wait_s: float, now: float, *, excess: bool = True) -> Shed | None:
         """None lets the arrival queue; a Shed refuses it (only while a queue stands, and only
