@@ -34,6 +34,7 @@ class FairGate:
         # One waiter at a time holds the turn (it books the next key turn, then hands the turn
         # on with `done`); the others sleep on their futures, so the store is not polled by many.
         self.driving = False
+        self._holder: str | None = None  # whose request holds the turn (the last one woken)
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -54,7 +55,7 @@ class FairGate:
         # fairness.sends_excess): one within its fair share is served whatever others send.
         if self.standing is not None and turn_rate is not None:
             expected = ahead_s + self.queue.expected_wait(user, weight, turn_rate)
-            excess = self.queue.sends_excess(user)
+            excess = self.queue.sends_excess(user, self._holder if self.driving else None)
             shed = self.standing.admit(expected, now, excess=excess)
             if shed is not None:
                 return Refusal("standing_queue", float(shed.retry_after_s))
@@ -96,6 +97,7 @@ class FairGate:
             if future is None or future.done():
                 continue  # its waiter is already gone: the turn goes to the next one
             future.set_result(None)
+            self._holder = ticket.user
             if self.standing is not None:
                 self.standing.observe(now - self._entered.get(ticket.seq, now), now)
             woken += 1

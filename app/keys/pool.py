@@ -173,9 +173,12 @@ class KeyPool:
         """Seconds a reserved turn must still wait: the key may have announced a reset since.
 
         A turn is booked before earlier requests' answers are in; one of them may have said
-        "remaining 0 until t", and going anyway would be a certain 429. On a paced key the turn
-        is booked again at the end of the key's queue: every turn that fell inside the cooldown
-        would otherwise start at its end in one burst.
+        "remaining 0 until t", and going anyway would be a certain 429. On a paced key a reset
+        within `Pace.request_slip` keeps the turn's slot: it only starts that much later (at
+        full load a provider's sliding window says "0 left, back in a few ms" about most
+        turns, and booking each of them again lost the slot). A longer one books the turn
+        again at the end of the key's queue: every turn that fell inside the cooldown would
+        otherwise start at its end in one burst.
         """
         status = self.statuses[index]
         until = status.cooldown_until
@@ -183,7 +186,7 @@ class KeyPool:
         if not cooling or until is None or until <= now:
             return 0.0
         pace = self._pace(status)
-        if not pace.paced:
+        if not pace.paced or until - now <= pace.request_slip:
             return until - now
         at = max(until, slot_at(status, pace, tokens, now))
         take(status, pace, tokens, at)

@@ -44,7 +44,9 @@ class MemoryStateStore:
     async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
         pool = self.pools[provider]
         return ProviderSnapshot(
-            keys=copy.deepcopy(pool.statuses),
+            # Every KeyStatus field is a scalar: one shallow copy each is a deep copy, at a
+            # third of deepcopy's cost (a shed 429 and a learned-limit line entry read it).
+            keys=[copy.copy(status) for status in pool.statuses],
             circuit=pool.breaker.state(now),
             shared_limit_until=pool.shared.until(now),
         )

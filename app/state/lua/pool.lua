@@ -234,6 +234,10 @@ function ops.recheck()
   if not cooling or till == nil or till <= now then return '0' end
   local p = pace_of(rec)
   if not p.paced then return tostring(till - now) end
+  -- pacing.Pace.request_slip: a reset that near keeps the turn's slot
+  if p.rpm and not p.tpm and till - now <= 60.0 * REQUEST_HEADROOM then
+    return tostring(till - now)
+  end
   local at = math.max(till, slot_at(rec, args.tokens, p))
   take(rec, args.tokens, at, p)
   dirty[args.index] = true

@@ -78,6 +78,8 @@ def random_signal(rng: random.Random) -> RateLimitSignal:
             RateLimitSignal(remaining_requests=rng.randint(0, 3), reset_requests_s=2.5),
             RateLimitSignal(remaining_requests=rng.randint(1, 3), reset_requests_s=30.0),
             RateLimitSignal(remaining_requests=0, reset_requests_s=1.5, retry_after_s=4.0),
+            # "0 left, back in a moment": a paced turn keeps its slot (Pace.request_slip)
+            RateLimitSignal(remaining_requests=0, reset_requests_s=rng.choice([0.01, 0.12])),
             # Learned limits: announced limits, with or without a usable reset.
             RateLimitSignal(
                 limit_requests=rng.choice([10, 100]),

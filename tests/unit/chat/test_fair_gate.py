@@ -136,6 +136,26 @@ class TestStandingQueueVictims:
         gate.turn_available(len(tasks))
         assert all(await asyncio.gather(*tasks))
 
+    async def test_a_flood_keeps_no_more_than_one_request_behind_the_one_holding_the_turn(self):
+        clock = Clock()
+        standing = StandingQueue()
+        gate = FairGate(FairQueue(), clock, standing)
+        for step in range(40):  # turns that waited longer and longer: a queue stands
+            standing.observe(step * 0.005, clock.now + step * 0.01)
+        clock.now += 0.4
+        rate, far = 160.0, clock.now + 30
+        first = ticket_of(gate.enter(None, 1.0, far, rate, ahead_s=0.008))
+        gate.start()  # it holds the turn now, booking its key
+        assert gate.driving
+        assert len(gate) == 0
+        second = ticket_of(gate.enter(None, 1.0, far, rate, ahead_s=0.008))
+        third = gate.enter(None, 1.0, far, rate, ahead_s=0.008)
+        assert isinstance(third, Refusal)  # it would wait three turns: beyond the bound
+        assert third.reason == "standing_queue"
+        assert await gate.wait(first)
+        gate.done()
+        assert await gate.wait(second)
+
 
 class TestHoldingTheTurn:
     async def test_one_waiter_holds_the_turn_and_hands_it_on_in_weighted_order(self):

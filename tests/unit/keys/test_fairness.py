@@ -133,6 +133,24 @@ class TestExcess:
         enqueue(queue, "solo")
         assert queue.sends_excess("solo")
 
+    def test_the_request_holding_the_turn_is_still_in_line(self):
+        # A flood with one request booking its key and one waiting has two in line: its next
+        # is the excess. A light user whose one request holds the turn is not.
+        queue = FairQueue()
+        enqueue(queue, "solo")
+        assert queue.sends_excess("solo", holder="solo")
+        assert not queue.sends_excess("light", holder="light")
+        enqueue(queue, "light")
+        assert not queue.sends_excess("light", holder="solo")
+
+    def test_a_holder_with_more_in_line_is_the_longer_queue(self):
+        queue = FairQueue()
+        for user in ["heavy", "heavy", "other", "other"]:
+            enqueue(queue, user)
+        assert queue.sends_excess("other")
+        assert not queue.sends_excess("other", holder="heavy")  # heavy has three in line
+        assert queue.sends_excess("heavy", holder="heavy")
+
     def test_weight_counts(self):
         queue = FairQueue()
         for _ in range(3):

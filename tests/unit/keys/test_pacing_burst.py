@@ -85,3 +85,27 @@ def test_never_more_than_rpm_in_any_60_s_window(rpm, burst, share, asks):
     processes = [KeyStatus() for _ in range(share)]
     starts = [send(status, pace, now) for status in processes for now in asks]
     assert most_in_any_window(starts) <= rpm
+
+
+@settings(max_examples=300)
+@given(
+    rpm=st.integers(1, 200),
+    burst=st.integers(1, 40),
+    asks=asks,
+    slips=st.lists(st.floats(0, 1), min_size=300, max_size=300),
+)
+def test_starts_that_slip_within_the_allowance_keep_every_window_within_rpm(
+    rpm, burst, asks, slips
+):
+    # A booked turn told "0 left, back in a moment" keeps its slot and starts up to
+    # Pace.request_slip late (KeyPool.recheck): the headroom pays for it.
+    pace, status = Pace(rpm=rpm, burst=burst), KeyStatus()
+    slipped = zip(asks, slips[: len(asks)], strict=True)
+    starts = [send(status, pace, now) + slip * pace.request_slip for now, slip in slipped]
+    assert most_in_any_window(starts) <= rpm
+
+
+def test_the_slip_allowance_is_the_headroom_of_a_minute_and_none_with_a_token_budget():
+    assert Pace(rpm=1200).request_slip == pytest.approx(60 * REQUEST_HEADROOM)
+    assert Pace(rpm=1200, tpm=10_000).request_slip == 0.0
+    assert Pace().request_slip == 0.0

@@ -37,15 +37,7 @@ class TestPacing:
         ask = Ask(reserve=True, max_queue_s=0.25)
         grants = [p.acquire(NOW, RNG, ask) for _ in range(7)]
         assert [g.index for g in grants[:2]] == [0, 1]
-        assert [round(g.delay_s, 4) for g in grants] == [
-            0,
-            0,
-            round(GAP, 4),
-            round(GAP, 4),
-            round(2 * GAP, 4),
-            round(2 * GAP, 4),
-            0,
-        ]
+        assert [g.delay_s for g in grants] == pytest.approx([0, 0, GAP, GAP, 2 * GAP, 2 * GAP, 0])
         refused = grants[6]
         assert refused.index is None
         assert refused.refused == "rate_limited"
@@ -69,11 +61,32 @@ class TestPacing:
         p = pool(1, pace=Pace(rpm=600))
         ask = Ask(reserve=True, max_queue_s=1.0)
         grants = [p.acquire(NOW, RNG, ask) for _ in range(4)]  # turns at 0, 1, 2, 3 gaps
-        p.release(0, Outcome.OK, NOW, RateLimitSignal(remaining_requests=0, reset_requests_s=0.5))
-        # Turns 1..3 fell inside the announced reset: each goes after it and after the queue,
-        # still one gap apart, instead of all at the reset in a burst.
+        p.release(0, Outcome.OK, NOW, RateLimitSignal(remaining_requests=0, reset_requests_s=1.0))
+        # Turns 1..3 fell inside the announced reset, well beyond Pace.request_slip: each goes
+        # after it and after the queue, still one gap apart, instead of all at the reset at once.
         waits = [p.recheck(0, NOW + g.delay_s) + g.delay_s for g in grants[1:]]
-        assert waits == pytest.approx([0.5, 0.5 + GAP, 0.5 + 2 * GAP])
+        assert waits == pytest.approx([1.0, 1.0 + GAP, 1.0 + 2 * GAP])
+
+    def test_a_reset_just_past_a_booked_turn_delays_it_but_keeps_its_slot(self):
+        # At full load a sliding window answers "0 left, back in a few ms" about the next
+        # turn: it starts that much later, and the key's later turns stay where they were.
+        p = pool(1, pace=Pace(rpm=600))
+        ask = Ask(reserve=True, max_queue_s=1.0)
+        grants = [p.acquire(NOW, RNG, ask) for _ in range(3)]  # turns at 0, 1 and 2 gaps
+        late = 0.004
+        reset = RateLimitSignal(remaining_requests=0, reset_requests_s=GAP + late)
+        p.release(0, Outcome.OK, NOW, reset)
+        assert p.recheck(0, NOW + grants[1].delay_s) == pytest.approx(late)
+        assert p.recheck(0, NOW + grants[2].delay_s) == 0
+        assert p.acquire(NOW, RNG, ask).delay_s == pytest.approx(3 * GAP)  # no slot lost
+
+    def test_with_a_token_budget_a_near_reset_still_books_the_turn_again(self):
+        p = pool(1, pace=Pace(rpm=600, tpm=1_000_000))
+        ask = Ask(reserve=True, max_queue_s=1.0)
+        grants = [p.acquire(NOW, RNG, ask) for _ in range(2)]
+        reset = RateLimitSignal(remaining_requests=0, reset_requests_s=GAP + 0.004)
+        p.release(0, Outcome.OK, NOW, reset)
+        assert p.recheck(0, NOW + grants[1].delay_s) == pytest.approx(GAP)
 
     def test_an_unpaced_turn_just_waits_for_the_reset(self):
         p = pool(1)
