@@ -146,8 +146,8 @@ class SlidingWindowLimiter:
         else:
             newest = [current, 1]
             buckets.append(newest)
-        # decide()'s answer for an admission, without the call: this runs on every request
-        reset = (newest[0] + BUCKETS + 1) * BUCKET_S - now
+        # decide()'s answer for an admission, without its walk: this runs on every request
+        reset = leaves_at(newest[0]) - now
         return Decision(True, limit, max(0, limit - window.total), max(0.0, reset), 0.0)
 
     def _maybe_sweep(self, now: float) -> None:

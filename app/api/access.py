@@ -38,12 +38,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _bearer(scope: Scope) -> str | None:
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            token = token.strip()
-            return token.decode("latin-1") if token and scheme.lower() == b"bearer" else None
-    return None
+    raw = _header(scope, b"authorization")
+    if raw is None:
+        return None
+    scheme, _, token = raw.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def _query(scope: Scope) -> list[tuple[str, str]]:

@@ -64,20 +64,27 @@ class UsageWriter:
         self, user_id: str, day: date, prompt_tokens: int, completion_tokens: int, cost_usd: float
     ) -> None:
         """One answer of `user_id` on `day`: a request, its tokens and its cost."""
-        tally = self._tally(user_id, day)
-        if tally is not None:
-            tally.requests += 1
-            tally.prompt_tokens += prompt_tokens
-            tally.completion_tokens += completion_tokens
-            tally.cost_usd += cost_usd
+        self._add(user_id, day, 1, prompt_tokens, completion_tokens, cost_usd)
 
     def add(self, user_id: str, day: date, delta: DailyUsage) -> None:
+        self._add(
+            user_id,
+            day,
+            delta.requests,
+            delta.prompt_tokens,
+            delta.completion_tokens,
+            delta.cost_usd,
+        )
+
+    def _add(
+        self, user_id: str, day: date, requests: int, prompt: int, completion: int, cost: float
+    ) -> None:
         tally = self._tally(user_id, day)
         if tally is not None:
-            tally.requests += delta.requests
-            tally.prompt_tokens += delta.prompt_tokens
-            tally.completion_tokens += delta.completion_tokens
-            tally.cost_usd += delta.cost_usd
+            tally.requests += requests
+            tally.prompt_tokens += prompt
+            tally.completion_tokens += completion
+            tally.cost_usd += cost
 
     def _tally(self, user_id: str, day: date) -> _Tally | None:
         slot = (day, user_id)
