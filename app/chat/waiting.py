@@ -70,7 +70,7 @@ class FairLines:
     def observe(self, name: str, wait_s: float) -> None:
         """A request booked a turn `wait_s` ahead outside the line (0: a key free now): the
         standing-queue detector sees every wait, not only the line's."""
-        self._detector(name).observe(wait_s, self.clock())
+        self._detector(name).booked(wait_s, self.clock())
 
     def gate(self, name: str) -> FairGate:
         gate = self.gates.get(name)

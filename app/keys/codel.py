@@ -20,8 +20,12 @@ clumps (each key's turns are spaced, their phases are not), so waits of tens of 
 come and go at full load; their minimum stays low. Once a queue stands, admitted requests
 should wait little: `bound_s` is a few key turns. Shedding ends once no arrival has been
 expected to wait beyond the limit for a whole interval (demand fell back under the pool's rate),
-not at the first short wait: while shedding, admitted requests wait about the bound by
-construction.
+not at the first short wait nor when the line empties: while shedding, admitted requests wait
+about the bound by construction, and at 150 % the line is often empty *because* it sheds (ending
+there let a backlog grow again, first come, first served, every few hundred milliseconds).
+Only arrivals keep it on: a burst that arrived at once and then drains slowly shows a growing
+minimum wait too, but nobody arrives to find the line long, so the next burst after it waits
+instead of being refused.
 
 Pure: the caller reports each wait as a request gets its turn, and passes the time.
 """
@@ -105,25 +109,33 @@ class StandingQueue:
             self._close_interval(now)
         self._current = min(self._current, wait_s)
 
+    def booked(self, wait_s: float, now: float) -> None:
+        """A request arrived and booked a turn `wait_s` ahead at once (outside any line): a turn
+        observed, and an arrival that found the queue long if the wait is beyond the limit."""
+        self.observe(wait_s, now)
+        if wait_s > (self._limit if self._shedding else self.bound_s):
+            self._over_at = now
+
     def _close_interval(self, now: float) -> None:
         low, before = self._current, self._previous
         grew = before is not None and low - before >= self.growth * self.interval_s
         self._grew = self._grew + 1 if grew else 0
+        # Detection alone does not start shedding: `shedding` also needs an arrival that found
+        # the line long within the last interval (`admit` keeps that time).
         if low >= self.target_s and self._grew >= 2:
             # Growing: demand is well above the rate. Cut the queue to a few turns.
-            self._shedding, self._over_at, self._limit = True, now, self.bound_s
+            self._shedding, self._limit = True, self.bound_s
         elif low >= self.ceiling_s:
             # High but flat: keep it under the ceiling (stricter if it was growing before).
             limit = self._limit if self._shedding else self.ceiling_s
-            self._shedding, self._over_at, self._limit = True, now, limit
+            self._shedding, self._limit = True, limit
         self._previous = low if math.isfinite(low) else None
         self._started, self._current = now, math.inf
 
     def idle(self) -> None:
-        """The queue is empty: the waits seen so far no longer say anything about the next,
-        and nothing stands (the next burst is a burst again, absorbed unless it grows)."""
+        """The line is empty: the waits seen so far no longer say anything about the next.
+        Shedding goes on until its own end (`shedding`): an empty line is what shedding makes."""
         self._started, self._current, self._previous, self._grew = None, math.inf, None, 0
-        self._shedding, self._limit = False, self.bound_s
 
     def admit(self, expected_wait_s: float, now: float, *, excess: bool = True) -> Shed | None:
         """None lets the arrival queue; a Shed refuses it (only while a queue stands, and only

@@ -93,9 +93,13 @@ class TestFairGate:
         tickets = [ticket_of(gate.enter("bulk", 1.0, clock.now + 60, 1.0)) for i in range(20)]
         waits = [asyncio.create_task(gate.wait(t)) for t in tickets]
         await settle()
-        for _ in range(7):  # one turn a second, each after a wait of seconds
+        for _ in range(7):  # one turn a second, each after a wait of seconds; more keep coming
             clock.now += 1.0
             gate.turn_available()
+            more = gate.enter("bulk", 1.0, clock.now + 60, 1.0)
+            if isinstance(more, Ticket):
+                tickets.append(more)
+                waits.append(asyncio.create_task(gate.wait(more)))
         refusal = gate.enter("bulk", 1.0, clock.now + 60, 1.0)
         assert isinstance(refusal, Refusal)
         assert refusal.reason == "standing_queue"
@@ -119,9 +123,10 @@ class TestStandingQueueVictims:
         waiting += [ticket_of(gate.enter(f"light{i}", 1.0, far, rate)) for i in range(3)]
         tasks = [asyncio.create_task(gate.wait(t)) for t in waiting]
         await settle()
-        for _ in range(6):  # each turn waited longer than the one before: a queue stands
-            clock.now += 0.1
-            gate.turn_available()
+        for _ in range(20):  # each turn waited longer than the one before: a queue stands
+            clock.now += 0.05  # ... and the flood keeps coming, a request between two turns
+            if _ % 2:
+                gate.turn_available()
             more = gate.enter("heavy", 1.0, far, rate)
             if isinstance(more, Ticket):
                 tasks.append(asyncio.create_task(gate.wait(more)))
@@ -141,6 +146,7 @@ class TestStandingQueueVictims:
         standing = StandingQueue()
         gate = FairGate(FairQueue(), clock, standing)
         for step in range(40):  # turns that waited longer and longer: a queue stands
+            standing.admit(step * 0.005, clock.now + step * 0.01)  # and demand still arrives
             standing.observe(step * 0.005, clock.now + step * 0.01)
         clock.now += 0.4
         rate, far = 160.0, clock.now + 30

@@ -257,8 +257,11 @@ class TestPacing:
         alpha = dataclasses.replace(provider("alpha", 1), rpm_per_key=600)
         h = Harness([alpha], pace=Pace(rpm=600))
         gate = h.runner.lines.gate("alpha")
-        for step in range(30):  # turns that waited 1.2 s for 0.3 s: a queue stands
-            gate.standing.observe(1.2, h.clock.now + step * 0.01)  # type: ignore[union-attr]
+        standing = gate.standing
+        assert standing is not None
+        for step in range(30):  # turns that waited 1.2 s for 0.3 s, demand still arriving
+            standing.admit(1.2, h.clock.now + step * 0.01)
+            standing.observe(1.2, h.clock.now + step * 0.01)
         h.clock.now += 0.29
         entered: list[str | None] = []
         enter = gate.enter

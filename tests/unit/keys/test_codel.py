@@ -11,9 +11,15 @@ from app.keys.codel import Shed, StandingQueue
 T0 = 1_000.0
 
 
-def fed(waits: list[tuple[float, float]], **kwargs: float) -> StandingQueue:
+def fed(
+    waits: list[tuple[float, float]], *, arrivals: bool = True, **kwargs: float
+) -> StandingQueue:
+    """Turns given at `at` after waiting `wait`; with `arrivals`, each turn's request arrived
+    just then expecting that wait (steady demand), else all arrived before (one burst)."""
     detector = StandingQueue(**kwargs)
     for at, wait in waits:
+        if arrivals:
+            detector.admit(wait, T0 + at)
         detector.observe(wait, T0 + at)
     return detector
 
@@ -88,13 +94,41 @@ class TestShedding:
             detector.observe(0.01, T0 + 0.34 + step * 0.05)
             assert detector.admit(0.5, T0 + 0.34 + step * 0.05) is not None
 
-    def test_a_queue_that_emptied_lets_the_next_burst_wait(self):
-        # One user's burst drained; the next, right after, is a burst again (not shed at once).
-        detector = fed(ramp(0.45, 0.5))
-        assert detector.admit(0.5, T0 + 0.45) is not None
+    def test_a_drained_burst_lets_the_next_burst_wait(self):
+        # One user's burst arrived at once and drained slowly (its waits grew like an overload's,
+        # but nobody arrived to find the line long); the next, right after, waits too.
+        detector = StandingQueue()
+        assert detector.admit(1.5, T0) is None
+        for at, wait in ramp(2.0, 1.0):
+            detector.observe(wait, T0 + at)
         detector.idle()
-        assert not detector.shedding(T0 + 0.46)
-        assert detector.admit(0.5, T0 + 0.46) is None
+        assert not detector.shedding(T0 + 2.0)
+        assert [detector.admit(0.1 * n, T0 + 2.0 + 0.001 * n) for n in range(12)] == [None] * 12
+
+    def test_bookings_far_ahead_are_arrivals_that_found_the_queue_long(self):
+        # Requests that book a paced turn outside the line arrive too: once the trend is seen,
+        # the line sheds at once, not an interval after its own first arrival.
+        detector = StandingQueue()
+        for at, wait in ramp(0.45, 0.5):
+            detector.booked(wait, T0 + at)
+        assert detector.shedding(T0 + 0.45)
+        assert detector.admit(0.5, T0 + 0.45) == Shed(1)
+
+    def test_bookings_within_the_bound_do_not_keep_it_on(self):
+        detector = self.standing()
+        for step in range(1, 20):
+            detector.booked(0.01, T0 + 0.34 + step * 0.01)
+        assert not detector.shedding(T0 + 0.55)
+
+    def test_shedding_goes_on_through_an_empty_line(self):
+        # At 150 % the line empties because it sheds; demand still finds it long at once.
+        detector = self.standing()
+        detector.idle()
+        assert detector.shedding(T0 + 0.36)
+        assert detector.admit(0.01, T0 + 0.36) is None  # within the bound: let in
+        assert detector.admit(0.5, T0 + 0.37) == Shed(1)
+        detector.idle()
+        assert detector.admit(0.5, T0 + 0.45) == Shed(1)  # still found long: still shedding
 
     def test_it_ends_an_interval_after_the_last_arrival_that_found_it_long(self):
         detector = self.standing()
@@ -102,6 +136,18 @@ class TestShedding:
         assert detector.shedding(T0 + 0.43)
         assert not detector.shedding(T0 + 0.45)
         assert detector.admit(0.5, T0 + 0.46) is None
+
+
+@given(st.lists(st.floats(0, 3), min_size=1, max_size=300), st.floats(0, 0.5))
+def test_turns_without_new_arrivals_never_shed(waits, gap):
+    # Whatever a drained burst's waits looked like, an arrival an interval after the last one
+    # that found the line long is let in: only demand that keeps coming is shed.
+    detector = StandingQueue()
+    detector.admit(max(waits), T0)
+    for i, wait in enumerate(waits):
+        detector.observe(wait, T0 + i * 0.013)
+    now = T0 + max(len(waits) * 0.013, detector.interval_s) + gap
+    assert detector.admit(10.0, now) is None
 
 
 @given(st.lists(st.floats(0, 0.099), min_size=1, max_size=200))
