@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     keypool_redis_prefix: str = "keypool:"
     redis_timeout_s: float = Field(default=0.5, gt=0)
+    # How long a grant asked ahead for the next request stays good (app/state/spares.py); 0: off.
+    redis_spare_grant_ms: float = Field(default=100.0, ge=0, le=400)
     admin_token: SecretStr | None = None
     metrics_token: SecretStr | None = None
     docs_enabled: bool = False

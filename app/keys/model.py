@@ -27,6 +27,9 @@ class Outcome(StrEnum):
     BAD_REQUEST = "bad_request"
     NOT_FOUND = "not_found"
     CANCELLED = "cancelled"
+    # A grant handed back with no request sent (a spare grant that expired, app/state/spares.py):
+    # neutral as CANCELLED, and the request its acquire counted is taken back.
+    UNUSED = "unused"
 
     @property
     def is_key_failure(self) -> bool:

@@ -15,7 +15,11 @@ LATENCY_EWMA_WEIGHT = 0.2
 MIN_HEALTH = 0.05
 # Outcomes that mean the upstream did not answer at all (no status): they say nothing about
 # whether the key is still making progress.
-SILENT_OUTCOMES = frozenset({Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.CANCELLED})
+SILENT_OUTCOMES = frozenset(
+    {Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.CANCELLED, Outcome.UNUSED}
+)
+# Outcomes that change nothing but the counts: no request reached the upstream with an answer.
+NEUTRAL_OUTCOMES = frozenset({Outcome.CANCELLED, Outcome.UNUSED})
 
 
 def record_start(status: KeyStatus, at: float, now: float, *, paced: bool = False) -> None:
@@ -56,13 +60,15 @@ def record_outcome(
     """Apply an attempt's result; a disabled key only updates its counters."""
     status.in_flight = max(0, status.in_flight - 1)
     status.trial_until = None
+    if outcome is Outcome.UNUSED:
+        status.requests = max(0, status.requests - 1)
     if outcome.is_key_failure:
         status.errors += 1
     if outcome not in SILENT_OUTCOMES:
         status.quiet_since = now
     if outcome is Outcome.OK and latency_s is not None:
         status.latency_ewma = blend_latency(status.latency_ewma, latency_s)
-    if status.state is KeyState.DISABLED or outcome is Outcome.CANCELLED:
+    if status.state is KeyState.DISABLED or outcome in NEUTRAL_OUTCOMES:
         return
     _apply(status, outcome, now, signal)
     learn_budget(status, signal, now)

@@ -56,4 +56,10 @@ def build_store(settings: Settings) -> MemoryStateStore | DegradingStore:
         timeout_s=settings.redis_timeout_s,
     )
     local = MemoryStateStore(build_pools(settings))
-    return DegradingStore(shared, local, address=describe(url), peers=workers)
+    return DegradingStore(
+        shared,
+        local,
+        address=describe(url),
+        peers=workers,
+        spare_ttl_s=settings.redis_spare_grant_ms / 1000,
+    )

@@ -30,7 +30,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,35 +140,45 @@ class RedisStateStore:
         """A caller cancelled while its acquire is on its way does not leave a key counted:
         when the grant arrives with nobody to take it, the key goes straight back (a release
         as `cancelled`, as a request cancelled the moment it was granted would give)."""
-        keys, spec = self._calls[provider]
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+
+        def answered(value: Grant | BaseException) -> None:
+            if future.done():
+                if isinstance(value, Grant) and value.index is not None:
+                    gone = Release(provider, value.index, Outcome.CANCELLED, now)
+                    self.post_release(gone, _ignore)
+            elif isinstance(value, BaseException):
+                future.set_exception(value)
+            else:
+                future.set_result(value)
+
+        self.post_acquire(provider, now, ask, answered)
+        return await future
+
+    def post_acquire(
+        self, provider: str, now: float, ask: Ask, callback: Callable[[Grant | BaseException], None]
+    ) -> None:
+        """`acquire` without waiting: the grant (or the error) goes to `callback`."""
+        keys, spec = self._calls[provider]
 
         def answered(value: Any) -> None:
             if isinstance(value, BaseException):
-                if not future.done():
-                    future.set_exception(value)
+                callback(value)
                 return
             try:
                 grant = grant_from(value)
             except (TypeError, ValueError) as exc:  # not a grant: the caller sees why
-                if not future.done():
-                    future.set_exception(exc)
+                callback(exc)
                 return
             if grant.index is not None:
                 # Round robin's next choice, unless another instance moves the cursor first
                 # (the script then reads one record more).
                 self._hints[provider] = (grant.index + 1) % max(1, len(self.pools[provider]))
-            if not future.done():
-                future.set_result(grant)
-            elif grant.index is not None:
-                gone = Release(provider, grant.index, Outcome.CANCELLED, now)
-                argv = self._argv("release", spec, now, release_args(gone))
-                self._script.post(keys, argv, _ignore)
+            callback(grant)
 
         hint = self._hints.get(provider) if ask.preferred is None else ask.preferred
         argv = self._argv("acquire", spec, now, ask_args(ask, self._rng.random(), hint))
         self._script.post(keys, argv, answered)
-        return await future
 
     async def release(self, done: Release) -> None:
         await self._run("release", done.provider, done.now, release_args(done))

@@ -88,7 +88,10 @@ class TestOnePool:
         self, make_fake: FakeFactory, make_gateway: GatewayFactory, prefix: str
     ):
         fake = make_fake({k: {} for k in KEYS})
-        gw1, gw2 = two_gateways(make_gateway, provider_env("alpha", fake, KEYS), SHARED_URL, prefix)
+        # The exact hand-out order of one cursor: without grants asked ahead, which hand each
+        # instance's next key out one request later (tests/integration/state/test_spares.py).
+        env = {**provider_env("alpha", fake, KEYS), "REDIS_SPARE_GRANT_MS": "0"}
+        gw1, gw2 = two_gateways(make_gateway, env, SHARED_URL, prefix)
         async with httpx.AsyncClient(timeout=10) as http:
             turns = [await http.post(f"{g.base_url}/api/chat", json=HI) for g in (gw1, gw2) * 4]
         assert [t.json()["key_index"] for t in turns] == [0, 1, 2, 3, 0, 1, 2, 3]
@@ -122,12 +125,11 @@ class TestOnePool:
         gw1, gw2 = two_gateways(make_gateway, provider_env("alpha", fake, KEYS), SHARED_URL, prefix)
         assert chat(gw1, 1) == {2: 1}  # after a 429 on k0 and a 403 on k1
         assert set(chat(gw2, 12)) == {2, 3}
-        assert {k: sum(c.values()) for k, c in upstream(fake).items()} == {
-            "k0": 1,
-            "k1": 1,
-            "k2": 7,
-            "k3": 6,
-        }
+        sent = {k: sum(c.values()) for k, c in upstream(fake).items()}
+        assert (sent["k0"], sent["k1"]) == (1, 1)
+        # 13 requests in turn over k2 and k3 (which of the two gw2's grant asked ahead holds
+        # at the end depends on timing)
+        assert sorted((sent["k2"], sent["k3"])) == [6, 7]
         assert key_states(gw2)[:2] == ["rate_limited", "failed"]
 
 
@@ -209,4 +211,6 @@ class TestRedisOutage:
 
         gw1, gw2 = gateways
         await asyncio.to_thread(switch, gw1, 0, "disable")
-        assert 0 not in await asyncio.to_thread(chat, gw2, 8)
+        # gw2 may hold key 0 granted ahead just before the switch (kept at most
+        # REDIS_SPARE_GRANT_MS): it serves one request at most, none after it.
+        assert (await asyncio.to_thread(chat, gw2, 8))[0] <= 1

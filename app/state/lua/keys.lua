@@ -163,10 +163,11 @@ local function record_outcome(rec, o)
   if mine > 1 then rec.flights[me] = mine - 1 else rec.flights[me] = nil end
   if mine > 0 then rec.in_flight = rec.in_flight - 1 end
   rec.trial_until = nil
+  if o.outcome == 'unused' then rec.requests = math.max(0, rec.requests - 1) end
   if o.key_failure then rec.errors = rec.errors + 1 end
   if not o.silent then rec.quiet_since = now end
   if o.outcome == 'ok' and o.latency ~= nil then rec.latency_ewma = blend(rec.latency_ewma, o.latency) end
-  if rec.state == DISABLED or o.outcome == 'cancelled' then return end
+  if rec.state == DISABLED or o.outcome == 'cancelled' or o.outcome == 'unused' then return end
   local signal = o.signal
   apply(rec, o, signal)
   learn_budget(rec, signal)

@@ -36,8 +36,10 @@ PACES = {
     "rpm_burst_and_tpm": Pace(rpm=600, tpm=40_000, burst=4, share=2),
 }
 OPERATIONS = ["acquire", "release", "recheck", "switch", "probe", "tick", "resize"]
-# Every outcome occurs; successes and rate limits most, as in real traffic.
-OUTCOMES = [*Outcome, *[Outcome.OK] * 5, *[Outcome.RATE_LIMITED] * 2]
+# Every outcome occurs; successes and rate limits most, as in real traffic. UNUSED (a spare grant
+# handed back) takes every other CANCELLED's turn: no extra draw, so the seeds keep their runs.
+OUTCOMES: list[Outcome] = [o for o in Outcome if o is not Outcome.UNUSED]
+OUTCOMES += [Outcome.OK] * 5 + [Outcome.RATE_LIMITED] * 2
 WEIGHTS = [5, 4, 1, 0.4, 0.6, 2, 0.3]
 
 
@@ -148,6 +150,7 @@ class Twins:
         self.now = 1_000.0
         self.held: list[int] = []
         self.seen: set[str] = set()  # which new rules the run exercised
+        self.cancelled = 0
         self.fields = [str(i) for i in range(size)]  # record names, as the key vault gives them
         self.largest = size + 2
         self.added = 0
@@ -184,6 +187,11 @@ class Twins:
             return
         index = self.held.pop(self.rng.randrange(len(self.held)))
         outcome = self.rng.choice(OUTCOMES)
+        if outcome is Outcome.CANCELLED:
+            self.cancelled += 1
+            if self.cancelled % 2:
+                outcome = Outcome.UNUSED
+                self.seen.add("unused")
         signal = random_signal(self.rng)
         latency = self.rng.choice([None, 0.05, 0.4, 3.0])
         done = Release("p", index, outcome, self.now, signal, latency)
@@ -245,6 +253,7 @@ async def test_the_script_decides_exactly_as_the_pure_pool(
     for n in range(STEPS):
         await twins.step(n)
     assert "learned" in twins.seen
+    assert "unused" in twins.seen
 
 
 @pytest.mark.parametrize("seed", [2, 3])
