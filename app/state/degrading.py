@@ -95,6 +95,10 @@ class DegradingStore:
         self._spares = SpareGrants(spare_ttl_s)  # 0: every acquire waits its round trip
         self._ahead: dict[str, asyncio.Future[None]] = {}  # per provider: its ask on its way
         self._joined: set[str] = set()  # providers whose ask on its way a request waits for
+        # Path A's provider rotation: one turn taken ahead (a turn is a ticket: never stale).
+        self._turn: int | None = None
+        self._turn_asked: asyncio.Future[None] | None = None
+        self._turn_joined = False
 
     def redis_status(self) -> str:
         return "ok" if self._up else "down"
@@ -189,9 +193,42 @@ class DegradingStore:
             return True
 
     async def next_provider_offset(self, count: int) -> int:
+        """With spares on, Path A's rotation turn is taken one request ahead, as a key is: the
+        shared counter still hands every turn out once, this instance just holds the next."""
+        if self._up and self._spares.enabled:
+            asked = self._turn_asked
+            if self._turn is None and asked is not None and not self._turn_joined:
+                # On its way: ahead of any new ask. One request waits for it, others ask.
+                self._turn_joined = True
+                try:
+                    await asyncio.shield(asked)
+                finally:
+                    self._turn_joined = False
+            turn, self._turn = self._turn, None
+            if turn is not None:
+                self._ask_turn()
+                return (turn - 1) % count
         with contextlib.suppress(_Unavailable):
-            return await self._call(lambda s: s.next_provider_offset(count))
+            offset = await self._call(lambda s: s.next_provider_offset(count))
+            if self._spares.enabled:
+                self._ask_turn()
+            return offset
         return await self.local.next_provider_offset(count)
+
+    def _ask_turn(self) -> None:
+        if self._turn is not None or self._turn_asked is not None or self._closing:
+            return
+        asked = self._turn_asked = asyncio.get_running_loop().create_future()
+
+        def answered(value: object) -> None:
+            self._turn_asked = None
+            if isinstance(value, int) and self._up:
+                self._turn = value
+            elif isinstance(value, REDIS_ERRORS):
+                self._lost(value)
+            asked.set_result(None)
+
+        self.shared.post_turn(answered)
 
     async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
         with contextlib.suppress(_Unavailable):

@@ -198,6 +198,10 @@ class RedisStateStore:
         turn = int(await self._script.channel.call(self._incr_cursor))
         return (turn - 1) % count
 
+    def post_turn(self, callback: Callback) -> None:
+        """Take the next Path A turn (1, 2, ...) without waiting; the answer goes to `callback`."""
+        self._script.channel.send(self._incr_cursor, callback)
+
     async def claim_probe(self, provider: str, index: int, ttl_s: float) -> bool:
         """A short lock per key (SET NX PX): one instance probes it; the claim simply lapses."""
         fields = self._fields.get(provider)

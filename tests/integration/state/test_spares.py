@@ -119,3 +119,27 @@ class TestNeverStale:
             assert [k.in_flight for k in await keys(store)] == [0, 0, 0, 0]
             assert await first(store) is not None
             assert sum(k.in_flight for k in await keys(store)) == 1  # nothing asked ahead
+
+
+class TestPathATurns:
+    async def test_the_next_rotation_turn_is_taken_ahead(self):
+        async with running() as (server, store):
+            assert await store.next_provider_offset(3) == 0
+            await store.shared.drain()  # the next turn has arrived
+            server.pause(True)
+            assert await asyncio.wait_for(store.next_provider_offset(3), 2.0) == 1
+            server.pause(False)
+            assert [await store.next_provider_offset(3) for _ in range(4)] == [2, 0, 1, 2]
+
+    async def test_two_instances_still_share_one_rotation(self):
+        async with running() as (server, a):
+            shared = RedisStateStore(connect(server.url, 5.0), pools(), timeout_s=5.0)
+            b = DegradingStore(shared, MemoryStateStore(pools()), address=describe(server.url))
+            await b.start()
+            try:
+                turns = [await s.next_provider_offset(1_000) for s in (a, b, b, a, b, a)]
+            finally:
+                await b.aclose()
+            # Every turn handed out once (each instance holds its next one ahead).
+            assert len(set(turns)) == 6
+            assert max(turns) <= 7
