@@ -13,7 +13,7 @@ A release is not awaited: the answer it follows is already complete, and the rel
 Redis ahead of anything this instance asks later (`channel.py`: one connection, in order), so
 no request waits for the bookkeeping of another, and none sees state without it. An acquire is
 awaited, except that a first attempt on an unpaced provider usually finds its grant already
-made (`spares.py`: one grant asked ahead per provider, kept at most 0.1 s).
+made (`ahead.py`, `spares.py`: one grant asked ahead per provider, kept at most 0.1 s).
 """
 
 from __future__ import annotations
@@ -34,18 +34,11 @@ from redis.exceptions import RedisError
 from app.keys.model import Ask, Grant, KeyStatus, Outcome, Release
 from app.keys.pacing import Pace
 from app.keys.renumber import Renumbering
+from app.state.ahead import Ahead
 from app.state.base import KeyLayout, ProviderSnapshot
 from app.state.memory import MemoryStateStore
 from app.state.redis import RedisStateStore
-from app.state.spares import (
-    SPARE_TTL_S,
-    Spare,
-    SpareGrants,
-    ahead,
-    keepable,
-    news,
-    teaches_limits,
-)
+from app.state.spares import SPARE_TTL_S
 
 T = TypeVar("T")
 logger = logging.getLogger("keypool.state")
@@ -92,13 +85,7 @@ class DegradingStore:
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
         self._layouts = Renumbering()
-        self._spares = SpareGrants(spare_ttl_s)  # 0: every acquire waits its round trip
-        self._ahead: dict[str, asyncio.Future[None]] = {}  # per provider: its ask on its way
-        self._joined: set[str] = set()  # providers whose ask on its way a request waits for
-        # Path A's provider rotation: one turn taken ahead (a turn is a ticket: never stale).
-        self._turn: int | None = None
-        self._turn_asked: asyncio.Future[None] | None = None
-        self._turn_joined = False
+        self.ahead = Ahead(shared, _Books(self), spare_ttl_s, clock, REDIS_ERRORS)
 
     def redis_status(self) -> str:
         return "ok" if self._up else "down"
@@ -113,17 +100,14 @@ class DegradingStore:
     # KeyStateStore ---------------------------------------------------------------------------
 
     async def acquire(self, provider: str, now: float, ask: Ask) -> Grant:
-        spares = self._up and self._spares.wanted(provider, ask, self._budgets[provider].paced)
-        if spares:
-            index = self._take_spare(provider, ask)
-            if index is None:
-                index = await self._join_ahead(provider, ask)
+        ahead = self.ahead.wanted(provider, ask, self._budgets[provider].paced)
+        if ahead:
+            index = await self.ahead.take(provider, ask)
             if index is not None:
-                self._ask_ahead(provider, ask)
                 return Grant(index)
         grant = await self._acquire(provider, now, ask)
-        if spares and grant.index is not None:
-            self._ask_ahead(provider, ask)
+        if ahead and grant.index is not None:
+            self.ahead.ask(provider, ask)
         return grant
 
     async def _acquire(self, provider: str, now: float, ask: Ask) -> Grant:
@@ -160,10 +144,7 @@ class DegradingStore:
         call, so the request's next acquire (its fallback) already sees a failed key, and a 429
         that cools the whole provider, without waiting a round trip for it.
         """
-        if news(done):
-            if teaches_limits(done.signal):
-                self._spares.paced.add(done.provider)  # its keys are paced from now on
-            self._give_back(self._spares.hear(done.provider))
+        self.ahead.heard(done)
         granted = (done.provider, done.index)
         if self._granted[granted] > 0:
             self._granted[granted] -= 1
@@ -193,42 +174,14 @@ class DegradingStore:
             return True
 
     async def next_provider_offset(self, count: int) -> int:
-        """With spares on, Path A's rotation turn is taken one request ahead, as a key is: the
-        shared counter still hands every turn out once, this instance just holds the next."""
-        if self._up and self._spares.enabled:
-            asked = self._turn_asked
-            if self._turn is None and asked is not None and not self._turn_joined:
-                # On its way: ahead of any new ask. One request waits for it, others ask.
-                self._turn_joined = True
-                try:
-                    await asyncio.shield(asked)
-                finally:
-                    self._turn_joined = False
-            turn, self._turn = self._turn, None
-            if turn is not None:
-                self._ask_turn()
-                return (turn - 1) % count
+        turn = await self.ahead.turn()
+        if turn is not None:
+            return (turn - 1) % count
         with contextlib.suppress(_Unavailable):
             offset = await self._call(lambda s: s.next_provider_offset(count))
-            if self._spares.enabled:
-                self._ask_turn()
+            self.ahead.ask_turn()
             return offset
         return await self.local.next_provider_offset(count)
-
-    def _ask_turn(self) -> None:
-        if self._turn is not None or self._turn_asked is not None or self._closing:
-            return
-        asked = self._turn_asked = asyncio.get_running_loop().create_future()
-
-        def answered(value: object) -> None:
-            self._turn_asked = None
-            if isinstance(value, int) and self._up:
-                self._turn = value
-            elif isinstance(value, REDIS_ERRORS):
-                self._lost(value)
-            asked.set_result(None)
-
-        self.shared.post_turn(answered)
 
     async def snapshot(self, provider: str, now: float) -> ProviderSnapshot:
         with contextlib.suppress(_Unavailable):
@@ -236,7 +189,7 @@ class DegradingStore:
         return await self.local.snapshot(provider, now)
 
     async def set_disabled(self, provider: str, index: int, disabled: bool) -> KeyStatus:
-        self._give_back(self._spares.hear(provider))  # it may be of the key switched off
+        self.ahead.switched(provider)  # its spare may be of the key switched off
         try:
             status = await self._call(lambda s: s.set_disabled(provider, index, disabled))
         except _Unavailable:
@@ -259,7 +212,7 @@ class DegradingStore:
     def resize(self, provider: str, layout: KeyLayout) -> None:
         """Both stores take the new key list; this store's books of grants and admin switches
         follow their keys (a grant of a key that left is forgotten with it)."""
-        self._give_back(self._spares.drop(provider))  # in the layout it was granted in
+        self.ahead.drop(provider)  # in the layout it was granted in
         self.shared.resize(provider, layout)
         self.local.resize(provider, layout)
         generation = self._layouts.generation(provider)
@@ -284,7 +237,7 @@ class DegradingStore:
         # The flag as well as the cancellation: redis-py may swallow a CancelledError that
         # arrives while it connects, and the loop must end all the same.
         self._closing = True
-        self._give_back(self._spares.drop())
+        self.ahead.drop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -295,97 +248,16 @@ class DegradingStore:
         self._up = False
         await self.shared.aclose()
 
-    # Spare grants (spares.py) ----------------------------------------------------------------
-
-    def _take_spare(self, provider: str, ask: Ask) -> int | None:
-        generation = self._layouts.generation(provider)
-        index, stale = self._spares.take(provider, ask, generation, self.clock())
-        if stale is not None:
-            self._give_back([(provider, stale)])
-        return index
-
-    async def _join_ahead(self, provider: str, ask: Ask) -> int | None:
-        """Wait for the ask already on its way rather than queue a second one behind it: it
-        answers first, and keys are handed out in the order Redis chose them. One request
-        joins it; others ask for themselves."""
-        future = self._ahead.get(provider)
-        if future is None or provider in self._joined or not self._spares.joinable(provider, ask):
-            return None
-        self._joined.add(provider)
-        try:
-            await asyncio.shield(future)
-        finally:
-            self._joined.discard(provider)
-        return self._take_spare(provider, ask)
-
-    def _ask_ahead(self, provider: str, ask: Ask) -> None:
-        """Ask Redis now for the key of the next request like `ask` (one at a time)."""
-        if not self._spares.should_ask(provider) or self._closing:
+    def _give_back(self, provider: str, index: int) -> None:
+        """Hand a grant asked ahead back unused: no request was sent with it."""
+        if self._granted[provider, index] <= 0:
             return
-        spares, generation = self._spares, self._layouts.generation(provider)
-        wanted = ahead(ask)
-        spares.asking[provider] = wanted.preferred
-        self._asking[provider] += 1
-        asked_at, news = self.clock(), spares.news[provider]
-        done = self._ahead[provider] = asyncio.get_running_loop().create_future()
-
-        def answered(value: Grant | BaseException) -> None:
-            try:
-                keep(value)
-            finally:
-                if self._ahead.get(provider) is done:
-                    del self._ahead[provider]
-                if not done.done():
-                    done.set_result(None)
-
-        def keep(value: Grant | BaseException) -> None:
-            spares.asking.pop(provider, None)
-            self._asking[provider] -= 1
-            if isinstance(value, BaseException):
-                if isinstance(value, REDIS_ERRORS):
-                    self._lost(value)
-                return
-            if value.index is None:
-                return
-            index = self._follow(provider, value.index, generation)
-            if index is None:
-                return  # its key left the list; the next heartbeat restates the counts
-            self._granted[provider, index] += 1
-            self.local.pools[provider].mirror_grant(index, 0, asked_at, self._budgets[provider])
-            spare = Spare(index, wanted.preferred, asked_at, generation, news)
-            if (
-                not keepable(value)
-                or not spares.current(provider, spare)
-                or not self._up
-                or self._closing
-                or generation != self._layouts.generation(provider)
-                or provider in spares.held
-            ):
-                self._give_back([(provider, spare)])
-                return
-            spares.held[provider] = spare
-            asyncio.get_running_loop().call_later(spares.ttl_s, self._expire_spares)
-
-        try:
-            self.shared.post_acquire(provider, self.clock(), wanted, answered)
-        except REDIS_ERRORS as exc:
-            answered(exc)
-
-    def _expire_spares(self) -> None:
-        self._give_back(self._spares.expired(self.clock()))
-
-    def _give_back(self, spares: list[tuple[str, Spare]]) -> None:
-        """Hand spare grants back unused: no request was sent with them."""
-        for provider, spare in spares:
-            key = (provider, spare.index)
-            if self._granted[key] <= 0:
-                continue
-            self._granted[key] -= 1
-            done = Release(provider, spare.index, Outcome.UNUSED, self.clock())
-            if self._up:
-                self.shared.post_release(done, functools.partial(self._released, done))
-            else:
-                self.local.pools[provider].mirror_release(spare.index)
+        self._granted[provider, index] -= 1
+        done = Release(provider, index, Outcome.UNUSED, self.clock())
+        if self._up:
+            self.shared.post_release(done, functools.partial(self._released, done))
+        else:
+            self.local.pools[provider].mirror_release(index)
 
     # Routing ---------------------------------------------------------------------------------
 
@@ -412,7 +284,7 @@ class DegradingStore:
         if not self._up:
             return
         self._up = False
-        self._give_back(self._spares.drop())
+        self.ahead.drop()
         self._warn(exc, "lost")
         self._wake.set()
 
@@ -472,7 +344,7 @@ class DegradingStore:
                     s.learned_requests is not None or s.learned_tokens is not None
                     for s in shared.keys
                 ):
-                    self._spares.paced.add(name)  # another instance's answers taught limits
+                    self.ahead.learned(name)
         except REDIS_ERRORS as exc:
             self._lost(exc)
 
@@ -503,3 +375,33 @@ class DegradingStore:
         self.peers = max(1, peers)
         for name, pool in self.local.pools.items():
             pool.pace = self._budgets[name].shared_by(self.peers)
+
+
+class _Books:
+    """What `Ahead` may see and do of a degrading store's books (ahead.Books)."""
+
+    def __init__(self, store: DegradingStore) -> None:
+        self.store = store
+
+    def usable(self) -> bool:
+        return self.store._up and not self.store._closing
+
+    def generation(self, provider: str) -> int:
+        return self.store._layouts.generation(provider)
+
+    def follow(self, provider: str, index: int, generation: int) -> int | None:
+        return self.store._follow(provider, index, generation)
+
+    def asking(self, provider: str, delta: int) -> None:
+        self.store._asking[provider] += delta
+
+    def granted(self, provider: str, index: int, at: float) -> None:
+        store = self.store
+        store._granted[provider, index] += 1
+        store.local.pools[provider].mirror_grant(index, 0, at, store._budgets[provider])
+
+    def give_back(self, provider: str, index: int) -> None:
+        self.store._give_back(provider, index)
+
+    def lost(self, exc: BaseException) -> None:
+        self.store._lost(exc)
