@@ -40,7 +40,8 @@ class RedisTarget:
         return f"the machine's Redis ({self.url}, not pinned, shared with anything else)"
 
 
-def _answers(port: int) -> bool:
+def answers_ping(port: int) -> bool:
+    """Whether a Redis on this loopback port answers PING (start-up polls; tests use it too)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
             sock.sendall(b"PING\r\n")
@@ -71,7 +72,7 @@ def redis_for_bench() -> Iterator[RedisTarget]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while not _answers(port):
+        while not answers_ping(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {port}")
             time.sleep(0.02)

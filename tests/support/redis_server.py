@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.redisproc import answers_ping
+
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
@@ -30,15 +32,6 @@ def _binary() -> str:
             pytest.fail(f"{message} (CI=true: a missing service is a failure)")
         pytest.skip(message)
     return found
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 class RedisServer:
@@ -61,7 +54,7 @@ class RedisServer:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
-        while not _answers_ping(self.port):
+        while not answers_ping(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.01)
