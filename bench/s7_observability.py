@@ -42,7 +42,7 @@ COLUMNS = ["target", "conc", "rounds", "req/s", "p50 ms", "p99 ms", "CPU us/req"
            "cost", "IQR", "95% CI", "CPU cost", "CPU IQR", "goal", "holds?"]  # fmt: skip
 GOAL = 0.03
 CONCURRENCY = 32
-ROUNDS, ROUND_S = 15, 2  # full: 15 x 3 targets x 2 s = 90 s measured (wrk takes whole seconds)
+ROUNDS, ROUND_S = 30, 1  # full: 30 x 3 targets x 1 s = 90 s measured (wrk takes whole seconds)
 QUICK_ROUNDS, QUICK_ROUND_S = 4, 1
 WARMUP_S = 2
 SCRAPE_S = 1.0
