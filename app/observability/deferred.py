@@ -24,11 +24,12 @@ from typing import Any
 from app.observability.requestlog import request_log
 
 DELAY_S = 0.1
-# A batch runs at once past this many calls. Small enough that a batch holds only a few dozen
-# requests' headers and records (at ~3,000 req/s, 100 ms was ~300: a working set that pushed
-# the rest of the request out of the CPU caches; scenario 7, same run: +9.9% CPU per request
-# over the observability-free build at 1,024, +6.0% at 64), large enough that the recording
-# code stays warm through the batch.
+# A batch runs at once past this many calls (a chat request makes about three: its record and
+# two per upstream attempt). Small enough that a batch holds only a couple of dozen requests'
+# headers and records (at ~3,000 req/s, 100 ms was ~300: a working set that pushed the rest of
+# the request out of the CPU caches; bisected in one run, +9.9% CPU per request over the
+# observability-free build at 1,024, +6.0% at 64), large enough that the recording code stays
+# warm through the batch.
 MAX_PENDING = 64
 logger = logging.getLogger("keypool.observability")
 
@@ -41,6 +42,7 @@ class Deferred:
         self.max_pending = max_pending
         self._pending: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._running = False
+        self._timer: asyncio.TimerHandle | None = None  # the one timer, while it is due
         self.batches = 0  # flushes that ran something (tests: batching happened)
 
     def call(self, fn: Callable[..., None], *args: Any) -> None:
@@ -55,7 +57,8 @@ class Deferred:
             except RuntimeError:  # no loop (a thread, shutdown): nothing would flush it
                 _safely(fn, args)
                 return
-            loop.call_later(self.delay_s, self.flush)
+            if self._timer is None:  # a batch that filled up left its timer due: it serves
+                self._timer = loop.call_later(self.delay_s, self._due)  # this one, sooner
         # (while a batch runs `_pending` is a fresh empty list: such calls ran inline above)
         pending.append((fn, args))
         if len(pending) >= self.max_pending:
@@ -74,7 +77,13 @@ class Deferred:
         finally:
             self._running = False
         self.batches += 1
-        request_log.flush()  # the batch's log lines in one write, not one timer later
+        # The batch's log lines wait in the log's own buffer (written per 64 lines or 50 ms
+        # after the first): a write per batch of a couple of dozen requests was three times
+        # the system calls.
+
+    def _due(self) -> None:
+        self._timer = None
+        self.flush()
 
 
 def _safely(fn: Callable[..., None], args: tuple[Any, ...]) -> None:

@@ -10,6 +10,7 @@ from app.metrics import Metrics
 from app.observability.alerts import Alerts, HealthWatcher
 from app.observability.deferred import Deferred
 from app.observability.logs import TransitionLog, utc_now_iso
+from app.observability.requestlog import request_log
 from app.observability.summary import ErrorEntry, RecentErrors, RollingSummary
 
 # Error types that mean "refused before any key was used" (keypool_user_rejections_total).
@@ -231,4 +232,5 @@ class Observability:
 
     async def aclose(self) -> None:
         self.deferred.flush()
+        request_log.flush()  # the last batch's lines, before the process goes
         await self.alerts.aclose()
