@@ -267,10 +267,11 @@ class MeteredSink:
         self.metrics = metrics
         self.summary = summary
         self.defer = defer  # the observability batch (observability/deferred.py), if any
+        self._counter = self._count  # bound once, not per attempt
 
     def record(self, event: UsageEvent) -> None:
         if self.defer is not None:
-            self.defer(self._count, event)
+            self.defer(self._counter, event)
         else:
             self._count(event)
         self.inner.record(event)

@@ -10,6 +10,7 @@ from app.metrics import Metrics
 from app.observability.alerts import Alerts, HealthWatcher
 from app.observability.deferred import Deferred
 from app.observability.logs import TransitionLog, utc_now_iso
+from app.observability.requestlog import request_log
 from app.observability.summary import ErrorEntry, RecentErrors, RollingSummary
 
 # Error types that mean "refused before any key was used" (keypool_user_rejections_total).
@@ -32,6 +33,7 @@ class Observability:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
+        self._observe_upstream = metrics.observe_upstream  # bound once, not per attempt
         self.deferred = Deferred()
         self.summary = RollingSummary(clock)
         self.errors = RecentErrors()
@@ -150,6 +152,12 @@ class Observability:
         (shared with the watcher's dedupe), a breaker that opened raises `circuit_open`, and a
         key out of quota raises `quota_exceeded`.
         """
+        if key_state is None and circuit is None and not quota_exceeded:
+            # The usual attempt (its key's state unread: calm lately): only its duration, a
+            # two-item record in the batch instead of seven.
+            if seconds is not None:
+                self.deferred.call(self._observe_upstream, provider, seconds)
+            return
         self.deferred.call(
             self._attempt_settled,
             provider,
@@ -231,4 +239,5 @@ class Observability:
 
     async def aclose(self) -> None:
         self.deferred.flush()
+        request_log.flush()  # the last batch's lines, before the process goes
         await self.alerts.aclose()

@@ -7,6 +7,7 @@ written while serving it (and in tasks it starts) carries it without passing it 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from contextvars import ContextVar
@@ -89,9 +90,21 @@ def configure(level: str, log_format: str = "text") -> None:
     request_log.install(handler, log_format)  # the request line skips `logging` (same shape)
 
 
+ID_BLOCK = 64  # ids drawn at once: one PRNG call and one hex formatting for 64 requests
+_ids: list[str] = []
+os.register_at_fork(after_in_child=_ids.clear)  # a forked worker never reuses its parent's
+
+
 def new_request_id() -> str:
-    """32 hex digits. A correlation id, not a secret: the process's PRNG, no system call."""
-    return f"{random.getrandbits(128):032x}"
+    """32 hex digits. A correlation id, not a secret: the process's PRNG, no system call.
+
+    Drawn ID_BLOCK at a time (one 8,192-bit draw cut into ids): per request that is a list pop
+    instead of a 128-bit draw and its formatting, on a path every request takes."""
+    ids = _ids
+    if not ids:
+        block = f"{random.getrandbits(128 * ID_BLOCK):0{32 * ID_BLOCK}x}"
+        ids.extend([block[i : i + 32] for i in range(0, 32 * ID_BLOCK, 32)])
+    return ids.pop()
 
 
 class TransitionLog:

@@ -8,7 +8,6 @@ they may add to `RequestInfo`, so the chat code needs no logging or metrics call
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
@@ -69,36 +68,27 @@ def _request_id(scope: Scope) -> str:
     return new_request_id()
 
 
-@dataclass(slots=True)
-class _Answer:
-    """What the batch makes of one chat answer's headers (parsed there, not on the request)."""
-
-    provider: str | None = None
-    key_index: str | None = None
-    path: str | None = None
-    cache: str | None = None
-    cost: float | None = None
-    streamed: bool = False
-
-    @classmethod
-    def of(cls, headers: Any) -> _Answer:
-        answer = cls()
-        for name, value in headers:
-            if not name.startswith(b"x-keypool-"):
-                if name == b"content-type" and value.startswith(b"text/event-stream"):
-                    answer.streamed = True
-                continue
-            if name == b"x-keypool-provider":
-                answer.provider = value.decode()
-            elif name == b"x-keypool-key-index":
-                answer.key_index = value.decode()
-            elif name == b"x-keypool-path":
-                answer.path = value.decode()
-            elif name == b"x-keypool-cache":
-                answer.cache = value.decode()
-            elif name == b"x-keypool-cost-usd":
-                answer.cost = _float(value)
-        return answer
+def _answer(
+    headers: Any,
+) -> tuple[str | None, str | None, str | None, str | None, float | None, bool]:
+    """(provider, key index, path, cache, cost, streamed) from a chat answer's headers, parsed
+    in the batch: one dict built in C, then a lookup per header (a later duplicate wins, as
+    it did in the loop this replaces)."""
+    found: dict[bytes, bytes] = dict(headers)
+    provider = found.get(b"x-keypool-provider")
+    key_index = found.get(b"x-keypool-key-index")
+    path = found.get(b"x-keypool-path")
+    cache = found.get(b"x-keypool-cache")
+    cost = found.get(b"x-keypool-cost-usd")
+    content_type = found.get(b"content-type")
+    return (
+        provider.decode() if provider is not None else None,
+        key_index.decode() if key_index is not None else None,
+        path.decode() if path is not None else None,
+        cache.decode() if cache is not None else None,
+        _float(cost) if cost is not None else None,
+        content_type is not None and content_type.startswith(b"text/event-stream"),
+    )
 
 
 def _float(value: bytes) -> float | None:
@@ -119,32 +109,12 @@ class RequestObserver:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] not in CHAT_ROUTES:
+            await self._other(scope, receive, send)
             return
-        request_id = _request_id(scope)
-        header = (_HEADER, request_id.encode())
-        scope[INFO_KEY] = info = RequestInfo(request_id)
-        # Not reset on the way out: servers run each request in a task of its own, and the
-        # error handler outside this middleware (an unexpected exception's one log line)
-        # should still carry the id.
-        request_id_var.set(request_id)
-        if scope["type"] == "http" and scope["path"] in CHAT_ROUTES:
-            await self._observe(scope, receive, send, header, info)
-        else:
-            await self._tag(scope, receive, send, header)
-
-    async def _tag(self, scope: Scope, receive: Receive, send: Send, header: Any) -> None:
-        async def tagged(message: Message) -> None:
-            if message["type"] in ("http.response.start", "websocket.accept"):
-                message = _with_id(message, header)
-            await send(message)
-
-        await self.app(scope, receive, tagged)
-
-    async def _observe(
-        self, scope: Scope, receive: Receive, send: Send, header: Any, info: RequestInfo
-    ) -> None:
+        # A chat request, observed here in this one frame: every await of the request passes
+        # through each coroutine frame of the middleware chain, so a helper coroutine would
+        # cost every suspension of every request, not only one call.
         # `receive` is not wrapped (a wrapper per message costs every request): a client that
         # leaves before the first token gets its 499 from the route itself (api/sse.py), and
         # a committed stream that returns without its last body chunk was cut by a disconnect
@@ -152,6 +122,12 @@ class RequestObserver:
         # Only what the answer's moments give is taken here, in closure cells (no object per
         # request); the batch reads the headers and builds the record (`_finish`).
         started = perf_counter()
+        request_id = _request_id(scope)
+        scope[INFO_KEY] = info = RequestInfo(request_id)
+        # Not reset on the way out: servers run each request in a task of its own, and the
+        # error handler outside this middleware (an unexpected exception's one log line)
+        # should still carry the id.
+        request_id_var.set(request_id)
         status = 0
         headers: Any = ()
         headers_at = 0.0
@@ -160,12 +136,14 @@ class RequestObserver:
 
         async def watched_send(message: Message) -> None:
             nonlocal status, headers, headers_at, finished, error_body
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 headers_at = perf_counter()
                 status = message["status"]
                 headers = message.get("headers", ())
-                message["headers"] = [*headers, header]  # the app built this dict for this send
-            elif message["type"] == "http.response.body":
+                # the app built this dict for this send
+                message["headers"] = [*headers, (_HEADER, request_id.encode())]
+            elif kind == "http.response.body":
                 if status >= 400 and len(error_body) < 4096:
                     error_body += message.get("body", b"")
                 if not message.get("more_body", False):
@@ -181,16 +159,43 @@ class RequestObserver:
         finally:
             hub: Observability | None = scope.get("state", {}).get("observability")
             if hub is not None:
-                # What the record needs of the scope, so the batch does not hold the scope.
-                request = (
+                # What the record needs of the scope, flat (one tuple), so the batch does not
+                # hold the scope.
+                hub.deferred.call(
+                    _finish,
+                    hub,
+                    info,
                     scope["path"],
                     scope["method"],
                     scope["headers"],
                     scope.get(PRINCIPAL_KEY),
-                )
-                timing = (started, headers_at, perf_counter(), time.time())
-                sent = (status, headers, finished, failed, error_body)
-                hub.deferred.call(_finish, hub, info, request, timing, sent)  # see deferred.py
+                    started,
+                    headers_at,
+                    perf_counter(),
+                    time.time(),
+                    status,
+                    headers,
+                    finished,
+                    failed,
+                    error_body,
+                )  # see deferred.py
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Any other route or a websocket: the id, echoed on the answer; lifespan untouched."""
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        header = (_HEADER, request_id.encode())
+        scope[INFO_KEY] = RequestInfo(request_id)
+        request_id_var.set(request_id)
+
+        async def tagged(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                message = _with_id(message, header)
+            await send(message)
+
+        await self.app(scope, receive, tagged)
 
 
 def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
@@ -211,19 +216,26 @@ def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
 def _finish(
     hub: Observability,
     info: RequestInfo,
-    request: tuple[str, str, list[tuple[bytes, bytes]], Any],
-    timing: tuple[float, float, float, float],
-    sent: tuple[int, Any, bool, bool, bytes],
+    route: str,
+    method: str,
+    request_headers: list[tuple[bytes, bytes]],
+    principal: Any,
+    started: float,
+    headers_at: float,
+    ended: float,
+    ended_at: float,
+    sent_status: int,
+    headers: Any,
+    finished: bool,
+    failed: bool,
+    error_body: bytes,
 ) -> None:
-    route, method, request_headers, principal = request
-    started, headers_at, ended, ended_at = timing
-    sent_status, headers, finished, failed, error_body = sent
-    answer = _Answer.of(headers)
+    provider, key_index, answer_path, cache, answer_cost, streamed = _answer(headers)
     seconds = ended - started
     status = sent_status or 500
     if sent_status and not finished and not failed:
         status = CLIENT_CLOSED  # started, returned, never ended: the client left mid-answer
-    path = info.path or answer.path or "none"
+    path = info.path or answer_path or "none"
     error_type, message = (None, "")
     if status >= 400:
         error_type, message, tried = _error_fields(error_body)
@@ -232,26 +244,25 @@ def _finish(
             info.attempts = tried
         if status == CLIENT_CLOSED:
             error_type = "client_closed_request"
-    cost = info.cost_usd if info.cost_usd is not None else answer.cost
-    ttft_s = headers_at - started if answer.streamed else None
+    cost = info.cost_usd if info.cost_usd is not None else answer_cost
+    ttft_s = headers_at - started if streamed else None
     hub.record_chat_now(
         route,
         status,
         seconds,
-        answer.provider,
+        provider,
         path,
         ttft_s,
         error_type,
         message,
         cost,
-        answer.cache,
+        cache,
         info.request_id,
     )
     if not request_log.enabled():
         return
     user = info.user or _principal(principal) or _header(request_headers, b"x-user-id")
-    provider = answer.provider
-    key = hub.fingerprint(provider, answer.key_index) if provider and answer.key_index else None
+    key = hub.fingerprint(provider, key_index) if provider and key_index else None
     latency_ms = seconds * 1000
     fields = {
         "request_id": info.request_id,

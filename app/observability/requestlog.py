@@ -165,8 +165,8 @@ class RequestLog:
                 "level": "INFO",
                 "logger": REQUEST_LOGGER,
                 "message": message,
+                **fields,
             }
-            entry.update(fields)
             if not entry.get("request_id"):
                 del entry["request_id"]
             line = orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE)

@@ -46,6 +46,25 @@ async def test_a_full_batch_runs_at_once(direct: None) -> None:
     assert seen == [0, 1, 2, 3]
 
 
+async def test_batches_that_fill_up_share_the_one_due_timer(direct: None) -> None:
+    batch = Deferred(delay_s=60, max_pending=2)
+    seen: list[int] = []
+    batch.call(seen.append, 0)
+    timer = batch._timer
+    assert timer is not None
+    for i in range(1, 5):  # two full batches, and one call left waiting
+        batch.call(seen.append, i)
+    assert seen == [0, 1, 2, 3]
+    assert batch._timer is timer  # not one timer per batch
+    timer.cancel()
+    batch._due()  # what the timer does when it fires: the waiting call runs
+    assert seen == [0, 1, 2, 3, 4]
+    assert batch._timer is None
+    batch.call(seen.append, 5)
+    assert batch._timer is not None  # the next call arms a fresh timer
+    batch._timer.cancel()
+
+
 async def test_a_call_made_while_the_batch_runs_joins_it(direct: None) -> None:
     batch = Deferred(delay_s=60)
     seen: list[str] = []

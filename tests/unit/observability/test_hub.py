@@ -39,6 +39,19 @@ def test_duration_state_changes_and_alerts(caplog: pytest.LogCaptureFixture):
     assert 'keypool_alerts_total{type="circuit_open"} 1.0' in text
 
 
+def test_a_calm_attempt_records_only_its_duration(caplog: pytest.LogCaptureFixture):
+    observability = hub()
+    with caplog.at_level(logging.INFO):
+        observability.attempt_settled("alpha", "alpha:0:0000", seconds=0.03, reason="ok")
+        observability.attempt_settled("alpha", "alpha:0:0000", reason="ok")  # no duration
+    observability.flush()
+    text = generate_latest(observability.metrics.registry).decode()
+    assert 'keypool_upstream_duration_seconds_count{provider="alpha"} 1.0' in text
+    assert 'keypool_upstream_duration_seconds_bucket{le="0.05",provider="alpha"} 1.0' in text
+    assert not [r for r in caplog.records if r.name == "keypool.state"]
+    assert observability.alerts.emitted == {}
+
+
 def test_fingerprints_for_the_log_line():
     observability = hub()
     assert observability.fingerprint("alpha", "0") == "alpha:0:0000"
