@@ -113,8 +113,13 @@ class StandingQueue:
         """A request arrived and booked a turn `wait_s` ahead at once (outside any line): a turn
         observed, and an arrival that found the queue long if the wait is beyond the limit."""
         self.observe(wait_s, now)
-        if wait_s > (self._limit if self._shedding else self.bound_s):
+        if wait_s > self._limit_now(now):
             self._over_at = now
+
+    def _limit_now(self, now: float) -> float:
+        """The longest expected wait that does not find the queue long: the shedding limit
+        while a queue stands, else the bound."""
+        return self._limit if self.shedding(now) else self.bound_s
 
     def _close_interval(self, now: float) -> None:
         low, before = self._current, self._previous
@@ -140,11 +145,10 @@ class StandingQueue:
     def admit(self, expected_wait_s: float, now: float, *, excess: bool = True) -> Shed | None:
         """None lets the arrival queue; a Shed refuses it (only while a queue stands, and only
         when it is the `excess`: the caller's judgement of whose flood made the queue)."""
-        shedding = self.shedding(now)
-        if expected_wait_s <= (self._limit if shedding else self.bound_s):
+        if expected_wait_s <= self._limit_now(now):
             return None
         self._over_at = now  # demand still finds the queue long
-        if not shedding or not excess:
+        if not self._shedding or not excess:
             return None
         seconds = expected_wait_s if math.isfinite(expected_wait_s) else self.interval_s
         return Shed(max(1, math.ceil(seconds)))

@@ -158,6 +158,11 @@ def pace_with(configured: Pace, learned: LearnedLimits) -> Pace:
     return Pace(limits.rpm, limits.tpm, configured.share, _burst(configured, limits.rpm))
 
 
+def has_learned(status: KeyStatus) -> bool:
+    """Whether the key learned any limit (it is paced by it where nothing is configured)."""
+    return status.learned_requests is not None or status.learned_tokens is not None
+
+
 def learned_of(status: KeyStatus) -> LearnedLimits:
     """A key's learned limits as its record keeps them (flat fields, so Redis stores them too)."""
     return LearnedLimits(
@@ -189,7 +194,7 @@ def pace_of(configured: Pace, status: KeyStatus, split: int = 1) -> Pace:
     `split` > 1 when the provider's limit is account-wide: what a key announces is then the
     account's budget, shared by `split` keys, so each learned dimension is divided by it.
     """
-    if status.learned_requests is None and status.learned_tokens is None:
+    if not has_learned(status):
         return configured
     limits = effective_limits(configured.rpm, configured.tpm, learned_of(status))
     rpm, tpm = limits.rpm, limits.tpm

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from app.keys.breaker import CircuitBreaker
-from app.keys.learned import pace_of
+from app.keys.learned import has_learned, pace_of
 from app.keys.model import Ask, Grant, KeyState, KeyStatus, Outcome, RateLimitSignal
 from app.keys.pacing import Pace, slot_at, take
 from app.keys.shared_limit import (
@@ -97,7 +97,7 @@ class KeyPool:
     ) -> None:
         status = self.statuses[index]
         known_bad = status.state is KeyState.FAILED
-        unknown = status.learned_requests is None and status.learned_tokens is None
+        unknown = not has_learned(status)
         own_budget = has_own_budget(status, now)  # before this answer's remaining replaces it
         record_outcome(status, outcome, now, signal, latency_s)
         if unknown and outcome is Outcome.OK:

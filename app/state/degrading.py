@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
+from app.keys.learned import has_learned
 from app.keys.model import Ask, Grant, KeyStatus, Outcome, Release
 from app.keys.pacing import Pace
 from app.keys.renumber import Renumbering
@@ -248,17 +249,6 @@ class DegradingStore:
         self._up = False
         await self.shared.aclose()
 
-    def _give_back(self, provider: str, index: int) -> None:
-        """Hand a grant asked ahead back unused: no request was sent with it."""
-        if self._granted[provider, index] <= 0:
-            return
-        self._granted[provider, index] -= 1
-        done = Release(provider, index, Outcome.UNUSED, self.clock())
-        if self._up:
-            self.shared.post_release(done, functools.partial(self._released, done))
-        else:
-            self.local.pools[provider].mirror_release(index)
-
     # Routing ---------------------------------------------------------------------------------
 
     async def _call(self, call: Callable[[RedisStateStore], Awaitable[T]]) -> T:
@@ -340,10 +330,7 @@ class DegradingStore:
                 if generation != self._layouts.generation(name):
                     continue  # the key list changed meanwhile: the next beat copies it
                 pool.load_shared(shared.keys, shared.breaker, shared.cursor, shared.latency_ewma)
-                if any(
-                    s.learned_requests is not None or s.learned_tokens is not None
-                    for s in shared.keys
-                ):
+                if any(has_learned(s) for s in shared.keys):
                     self.ahead.learned(name)
         except REDIS_ERRORS as exc:
             self._lost(exc)
@@ -401,7 +388,17 @@ class _Books:
         store.local.pools[provider].mirror_grant(index, 0, at, store._budgets[provider])
 
     def give_back(self, provider: str, index: int) -> None:
-        self.store._give_back(provider, index)
+        """Unlike `release`: no request was sent, so nothing is news, and cut off from Redis only
+        the local mirror of the grant ends (its request count was never mirrored)."""
+        store = self.store
+        if store._granted[provider, index] <= 0:
+            return
+        store._granted[provider, index] -= 1
+        done = Release(provider, index, Outcome.UNUSED, store.clock())
+        if store._up:
+            store.shared.post_release(done, functools.partial(store._released, done))
+        else:
+            store.local.pools[provider].mirror_release(index)
 
     def lost(self, exc: BaseException) -> None:
         self.store._lost(exc)

@@ -13,7 +13,7 @@ from app.keys.learned import announced_windows
 from app.keys.model import Ask, Grant, KeyState, KeyStatus, Release
 from app.keys.pool import KeyPool
 from app.keys.strategies import Weighted
-from app.keys.transitions import SILENT_OUTCOMES
+from app.keys.transitions import NEUTRAL_OUTCOMES, SILENT_OUTCOMES
 
 _SCRIPT_STRATEGIES = frozenset({"round_robin", "random", "weighted", "least_busy"})
 _STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(KeyStatus))
@@ -110,6 +110,7 @@ def release_args(done: Release) -> bytes:
         "key_failure": outcome.is_key_failure,
         "provider_failure": outcome.is_provider_failure,
         "silent": outcome in SILENT_OUTCOMES,
+        "neutral": outcome in NEUTRAL_OUTCOMES,
         "signal": {k: v for k, v in announced.items() if v is not None},
     }
     if done.latency_s is not None:

@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from app.keys.learned import learn_into
-from app.keys.model import Ask, Grant, KeyStatus, Outcome, RateLimitSignal, Release
+from app.keys.learned import LearnedLimits, learn
+from app.keys.model import Ask, Grant, Outcome, RateLimitSignal, Release
 
 # How long a spare grant stays good: long enough to bridge the gap between two requests of a
 # busy instance (10 per second and more), short enough that another instance's news is never
@@ -77,9 +77,8 @@ def teaches_limits(signal: RateLimitSignal) -> bool:
     limit with no reset, teaches nothing)."""
     if signal.limit_requests is None and signal.limit_tokens is None:
         return False
-    scratch = KeyStatus()
-    learn_into(scratch, signal)
-    return scratch.learned_requests is not None or scratch.learned_tokens is not None
+    learned = learn(LearnedLimits(), signal)
+    return learned.requests is not None or learned.tokens is not None
 
 
 class SpareGrants:
@@ -109,7 +108,7 @@ class SpareGrants:
 
     def wanted(self, provider: str, ask: Ask, configured_pace: bool) -> bool:
         """Whether requests like `ask` on this provider are served from spares."""
-        return self.ttl_s > 0 and not configured_pace and provider not in self.paced and plain(ask)
+        return self.enabled and not configured_pace and provider not in self.paced and plain(ask)
 
     def should_ask(self, provider: str) -> bool:
         return provider not in self.held and provider not in self.asking

@@ -167,7 +167,7 @@ local function record_outcome(rec, o)
   if o.key_failure then rec.errors = rec.errors + 1 end
   if not o.silent then rec.quiet_since = now end
   if o.outcome == 'ok' and o.latency ~= nil then rec.latency_ewma = blend(rec.latency_ewma, o.latency) end
-  if rec.state == DISABLED or o.outcome == 'cancelled' or o.outcome == 'unused' then return end
+  if rec.state == DISABLED or o.neutral then return end
   local signal = o.signal
   apply(rec, o, signal)
   learn_budget(rec, signal)
