@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     redis_spare_grant_ms: float = Field(default=100.0, ge=0, le=400)
     admin_token: SecretStr | None = None
     metrics_token: SecretStr | None = None
+    metrics_enabled: bool = True  # false: nothing recorded for Prometheus, /metrics answers 404
     docs_enabled: bool = False
     new_users_per_minute: int | None = Field(default=600, ge=0)
     max_message_chars: int = Field(default=50_000, ge=1)

@@ -111,6 +111,13 @@ class UnknownKey(KeypoolError):
     type = "unknown_key"
 
 
+class MetricsDisabled(KeypoolError):
+    """GET /metrics while METRICS_ENABLED=false (nothing is recorded to serve)."""
+
+    status_code = 404
+    type = "not_found"
+
+
 class UnknownUser(KeypoolError):
     """An admin route named a user that was never seen."""
 

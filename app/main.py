@@ -25,14 +25,13 @@ from app.api import (
 from app.api.access import AccessMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import ChatCORSMiddleware, parse_origins
-from app.api.crashguard import GuardedFastAPI
+from app.api.edge import GuardedFastAPI
 from app.api.errors import install_error_handlers
 from app.api.fastlane import install_fast_routes
 from app.api.openapi_doc import install_openapi
 from app.config import ConfigError, Settings, load_settings
 from app.dashboard import routes as dashboard
 from app.observability import logs
-from app.observability.middleware import RequestObserver
 from app.runtime import LifespanState, build_runtime, check_master_key
 
 logger = logging.getLogger("keypool")
@@ -77,8 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(ChatCORSMiddleware, origins=parse_origins(settings.cors_origins))
-    # Outermost: ids, timing and logs cover the body limit, CORS and access refusals (401/429) too.
-    app.add_middleware(RequestObserver)
     modules = (
         chat,
         websocket,

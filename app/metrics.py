@@ -259,7 +259,7 @@ class MeteredSink:
     def __init__(
         self,
         inner: UsageSink,
-        metrics: Metrics,
+        metrics: Metrics | None,
         summary: TokenCounter | None = None,
         defer: Defer | None = None,
     ) -> None:
@@ -277,7 +277,8 @@ class MeteredSink:
         self.inner.record(event)
 
     def _count(self, event: UsageEvent) -> None:
-        self.metrics.observe(event)
+        if self.metrics is not None:  # None with METRICS_ENABLED=false
+            self.metrics.observe(event)
         if self.summary is not None:
             self.summary.add_tokens(event.prompt_tokens + event.completion_tokens)
 

@@ -62,7 +62,7 @@ class Runtime:
     groups: UserGroupService
     prober: KeyProber
     access: Access
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics | None = field(default_factory=Metrics)  # None: METRICS_ENABLED=false
     observability: Observability | None = None
     user_streams: UserStreams = field(default_factory=lambda: UserStreams(None))
     ready: bool = False
@@ -102,7 +102,7 @@ class LifespanState(TypedDict):
     runtime: Runtime
     access: Access  # client keys, per-user limits and spend: read by api/access and api/clients
     vault: VaultKeys | None  # run-time and users' own keys: read by api/vault (None: off)
-    observability: Observability | None  # read by the RequestObserver middleware
+    observability: Observability | None  # read by the edge middleware (api/edge.py)
 
 
 async def migrate(settings: Settings) -> None:
@@ -125,7 +125,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     sessions = create_sessionmaker(engine)
     spool = Spool(settings.stats_spool_path)
     stats = StatsWriter(sessions, flush_interval_s=settings.stats_flush_interval_s, spool=spool)
-    metrics = Metrics()
+    metrics = Metrics() if settings.metrics_enabled else None
     observability = Observability(
         settings.providers,
         metrics,
@@ -205,7 +205,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     watcher = StateWatcher(chat.directory.all, store, observability)
     runtime.background.append(asyncio.create_task(watcher.run(), name="keypool-watcher"))
     # Hits, misses and bypasses reach /metrics from the answers' x-keypool-cache header
-    # (RequestObserver), so the cache itself needs no collector.
+    # (the edge middleware's record), so the cache itself needs no collector.
     runtime.cache = response_cache(settings)
     runtime.ready = True
     return runtime

@@ -1,10 +1,10 @@
 """The gateway with its observability switched off: the baseline of scenario 7, never for serving.
 
-The same build as `app.main:app` minus what observability adds per request: the RequestObserver
-middleware (request metrics, the summary, request ids and the request log line), the per-attempt
+The same build as `app.main:app` minus what observability adds per request: the edge
+middleware's request record and ids (metrics, summary, the request log line), the per-attempt
 metrics sink and the settlement observer (upstream durations, state-change logs, alerts). Run it
-with LOG_LEVEL=WARNING. Patched here, in the bench only, so that the product has no switch that
-silently turns its metrics off.
+with LOG_LEVEL=WARNING and METRICS_ENABLED=false. Patched here, in the bench only: the product's
+own switches (METRICS_ENABLED, LOG_LEVEL) leave request ids, the summary and alerts on.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from app import runtime
+from app.api.edge import EdgeMiddleware
 from app.main import create_app
-from app.observability.middleware import RequestObserver
 
-_OBSERVER: Any = RequestObserver
 _build_chat: Any = getattr(runtime, "build_chat")  # noqa: B009 - not re-exported there
 
 
@@ -30,6 +29,6 @@ def _unobserved(*args: Any, **kwargs: Any) -> Any:
 
 setattr(runtime, "MeteredSink", _unmetered)  # noqa: B010 - looked up when the lifespan runs
 setattr(runtime, "build_chat", _unobserved)  # noqa: B010
+EdgeMiddleware.observe = False  # the crash guard only: no ids, no record
 
 app = create_app()
-app.user_middleware = [m for m in app.user_middleware if m.cls is not _OBSERVER]

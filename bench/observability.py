@@ -1,6 +1,6 @@
 """Micro-benchmark: what observability costs a chat request (run: python -m bench.observability).
 
-Times the recording calls the middleware makes per request, and the whole RequestObserver
+Times the recording calls the middleware makes per request, and the whole edge middleware
 around a trivial ASGI app (request log at INFO into a null handler, as with a real handler).
 """
 
@@ -13,10 +13,10 @@ import time
 import timeit
 from typing import Any
 
+from app.api.edge import EdgeMiddleware
 from app.metrics import Metrics
 from app.observability import logs
 from app.observability.hub import Observability
-from app.observability.middleware import RequestObserver
 from app.observability.summary import RequestRecord
 
 N = 50_000
@@ -100,7 +100,7 @@ async def _middleware_us(hub: Observability, level: int, *, json: bool = False) 
         log.addHandler(handler)
     else:
         log.addHandler(logging.NullHandler())
-    return min([await _run(RequestObserver(_app), hub, 20_000) for _ in range(3)])
+    return min([await _run(EdgeMiddleware(_app), hub, 20_000) for _ in range(3)])
 
 
 async def _bare_us() -> float:

@@ -1,34 +1,36 @@
-"""Scenario 7 — what observability costs one worker: closed-loop throughput with /metrics scraped
-and request logging on, against the same gateway with both off, interleaved in the same run.
+"""Scenario 7 — what /metrics and request logging cost one worker: the same build with both
+on and with both switched off, measured side by side.
 
-"on" is `app.main:app` as deployed (LOG_LEVEL=INFO, LOG_FORMAT=json: one JSON line per request
-into the server's log file) while a scraper GETs /metrics every second; "quiet" is the same build
-with what an operator can switch off switched off (LOG_LEVEL=WARNING: no request log; nobody
-scrapes /metrics); "off" is `bench.obs_off` (no request metrics, summary, ids, log line or
-per-attempt recording, a build the product does not ship) at LOG_LEVEL=WARNING. All run one
-worker on the server core, behind the same fake provider.
+"on" is `app.main:app` as deployed with both on (LOG_LEVEL=INFO, LOG_FORMAT=json: one JSON line
+per request into the server's log file; METRICS_ENABLED=true, /metrics scraped every second);
+"off" is the same build with the product's two switches off (METRICS_ENABLED=false: nothing
+recorded for Prometheus, /metrics answers 404; LOG_LEVEL=WARNING: no request line). Request ids,
+the admin summary and alerts stay on in both. A third row, against `bench.obs_off` ("bare": no
+request record, ids, summary or per-attempt recording at all, a build the product does not
+ship), shows what the whole observability layer costs, without a goal; a fourth runs "off"
+against itself: the method's own error.
 
-Measured for a noisy shared host: many short rounds, each running the three targets back to back
-in an order that cycles through all six permutations, and a *paired* statistic: per round the
-cost of "on" against each baseline measured seconds apart (1 - on/baseline req/s, and on/baseline
-- 1 of the gateway's CPU µs per request), reported as the median over rounds with its
-interquartile range and a bootstrap 95% interval of the median. A neighbour that slows the host
-for a few seconds moves one round's pair, not the median. Goal: the median paired throughput
-cost <= 3%, against "quiet" (request logging and /metrics on vs off) and "off" (the whole layer,
-in-memory recording included).
+Method, for a noisy shared host: the two gateways of a comparison serve *at the same time*, both
+pinned to the server core, each driven by its own closed loop (wrk, concurrency 32, on the
+load core). The scheduler splits the core between them, so a slow moment of the host slows
+both at once and cancels in their ratio: per round, cost = 1 - on/baseline req/s over the same
+seconds (and on/baseline - 1 of CPU µs per request, from /proc schedstat). The process started
+first of a pair measured 1-2 % slower than its twin (same build against itself), so every
+comparison runs in several fresh pairs, half of them started in each order; the verdict is the
+median over all their rounds, with a bootstrap 95 % interval. Goal: on vs off <= 3 %.
 
 Alone: `python -m bench.run --only observability` (or `make bench-obs`).
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import statistics
 import threading
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +40,50 @@ from bench.servers import fake_config, keys, start_fake, start_gateway
 from bench.stats import rnd
 from bench.wrk import closed
 
-COLUMNS = ["target", "conc", "rounds", "req/s", "p50 ms", "p99 ms", "CPU us/req", "non-2xx",
-           "cost", "IQR", "95% CI", "CPU cost", "CPU IQR", "goal", "holds?"]  # fmt: skip
+COLUMNS = ["comparison", "conc", "pairs", "rounds", "req/s", "base req/s", "CPU us/req",
+           "base CPU us/req", "non-2xx", "cost", "IQR", "95% CI", "CPU cost", "goal",
+           "holds?"]  # fmt: skip
 GOAL = 0.03
 CONCURRENCY = 32
-ROUNDS, ROUND_S = 30, 1  # full: 30 x 3 targets x 1 s = 90 s measured (wrk takes whole seconds)
-QUICK_ROUNDS, QUICK_ROUND_S = 4, 1
+ROUND_S = 3
 WARMUP_S = 2
 SCRAPE_S = 1.0
 BOOTSTRAP = 2000
-ON_ENV = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
-OFF_ENV = {"LOG_LEVEL": "WARNING"}
-QUIET_ENV = {"LOG_LEVEL": "WARNING", "LOG_FORMAT": "json"}
-OFF_APP = "bench.obs_off:app"
-LABELS = ("off", "quiet", "on")
-BASELINES = (("quiet", "request logging + /metrics"), ("off", "whole layer"))
+ON_ENV = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json", "METRICS_ENABLED": "true"}
+OFF_ENV = {"LOG_LEVEL": "WARNING", "LOG_FORMAT": "json", "METRICS_ENABLED": "false"}
+BARE_ENV = {"LOG_LEVEL": "WARNING", "METRICS_ENABLED": "false"}
+BARE_APP = "bench.obs_off:app"
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    env: dict[str, str]
+    app: str | None = None
+    scraped: bool = False
+
+
+ON = Target("on", ON_ENV, scraped=True)
+OFF = Target("off", OFF_ENV)
+BARE = Target("bare", BARE_ENV, BARE_APP)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    first: Target
+    base: Target
+    pairs: int  # fresh pairs of processes, alternating which starts first
+    rounds: int  # rounds per pair
+    goal: float | None
+
+
+COMPARISONS = (
+    Comparison("on vs off (request logging + /metrics)", ON, OFF, 4, 5, GOAL),
+    Comparison("on vs bare (the whole observability layer)", ON, BARE, 2, 5, None),
+    Comparison("off vs off (same build: the method's error)", OFF, OFF, 2, 5, None),
+)
+QUICK_PAIRS, QUICK_ROUNDS = 2, 2
 
 
 @contextmanager
@@ -99,27 +130,77 @@ def _cpu(server: Server) -> float:
         return server.cpu()
 
 
-def measure(ctx: Ctx, server: Server, label: str, duration: float) -> dict[str, Any]:
+def measure(ctx: Ctx, server: Server, target: Target, duration: float, tag: str) -> dict[str, Any]:
+    """One closed loop against `server` (scraped meanwhile if the target says so)."""
     cpu0 = _cpu(server)
-    data = closed(
-        server.base + "/api/chat",
-        body(PATH_B),
-        {},
-        concurrency=CONCURRENCY,
-        duration=duration,
-        lua_path=ctx.raw_dir / f"wrk-obs-{label}.lua",
-        wrk_path=ctx.wrk_path,
+    scraper: AbstractContextManager[list[int]] = (
+        scraping(server) if target.scraped else nullcontext([])
     )
+    with scraper:
+        data = closed(
+            server.base + "/api/chat",
+            body(PATH_B),
+            {},
+            concurrency=CONCURRENCY,
+            duration=duration,
+            lua_path=ctx.raw_dir / f"wrk-obs-{tag}.lua",
+            wrk_path=ctx.wrk_path,
+        )
     done = max(1, int(data.get("requests", 0)))
     data["cpu_us"] = (_cpu(server) - cpu0) * 1e6 / done
     return data
 
 
-def orders(labels: Sequence[str], rounds: int) -> list[tuple[str, ...]]:
-    """The targets' order in each round: all permutations in turn, so each target runs first,
-    middle and last equally often (and after each other target equally often)."""
-    cycle = list(itertools.permutations(labels))
-    return [cycle[i % len(cycle)] for i in range(rounds)]
+def side_by_side(
+    ctx: Ctx, servers: Sequence[tuple[Target, Server]], duration: float, tag: str
+) -> list[dict[str, Any]]:
+    """Both closed loops at once (a thread each: wrk runs as a subprocess)."""
+    results: list[dict[str, Any] | BaseException] = [RuntimeError("no result")] * len(servers)
+
+    def run(index: int, target: Target, server: Server) -> None:
+        try:
+            results[index] = measure(ctx, server, target, duration, f"{tag}-{index}")
+        except BaseException as exc:  # reported by the caller
+            results[index] = exc
+
+    threads = [
+        threading.Thread(target=run, args=(i, t, s), name=f"obs-{i}")
+        for i, (t, s) in enumerate(servers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        out.append(result)
+    return out
+
+
+def run_pair(
+    ctx: Ctx, comparison: Comparison, pair: int, rounds: int
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A fresh pair of gateways behind one fake; even pairs start `first` first, odd ones the
+    baseline. Returns (first, base) results per round."""
+    names = keys(4)
+    order = [comparison.first, comparison.base]
+    if pair % 2:
+        order.reverse()
+    with Servers() as group:
+        fake = start_fake(group, fake_config(names), ctx.raw_dir)
+        started = [
+            (t, start_gateway(group, fake, names, ctx.raw_dir, t.env, app=t.app)) for t in order
+        ]
+        if pair % 2:
+            started.reverse()  # back to (first, base)
+        side_by_side(ctx, started, WARMUP_S, "warm")  # discarded
+        out = []
+        for index in range(rounds):
+            first, base = side_by_side(ctx, started, ROUND_S, f"r{index}")
+            out.append((first, base))
+        return out
 
 
 def spread(values: Sequence[float], seed: int = 7) -> dict[str, float]:
@@ -143,154 +224,97 @@ def spread(values: Sequence[float], seed: int = 7) -> dict[str, float]:
     }
 
 
-def paired_costs(
-    rounds: Sequence[dict[str, dict[str, Any]]], base: str
+def costs(
+    rounds: Sequence[tuple[dict[str, Any], dict[str, Any]]],
 ) -> tuple[list[float], list[float]]:
-    """Per round: 1 - on/base req/s (throughput lost) and on/base - 1 CPU µs per request."""
+    """Per round: 1 - first/base req/s (throughput lost) and first/base - 1 CPU µs per request."""
     tput, cpu = [], []
-    for one in rounds:
-        on, other = one.get("on"), one.get(base)
-        if not on or not other:
-            continue
-        if float(other["rps"]) > 0:
-            tput.append(1 - float(on["rps"]) / float(other["rps"]))
-        if float(other.get("cpu_us", 0)) > 0:
-            cpu.append(float(on["cpu_us"]) / float(other["cpu_us"]) - 1)
+    for first, base in rounds:
+        if float(base["rps"]) > 0:
+            tput.append(1 - float(first["rps"]) / float(base["rps"]))
+        if float(base.get("cpu_us", 0)) > 0:
+            cpu.append(float(first["cpu_us"]) / float(base["cpu_us"]) - 1)
     return tput, cpu
 
 
 def run(ctx: Ctx) -> list[Section]:
-    rounds, duration = (QUICK_ROUNDS, QUICK_ROUND_S) if ctx.quick else (ROUNDS, ROUND_S)
     sec = Section(
         "observability",
-        "7. Observability cost (one worker, /metrics + request logging on vs off)",
-        f"Gateway Path B /api/chat, wrk closed loop at concurrency {CONCURRENCY}, one worker "
-        f"each; {rounds} rounds of {duration:g} s per target after a {WARMUP_S} s warm-up each, "
-        "every round running the three targets back to back in an order cycling through all "
-        "six permutations. on = app.main:app, LOG_LEVEL=INFO, LOG_FORMAT=json, /metrics "
-        "scraped every second; quiet = the same build at LOG_LEVEL=WARNING (no request log), "
-        "not scraped; off = bench.obs_off:app (no RequestObserver, no per-attempt metrics or "
-        "observer: a build the product does not ship), LOG_LEVEL=WARNING. Target rows: median "
-        "over rounds. cost = median over rounds of 1 - on/baseline req/s in the same round "
-        "(paired), against quiet (request logging and /metrics on vs off) and against off (the "
-        "whole layer, in-memory recording included); IQR = its interquartile range over "
-        "rounds, 95% CI = bootstrap interval of that median; CPU cost = the same for "
-        "on/baseline - 1 of the gateway's CPU µs per request (all its threads, /proc "
-        "schedstat). holds = median paired req/s cost <= 3%.",
+        "7. Observability cost (one worker, request logging + /metrics on vs off, side by side)",
+        f"Gateway Path B /api/chat, two one-worker gateways of a comparison serving at the same "
+        f"time on the server core, each under its own wrk closed loop at concurrency "
+        f"{CONCURRENCY}; rounds of {ROUND_S} s after a {WARMUP_S} s warm-up, in fresh pairs of "
+        "processes started in alternating order. on = app.main:app with LOG_LEVEL=INFO, "
+        "LOG_FORMAT=json, METRICS_ENABLED=true, /metrics scraped every second; off = the same "
+        "build with METRICS_ENABLED=false and LOG_LEVEL=WARNING; bare = bench.obs_off:app (no "
+        "request record, ids, summary or per-attempt recording: not shipped). cost = median "
+        "over rounds of 1 - on/baseline req/s in the same seconds; IQR and a bootstrap 95% "
+        "interval of that median; CPU cost = the same for the gateway's CPU µs per request "
+        "(all threads, /proc schedstat). holds = median cost <= 3%.",
         COLUMNS,
     )
-    names = keys(4)
-    results: list[dict[str, dict[str, Any]]] = []
-    scrapes: list[int] = []
-    with Servers() as group:
+    for comparison in COMPARISONS:
+        pairs, rounds = (
+            (QUICK_PAIRS, QUICK_ROUNDS) if ctx.quick else (comparison.pairs, comparison.rounds)
+        )
+        results: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        per_pair: list[float] = []
         try:
-            fake = start_fake(group, fake_config(names), ctx.raw_dir)
-            servers = {
-                "off": start_gateway(group, fake, names, ctx.raw_dir, OFF_ENV, app=OFF_APP),
-                "quiet": start_gateway(group, fake, names, ctx.raw_dir, QUIET_ENV),
-                "on": start_gateway(group, fake, names, ctx.raw_dir, ON_ENV),
-            }
+            for pair in range(pairs):
+                got = run_pair(ctx, comparison, pair, rounds)
+                results += got
+                per_pair.append(statistics.median(costs(got)[0]))
         except Exception as exc:
-            sec.error_row("gateway", describe(exc))
-            return [sec]
-        for label, server in servers.items():
-            measure(ctx, server, label, WARMUP_S)  # warm-up, discarded
-        for order in orders(LABELS, rounds):
-            one: dict[str, dict[str, Any]] = {}
-            for label in order:
-                server = servers[label]
-                try:
-                    if label == "on":
-                        with scraping(server) as sizes:
-                            one[label] = measure(ctx, server, label, duration)
-                        scrapes += sizes
-                    else:
-                        one[label] = measure(ctx, server, label, duration)
-                except Exception as exc:
-                    sec.error_row(label, describe(exc), conc=CONCURRENCY)
-                    return [sec]
-            results.append(one)
-    sec.rows += rows(results)
-    sec.notes += notes(results, scrapes)
+            sec.error_row(comparison.name, describe(exc), conc=CONCURRENCY)
+            continue
+        sec.rows.append(_row(comparison, results, pairs))
+        tput, _ = costs(results)
+        sec.notes.append(
+            f"{comparison.name}: cost per round "
+            + ", ".join(f"{x:.1%}" for x in tput)
+            + "; median per pair (first started: "
+            + ", ".join(f"{'on' if i % 2 == 0 else 'base'} {x:.1%}" for i, x in enumerate(per_pair))
+            + ")."
+        )
     return [sec]
 
 
-def rows(results: Sequence[dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    out = [_row(f"gateway, observability {label}", results, label) for label in LABELS]
-    for base, what in BASELINES:
-        tput, cpu = paired_costs(results, base)
-        if not tput:
-            continue
-        t, c = spread(tput), spread(cpu)
-        row = _row(f"on vs {base} ({what})", results, "on")
-        row.update(
-            {
-                "cost": f"{t['median']:.1%}",
-                "IQR": f"{t['q1']:.1%} to {t['q3']:.1%}",
-                "95% CI": f"{t['lo']:.1%} to {t['hi']:.1%}",
-                "CPU cost": f"{c['median']:+.1%}",
-                "CPU IQR": f"{c['q1']:+.1%} to {c['q3']:+.1%}",
-                "goal": f"<= {GOAL:.0%}",
-                "holds?": holds(t["median"] <= GOAL),
-                "_measured": f"{t['median']:.1%} of one worker's throughput (median of "
-                f"{len(tput)} paired rounds; IQR {t['q1']:.1%} to {t['q3']:.1%}, 95% CI of the "
-                f"median {t['lo']:.1%} to {t['hi']:.1%}); CPU per request {c['median']:+.1%}",
-                "_paired_cost": [round(x, 4) for x in tput],
-                "_paired_cpu": [round(x, 4) for x in cpu],
-            }
-        )
-        out.append(row)
-    return out
-
-
-def _med(results: Sequence[dict[str, dict[str, Any]]], label: str, key: str) -> float:
-    values = [float(one[label][key]) for one in results if label in one and key in one[label]]
+def _med(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _row(target: str, results: Sequence[dict[str, dict[str, Any]]], label: str) -> dict[str, Any]:
-    runs = [one[label] for one in results if label in one]
-    return {
-        "target": target,
-        "conc": CONCURRENCY,
-        "rounds": len(runs),
-        "req/s": rnd(_med(results, label, "rps"), 0),
-        "p50 ms": rnd(_med(results, label, "p50_us") / 1000, 2),
-        "p99 ms": rnd(_med(results, label, "p99_us") / 1000, 2),
-        "CPU us/req": rnd(_med(results, label, "cpu_us"), 1),
-        "non-2xx": sum(int(r.get("errors_total", 0)) for r in runs),
-        "cost": "",
-        "goal": "",
-        "holds?": "",
-        "_rounds_rps": [round(float(r["rps"])) for r in runs],
-        "_rounds_cpu_us": [round(float(r["cpu_us"]), 1) for r in runs],
-    }
-
-
-def notes(results: Sequence[dict[str, dict[str, Any]]], scrapes: Sequence[int]) -> list[str]:
-    out = []
-    for label in LABELS:
-        rps = [float(one[label]["rps"]) for one in results if label in one]
-        cpu = [float(one[label]["cpu_us"]) for one in results if label in one]
-        if rps:
-            out.append(
-                f"{label}: req/s over rounds {min(rps):.0f}-{max(rps):.0f}, CPU us/req "
-                f"{min(cpu):.0f}-{max(cpu):.0f} (the host's noise, same build)."
-            )
-    for base, _ in BASELINES:
-        tput, cpu = paired_costs(results, base)
-        if tput:
-            t = spread(tput)
-            out.append(
-                f"on vs {base}, paired req/s cost per round: "
-                + ", ".join(f"{x:.1%}" for x in tput)
-                + f" (range {min(tput):.1%} to {max(tput):.1%}; the goal is judged on the "
-                f"median, {t['median']:.1%}, whose 95% interval spans "
-                f"{t['hi'] - t['lo']:.1%} points)."
-            )
-    failed = sum(1 for s in scrapes if s < 0)
-    out.append(
-        f"{len(scrapes)} /metrics scrapes during the 'on' rounds ({failed} failed), "
-        f"~{max(scrapes, default=0) // 1024} KiB each."
+def _row(
+    comparison: Comparison,
+    results: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+    pairs: int,
+) -> dict[str, Any]:
+    tput, cpu = costs(results)
+    t, c = spread(tput), spread(cpu)
+    goal = comparison.goal
+    measured = (
+        f"{t['median']:.1%} of one worker's throughput (median of {len(tput)} side-by-side "
+        f"rounds in {pairs} pairs; IQR {t['q1']:.1%} to {t['q3']:.1%}, 95% CI of the median "
+        f"{t['lo']:.1%} to {t['hi']:.1%}); CPU per request {c['median']:+.1%}"
     )
-    return out
+    return {
+        "comparison": comparison.name,
+        "conc": CONCURRENCY,
+        "pairs": pairs,
+        "rounds": len(tput),
+        "req/s": rnd(_med([float(f["rps"]) for f, _ in results]), 0),
+        "base req/s": rnd(_med([float(b["rps"]) for _, b in results]), 0),
+        "CPU us/req": rnd(_med([float(f["cpu_us"]) for f, _ in results]), 1),
+        "base CPU us/req": rnd(_med([float(b["cpu_us"]) for _, b in results]), 1),
+        "non-2xx": sum(
+            int(f.get("errors_total", 0)) + int(b.get("errors_total", 0)) for f, b in results
+        ),
+        "cost": f"{t['median']:.1%}",
+        "IQR": f"{t['q1']:.1%} to {t['q3']:.1%}",
+        "95% CI": f"{t['lo']:.1%} to {t['hi']:.1%}",
+        "CPU cost": f"{c['median']:+.1%}",
+        "goal": f"<= {goal:.0%}" if goal is not None else "",
+        "holds?": holds(t["median"] <= goal) if goal is not None else "",
+        "_measured": measured,
+        "_paired_cost": [round(x, 4) for x in tput],
+        "_paired_cpu": [round(x, 4) for x in cpu],
+    }

@@ -13,7 +13,6 @@ from starlette.responses import Response
 
 from app.api.responses import json_response
 from app.errors import InvalidRequest, KeypoolError
-from app.observability.logs import request_id_var
 
 logger = logging.getLogger("keypool.api")
 
@@ -102,15 +101,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Not logged here: Starlette re-raises after this answer and CrashGuardMiddleware logs it
-    # once, by type only (exception text may carry upstream payloads).
+    # Not logged here: Starlette re-raises after this answer and the edge middleware
+    # (api/edge.py) logs it once, by type only (exception text may carry upstream payloads);
+    # the edge also adds the request's id, as to every answer.
     error = KeypoolError("internal error; the request was not completed")
-    response = error_response(request, error)
-    # Rendered outside the RequestObserver (Starlette's outermost layer): add its id here.
-    request_id = request_id_var.get()
-    if request_id is not None:
-        response.headers["x-request-id"] = request_id
-    return response
+    return error_response(request, error)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from app.api.deps import RuntimeDep
-from app.errors import Unauthorized
+from app.errors import MetricsDisabled, Unauthorized
 
 
 def bearer_matches(request: Request, token: str) -> bool:
@@ -29,6 +29,8 @@ async def metrics(runtime: RuntimeDep, request: Request) -> Response:
     token = runtime.settings.metrics_token
     if token is not None and not bearer_matches(request, token.get_secret_value()):
         raise Unauthorized("missing or wrong metrics token", headers={"WWW-Authenticate": "Bearer"})
+    if runtime.metrics is None:
+        raise MetricsDisabled("metrics are switched off (METRICS_ENABLED=false)")
     if runtime.observability is not None:
         runtime.observability.flush()  # requests answered but still batched count too
     body = await runtime.metrics.render(runtime.service.providers, runtime.store)

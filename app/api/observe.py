@@ -1,6 +1,6 @@
 """What a chat route tells the request log about its answer: path, model, upstream attempts.
 
-The RequestObserver middleware writes the line when the answer is over; these fill the
+The edge middleware (api/edge.py) has the line written when the answer is over; these fill the
 request's `RequestInfo` (no header, nothing sent to the client).
 """
 
@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 
 from app.chat.service import ChatResult
 from app.chat.streams import ChatStream
-from app.observability.middleware import request_info
+from app.observability.record import request_info
 
 
 def note_answer(connection: HTTPConnection, answer: ChatResult | ChatStream) -> None:

@@ -30,7 +30,7 @@ from app.api.sse import keypool_events
 from app.api.ws_observe import WsRequest, principal_of
 from app.chat.service import ChatService
 from app.errors import InvalidRequest, KeypoolError
-from app.observability.middleware import request_info
+from app.observability.record import request_info
 from app.runtime import Runtime
 from app.schemas import MAX_USER_ID_CHARS, ChatRequest
 

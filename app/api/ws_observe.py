@@ -1,6 +1,6 @@
 """Websocket chat requests observed as the HTTP ones are: an id, metrics, summary, a log line.
 
-The RequestObserver middleware sees a websocket as one long connection; the requests are the
+The edge middleware (api/edge.py) sees a websocket as one long connection; the requests are the
 frames. Each frame gets its own request id (the frame's `request_id` when it is a short printable
 string, else a generated one), carried by every event answering it and by every log line written
 while serving it, and each request is recorded with route "/api/chat/ws" when it ends.
@@ -14,7 +14,7 @@ from typing import Any
 
 from app.observability.hub import Observability
 from app.observability.logs import new_request_id, request_id_var
-from app.observability.middleware import PRINCIPAL_KEY, accepted_request_id
+from app.observability.record import PRINCIPAL_KEY, accepted_request_id
 from app.observability.requestlog import request_log
 
 WS_ROUTE = "/api/chat/ws"

@@ -25,20 +25,24 @@ class Observability:
     def __init__(
         self,
         providers: Sequence[ProviderConfig],
-        metrics: Metrics,
+        metrics: Metrics | None,
         *,
         webhook_url: str | None = None,
         alert_cooldown_s: float = 300.0,
         log_prompts: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.metrics = metrics
-        self._observe_upstream = metrics.observe_upstream  # bound once, not per attempt
+        self.metrics = metrics  # None with METRICS_ENABLED=false: nothing for Prometheus
+        # bound once, not per attempt
+        self._observe_upstream = metrics.observe_upstream if metrics is not None else None
         self.deferred = Deferred()
         self.summary = RollingSummary(clock)
         self.errors = RecentErrors()
         self.alerts = Alerts(
-            webhook_url, cooldown_s=alert_cooldown_s, clock=clock, on_emit=metrics.count_alert
+            webhook_url,
+            cooldown_s=alert_cooldown_s,
+            clock=clock,
+            on_emit=metrics.count_alert if metrics is not None else None,
         )
         self.transitions = TransitionLog()
         self.health = HealthWatcher(self.alerts)
@@ -115,15 +119,16 @@ class Observability:
     ) -> None:
         """`record_chat` without the batch (the middleware's record is batched already)."""
         metrics = self.metrics
-        metrics.observe_request(route, path or "none", provider or "none", status, seconds)
-        if ttft_s is not None and provider:
-            metrics.observe_ttft(provider, ttft_s)
-        if cache:
-            metrics.count_cache(cache)
-        if cost_usd:
-            metrics.add_cost(provider or "none", cost_usd)
-        if error_type in REJECTION_TYPES:
-            metrics.count_rejection(error_type)
+        if metrics is not None:
+            metrics.observe_request(route, path or "none", provider or "none", status, seconds)
+            if ttft_s is not None and provider:
+                metrics.observe_ttft(provider, ttft_s)
+            if cache:
+                metrics.count_cache(cache)
+            if cost_usd:
+                metrics.add_cost(provider or "none", cost_usd)
+            if error_type in REJECTION_TYPES:
+                metrics.count_rejection(error_type)
         ttft_ms = None if ttft_s is None else ttft_s * 1000
         latency_ms = seconds * 1000
         self.summary.add_request(
@@ -154,8 +159,8 @@ class Observability:
         """
         if key_state is None and circuit is None and not quota_exceeded:
             # The usual attempt (its key's state unread: calm lately): only its duration, a
-            # two-item record in the batch instead of seven.
-            if seconds is not None:
+            # two-item record in the batch instead of seven (nothing with metrics off).
+            if seconds is not None and self._observe_upstream is not None:
                 self.deferred.call(self._observe_upstream, provider, seconds)
             return
         self.deferred.call(
@@ -179,7 +184,7 @@ class Observability:
         quota_exceeded: bool,
         reason: str | None,
     ) -> None:
-        if seconds is not None:
+        if seconds is not None and self.metrics is not None:
             self.metrics.observe_upstream(provider, seconds)
         if key_state is not None:
             self.transitions.log_transition("key", fingerprint, key_state, reason=reason)

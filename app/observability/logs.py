@@ -1,6 +1,6 @@
 """Log setup (LOG_FORMAT=text|json), the request id every line carries, and change-once logging.
 
-A request's id lives in a contextvar set by the RequestObserver middleware, so any log line
+A request's id lives in a contextvar set by the edge middleware (api/edge.py), so any log line
 written while serving it (and in tasks it starts) carries it without passing it around.
 """
 

@@ -164,6 +164,23 @@ class TestMetrics:
             assert f"# TYPE {family.removesuffix('_total')}" in text
         assert all(key not in text for key in KEYS)
 
+    def test_switched_off_metrics_answer_404_and_the_rest_keeps_working(
+        self, make_fake: FakeFactory, make_gateway: GatewayFactory
+    ):
+        gateway = gateway_for(make_fake, make_gateway, METRICS_ENABLED="false")
+        with httpx.Client(base_url=gateway.base_url, headers=AUTH) as client:
+            for _ in range(3):
+                answer = client.post("/api/chat", json=HELLO, headers={"X-Request-Id": "m-off"})
+                assert answer.status_code == 200
+                assert answer.headers["x-request-id"] == "m-off"
+            scraped = client.get("/metrics")
+            summary = client.get("/api/admin/metrics/summary", params={"window": "5m"}).json()
+        assert scraped.status_code == 404
+        assert scraped.json()["error"]["type"] == "not_found"
+        assert "METRICS_ENABLED" in scraped.json()["error"]["message"]
+        assert summary["requests"] == 3  # the dashboard's summary does not depend on /metrics
+        assert summary["tokens"] > 0
+
 
 class TestSummary:
     def test_percentiles_follow_a_known_latency_mix(

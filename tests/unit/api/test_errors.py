@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 
+from app.api.edge import GuardedFastAPI
 from app.api.errors import (
     first_bad_field,
     install_error_handlers,
@@ -14,7 +14,6 @@ from app.api.errors import (
     openai_error_body,
 )
 from app.errors import InvalidRequest, KeypoolError, RateLimited
-from app.observability.middleware import RequestObserver
 
 
 class Body(BaseModel):
@@ -76,9 +75,8 @@ class TestFirstBadField:
 
 
 async def test_an_unexpected_exception_answers_500_with_the_request_id():
-    app = FastAPI()
+    app = GuardedFastAPI()
     install_error_handlers(app)
-    app.add_middleware(RequestObserver)
 
     @app.get("/boom")
     async def boom() -> None:

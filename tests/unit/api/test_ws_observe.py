@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from app.api.ws_observe import WsRequest, frame_request_id
 from app.metrics import Metrics
 from app.observability.hub import Observability
 from app.observability.logs import request_id_var
+
+
+def _registry(hub: Observability) -> CollectorRegistry:
+    assert hub.metrics is not None
+    return hub.metrics.registry
 
 
 @pytest.mark.parametrize("sent", ["trace-1", "x" * 128])
@@ -33,7 +38,7 @@ def test_every_event_carries_the_id_and_the_request_is_recorded():
     events = [seen.tag(e) for e in (start, {"type": "chunk"}, {"type": "done"})]
     assert [e["request_id"] for e in events] == ["frame-1"] * 3
     seen.finish(hub)
-    text = generate_latest(hub.metrics.registry).decode()
+    text = generate_latest(_registry(hub)).decode()
     assert (
         'keypool_requests_total{path="A",provider="alpha",route="/api/chat/ws",status="200"} 1.0'
         in text

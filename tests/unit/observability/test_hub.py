@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from app.config import load_settings
 from app.metrics import Metrics
 from app.observability.hub import Observability
-from app.observability.middleware import accepted_request_id
+from app.observability.record import accepted_request_id
+
+
+def _registry(hub: Observability) -> CollectorRegistry:
+    assert hub.metrics is not None
+    return hub.metrics.registry
 
 
 def hub() -> Observability:
@@ -28,7 +33,7 @@ def test_duration_state_changes_and_alerts(caplog: pytest.LogCaptureFixture):
         observability.attempt_settled("alpha", "alpha:0:0000", circuit="open")
         observability.attempt_settled("alpha", "alpha:0:0000", circuit="open")
         observability.attempt_settled("alpha", "alpha:0:0000", quota_exceeded=True)
-    text = generate_latest(observability.metrics.registry).decode()
+    text = generate_latest(_registry(observability)).decode()
     assert 'keypool_upstream_duration_seconds_count{provider="alpha"} 1.0' in text
     assert observability.alerts.emitted == {"circuit_open": 1, "quota_exceeded": 1}
     state_lines = [r.getMessage() for r in caplog.records if r.name == "keypool.state"]
@@ -45,7 +50,7 @@ def test_a_calm_attempt_records_only_its_duration(caplog: pytest.LogCaptureFixtu
         observability.attempt_settled("alpha", "alpha:0:0000", seconds=0.03, reason="ok")
         observability.attempt_settled("alpha", "alpha:0:0000", reason="ok")  # no duration
     observability.flush()
-    text = generate_latest(observability.metrics.registry).decode()
+    text = generate_latest(_registry(observability)).decode()
     assert 'keypool_upstream_duration_seconds_count{provider="alpha"} 1.0' in text
     assert 'keypool_upstream_duration_seconds_bucket{le="0.05",provider="alpha"} 1.0' in text
     assert not [r for r in caplog.records if r.name == "keypool.state"]

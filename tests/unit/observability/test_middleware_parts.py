@@ -1,4 +1,4 @@
-"""The middleware's per-request helpers: request ids drawn in blocks, answer headers parsed in
+"""The edge middleware's per-request helpers: request ids drawn in blocks, answer headers parsed in
 the batch, and the ASGI paths (chat observed, other routes tagged, lifespan untouched)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from app.api.edge import EdgeMiddleware
 from app.observability import logs
-from app.observability.middleware import RequestObserver, _answer, request_info
+from app.observability.record import answer_facts, request_info
 
 
 class TestRequestIds:
@@ -47,12 +48,12 @@ class TestAnswerHeaders:
             (b"x-keypool-cache", b"miss"),
             (b"x-keypool-cost-usd", b"0.0125"),
         ]
-        assert _answer(headers) == ("alpha", "2", "B", "miss", 0.0125, False)
+        assert answer_facts(headers) == ("alpha", "2", "B", "miss", 0.0125, False)
 
     def test_absent_headers_and_a_bad_cost_are_none(self) -> None:
         headers = [(b"x-keypool-cost-usd", b"lots"), (b"content-length", b"2")]
-        assert _answer(headers) == (None, None, None, None, None, False)
-        assert _answer(()) == (None, None, None, None, None, False)
+        assert answer_facts(headers) == (None, None, None, None, None, False)
+        assert answer_facts(()) == (None, None, None, None, None, False)
 
     def test_a_stream_is_recognised_and_a_later_duplicate_wins(self) -> None:
         headers = [
@@ -60,7 +61,7 @@ class TestAnswerHeaders:
             (b"x-keypool-provider", b"alpha"),
             (b"x-keypool-provider", b"beta"),
         ]
-        provider, *_, streamed = _answer(headers)
+        provider, *_, streamed = answer_facts(headers)
         assert provider == "beta"
         assert streamed is True
 
@@ -83,7 +84,7 @@ async def _answered(scope: dict[str, Any]) -> tuple[list[dict[str, Any]], list[A
         sent.append(message)
 
     # in a task of its own, as servers run requests (the id it sets stays in that context)
-    await asyncio.create_task(RequestObserver(app)(scope, _receive, send))
+    await asyncio.create_task(EdgeMiddleware(app)(scope, _receive, send))
     return sent, seen
 
 

@@ -1,21 +1,20 @@
-"""RequestObserver: request ids, one log line and the metrics/summary record per chat request.
+"""A chat request's record: its id, the facts handlers add, and what the batch makes of it.
 
-A pure ASGI middleware (no BaseHTTPMiddleware: that one buffers and costs a task per request).
-It reads what the chat handlers already put on the answer (`x-keypool-*` headers) and what
-they may add to `RequestInfo`, so the chat code needs no logging or metrics calls of its own.
+The edge middleware (api/edge.py) takes an answer's moments and hands them to `finish_record`
+in the observability batch, which reads what the chat handlers already put on the answer
+(`x-keypool-*` headers) and what they may add to `RequestInfo`: the chat code needs no logging
+or metrics calls of its own.
 """
 
 from __future__ import annotations
 
-import time
-from time import perf_counter
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from app.observability.hub import Observability
-from app.observability.logs import new_request_id, request_id_var
+from app.observability.logs import new_request_id
 from app.observability.requestlog import request_log
 
 CHAT_ROUTES = frozenset(
@@ -24,7 +23,7 @@ CHAT_ROUTES = frozenset(
 INFO_KEY = "keypool.request"
 MAX_REQUEST_ID = 128
 CLIENT_CLOSED = 499
-_HEADER = b"x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 PRINCIPAL_KEY = "keypool.principal"  # set by the access middleware (api/access.py)
 
 
@@ -61,14 +60,15 @@ def accepted_request_id(value: bytes) -> str | None:
     return text or None
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> str:
+    """The client's X-Request-Id if acceptable, else a new one."""
     for name, value in scope["headers"]:
-        if name == _HEADER:
+        if name == REQUEST_ID_HEADER:
             return accepted_request_id(value) or new_request_id()
     return new_request_id()
 
 
-def _answer(
+def answer_facts(
     headers: Any,
 ) -> tuple[str | None, str | None, str | None, str | None, float | None, bool]:
     """(provider, key index, path, cache, cost, streamed) from a chat answer's headers, parsed
@@ -98,106 +98,6 @@ def _float(value: bytes) -> float | None:
         return None
 
 
-def _with_id(message: Message, header: tuple[bytes, bytes]) -> Message:
-    return {**message, "headers": [*message.get("headers", ()), header]}
-
-
-class RequestObserver:
-    """Request ids on every answer; for chat routes also metrics, summary and one log line."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in CHAT_ROUTES:
-            await self._other(scope, receive, send)
-            return
-        # A chat request, observed here in this one frame: every await of the request passes
-        # through each coroutine frame of the middleware chain, so a helper coroutine would
-        # cost every suspension of every request, not only one call.
-        # `receive` is not wrapped (a wrapper per message costs every request): a client that
-        # leaves before the first token gets its 499 from the route itself (api/sse.py), and
-        # a committed stream that returns without its last body chunk was cut by a disconnect
-        # (Starlette stops the stream when it hears `http.disconnect`), see `_finish`.
-        # Only what the answer's moments give is taken here, in closure cells (no object per
-        # request); the batch reads the headers and builds the record (`_finish`).
-        started = perf_counter()
-        request_id = _request_id(scope)
-        scope[INFO_KEY] = info = RequestInfo(request_id)
-        # Not reset on the way out: servers run each request in a task of its own, and the
-        # error handler outside this middleware (an unexpected exception's one log line)
-        # should still carry the id.
-        request_id_var.set(request_id)
-        status = 0
-        headers: Any = ()
-        headers_at = 0.0
-        finished = False
-        error_body = b""
-
-        async def watched_send(message: Message) -> None:
-            nonlocal status, headers, headers_at, finished, error_body
-            kind = message["type"]
-            if kind == "http.response.start":
-                headers_at = perf_counter()
-                status = message["status"]
-                headers = message.get("headers", ())
-                # the app built this dict for this send
-                message["headers"] = [*headers, (_HEADER, request_id.encode())]
-            elif kind == "http.response.body":
-                if status >= 400 and len(error_body) < 4096:
-                    error_body += message.get("body", b"")
-                if not message.get("more_body", False):
-                    finished = True
-            await send(message)
-
-        failed = False  # the app raised (not a disconnect: that one returns normally)
-        try:
-            await self.app(scope, receive, watched_send)
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            hub: Observability | None = scope.get("state", {}).get("observability")
-            if hub is not None:
-                # What the record needs of the scope, flat (one tuple), so the batch does not
-                # hold the scope.
-                hub.deferred.call(
-                    _finish,
-                    hub,
-                    info,
-                    scope["path"],
-                    scope["method"],
-                    scope["headers"],
-                    scope.get(PRINCIPAL_KEY),
-                    started,
-                    headers_at,
-                    perf_counter(),
-                    time.time(),
-                    status,
-                    headers,
-                    finished,
-                    failed,
-                    error_body,
-                )  # see deferred.py
-
-    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Any other route or a websocket: the id, echoed on the answer; lifespan untouched."""
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        request_id = _request_id(scope)
-        header = (_HEADER, request_id.encode())
-        scope[INFO_KEY] = RequestInfo(request_id)
-        request_id_var.set(request_id)
-
-        async def tagged(message: Message) -> None:
-            if message["type"] in ("http.response.start", "websocket.accept"):
-                message = _with_id(message, header)
-            await send(message)
-
-        await self.app(scope, receive, tagged)
-
-
 def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
     """(keypool error type, message, upstream attempts listed) of an error answer; /v1
     carries the type in `code`."""
@@ -213,7 +113,7 @@ def _error_fields(body: bytes) -> tuple[str | None, str, int | None]:
     return (kind if isinstance(kind, str) else None), str(error.get("message", ""))[:300], tried
 
 
-def _finish(
+def finish_record(
     hub: Observability,
     info: RequestInfo,
     route: str,
@@ -230,7 +130,8 @@ def _finish(
     failed: bool,
     error_body: bytes,
 ) -> None:
-    provider, key_index, answer_path, cache, answer_cost, streamed = _answer(headers)
+    """Record one answered chat request: metrics, summary, recent errors and its log line."""
+    provider, key_index, answer_path, cache, answer_cost, streamed = answer_facts(headers)
     seconds = ended - started
     status = sent_status or 500
     if sent_status and not finished and not failed:
@@ -276,10 +177,15 @@ def _finish(
         "attempts": info.attempts,
         "user": user,
     }
-    message = (
-        f"{method} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
-        f"provider={provider} key={key} user={user}"
-    )
+    if request_log.json:
+        # JSON: the fields carry the details, the message only says what it is about (a
+        # shorter line, and one f-string less per request).
+        message = f"{method} {route} {status}"
+    else:
+        message = (
+            f"{method} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
+            f"provider={provider} key={key} user={user}"
+        )
     request_log.emit(message, fields, ended_at)
 
 
