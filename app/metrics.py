@@ -66,6 +66,12 @@ class Metrics:
         )
         self._add_request_families()
         self._children: dict[tuple[object, ...], Any] = {}
+        self.pending = Pending()
+
+    def fold(self) -> None:
+        """Hand every value what was recorded since the last fold (the observability batch calls
+        this after each batch, readers before they read)."""
+        self.pending.fold()
 
     def _add_request_families(self) -> None:
         registry = self.registry
@@ -119,7 +125,7 @@ class Metrics:
         )
 
     # Recording: label children are cached in one dict, so a call is a lookup and an add
-    # (straight into the child's value: see `_fast`).
+    # (into the pending sums of the child's values: see `_fast` and `Pending`).
 
     def observe_request(
         self, route: str, path: str, provider: str, status: int, seconds: float
@@ -128,8 +134,8 @@ class Metrics:
         children = self._children.get(key)
         if children is None:
             children = (
-                _fast(self.requests.labels(route, path, provider, str(status))),
-                _fast(self.request_duration.labels(route)),
+                self._fast(self.requests.labels(route, path, provider, str(status))),
+                self._fast(self.request_duration.labels(route)),
             )
             self._children[key] = children
         counter, histogram = children
@@ -140,7 +146,7 @@ class Metrics:
         key = (id(family), *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = _fast(family.labels(*labels))
+            child = self._children[key] = self._fast(family.labels(*labels))
         return child
 
     def observe_upstream(self, provider: str, seconds: float) -> None:
@@ -182,8 +188,12 @@ class Metrics:
         if event.completion_tokens:
             completion.inc(event.completion_tokens)
 
+    def _fast(self, child: Any) -> Any:
+        return _fast(child, self.pending)
+
     async def render(self, providers: tuple[ProviderConfig, ...], store: KeyStateStore) -> bytes:
         """Refresh the pool gauges from the state store, then serialise everything."""
+        self.fold()
         now = time.time()
         for provider in providers:
             snap = await store.snapshot(provider.name, now)
@@ -199,33 +209,71 @@ class Metrics:
         return generate_latest(self.registry if not multiprocess_dir() else _merged_registry())
 
 
+class Pending:
+    """What was recorded since the last fold, summed per prometheus-client value.
+
+    A value's own `inc` takes a lock each time (0.33 us on the bench host, seven times per chat
+    request); adding to a dict costs 0.1 us, and `fold` gives each value its sum once per batch.
+    Everything runs on the event loop's thread."""
+
+    __slots__ = ("amounts",)
+
+    def __init__(self) -> None:
+        self.amounts: dict[Any, float] = {}
+
+    def fold(self) -> None:
+        amounts = self.amounts
+        if amounts:
+            self.amounts = {}
+            for value, amount in amounts.items():
+                value.inc(amount)
+
+
+class _PendingCount:
+    """A counter child: `inc(n)` adds to its value's pending sum."""
+
+    __slots__ = ("pending", "value")
+
+    def __init__(self, value: Any, pending: Pending) -> None:
+        self.value, self.pending = value, pending
+
+    def inc(self, amount: float) -> None:
+        amounts = self.pending.amounts
+        value = self.value
+        amounts[value] = amounts.get(value, 0.0) + amount
+
+
 class _FastHistogram:
-    """A histogram child observed in O(1): one binary search, two adds to its own values (the
+    """A histogram child observed in O(1): one binary search, two adds to pending sums (the
     library's `observe` checks the child and walks the buckets in Python on every call)."""
 
-    __slots__ = ("bounds", "buckets", "sum")
+    __slots__ = ("bounds", "buckets", "pending", "sum")
 
-    def __init__(self, sum_value: Any, buckets: list[Any], bounds: list[float]) -> None:
-        self.sum, self.buckets, self.bounds = sum_value, buckets, bounds
+    def __init__(self, sum_value: Any, buckets: list[Any], bounds: list[float], pending: Pending):
+        self.sum, self.buckets, self.bounds, self.pending = sum_value, buckets, bounds, pending
 
     def observe(self, amount: float) -> None:
-        self.sum.inc(amount)
+        amounts = self.pending.amounts
+        total = self.sum
+        amounts[total] = amounts.get(total, 0.0) + amount
         index = bisect_left(self.bounds, amount)  # the first bound >= amount, as the library
         if index < len(self.buckets):
-            self.buckets[index].inc(1)
+            bucket = self.buckets[index]
+            amounts[bucket] = amounts.get(bucket, 0.0) + 1
 
 
-def _fast(child: Any) -> Any:
-    """For a Counter child its value (`inc(n)`), for a Histogram child a `_FastHistogram`;
-    the child itself if this prometheus-client keeps them elsewhere (then as fast as before).
-    Our callers never pass a negative amount, which is all `Counter.inc` would check."""
+def _fast(child: Any, pending: Pending) -> Any:
+    """For a Counter child a `_PendingCount` of its value, for a Histogram child a
+    `_FastHistogram`; the child itself if this prometheus-client keeps them elsewhere (then as
+    fast as before, and recorded at once). Our callers never pass a negative amount, which is
+    all `Counter.inc` would check."""
     buckets, bounds, total = (
         getattr(child, n, None) for n in ("_buckets", "_upper_bounds", "_sum")
     )
     if buckets is not None and bounds is not None and total is not None:
-        return _FastHistogram(total, buckets, bounds)
+        return _FastHistogram(total, buckets, bounds, pending)
     if isinstance(child, Counter) and hasattr(getattr(child, "_value", None), "inc"):
-        return child._value
+        return _PendingCount(child._value, pending)
     return child
 
 

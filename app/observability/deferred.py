@@ -38,8 +38,14 @@ logger = logging.getLogger("keypool.observability")
 class Deferred:
     """A list of calls and the one timer that runs them."""
 
-    def __init__(self, delay_s: float = DELAY_S, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        delay_s: float = DELAY_S,
+        max_pending: int = MAX_PENDING,
+        after: Callable[[], None] | None = None,
+    ) -> None:
         self.delay_s = delay_s
+        self.after = after  # run after every batch and every call run at once
         self.max_pending = max_pending
         self._pending: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._running = False
@@ -51,12 +57,12 @@ class Deferred:
         pending = self._pending
         if not pending:
             if self._running or not request_log.direct():
-                _safely(fn, args)
+                self._now(fn, args)
                 return
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # no loop (a thread, shutdown): nothing would flush it
-                _safely(fn, args)
+                self._now(fn, args)
                 return
             if self._timer is None:  # a batch that filled up left its timer due: it serves
                 self._timer = loop.call_later(self.delay_s, self._due)  # this one, sooner
@@ -77,10 +83,17 @@ class Deferred:
                 _safely(fn, args)
         finally:
             self._running = False
+        if self.after is not None:
+            _safely(self.after, ())
         self.batches += 1
         # The batch's log lines wait in the log's own buffer (written per 64 lines or 50 ms
         # after the first): a write per batch of a couple of dozen requests was three times
         # the system calls.
+
+    def _now(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        _safely(fn, args)
+        if self.after is not None and not self._running:  # (a running batch calls it at its end)
+            _safely(self.after, ())
 
     def _due(self) -> None:
         self._timer = None

@@ -35,7 +35,8 @@ class Observability:
         self.metrics = metrics  # None with METRICS_ENABLED=false: nothing for Prometheus
         # bound once, not per attempt
         self._observe_upstream = metrics.observe_upstream if metrics is not None else None
-        self.deferred = Deferred()
+        # Metrics are summed per batch and handed to prometheus-client after it (`fold`).
+        self.deferred = Deferred(after=metrics.fold if metrics is not None else None)
         self.summary = RollingSummary(clock)
         self.errors = RecentErrors()
         self.alerts = Alerts(
@@ -241,8 +242,10 @@ class Observability:
     def flush(self) -> None:
         """Record what is still batched (readers call this first: /metrics, the summary)."""
         self.deferred.flush()
+        if self.metrics is not None:
+            self.metrics.fold()
 
     async def aclose(self) -> None:
-        self.deferred.flush()
+        self.flush()
         request_log.flush()  # the last batch's lines, before the process goes
         await self.alerts.aclose()

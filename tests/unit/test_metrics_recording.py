@@ -28,6 +28,7 @@ def test_requests_and_durations_match_the_library():
         metrics.observe_request("/api/chat", "B", "fake", 200, seconds)
         requests.labels("/api/chat", "B", "fake", "200").inc()
         duration.labels("/api/chat").observe(seconds)
+    metrics.fold()
     ours, theirs = generate_latest(metrics.registry), generate_latest(registry)
     for family in ("keypool_requests_total", "keypool_request_duration_seconds"):
         assert samples(ours, family) == samples(theirs, family)
@@ -42,6 +43,22 @@ def test_counters_add_their_amounts():
     metrics.add_cost("fake", 0.5)
     metrics.count_cache("hit")
     metrics.count_cache("hit")
+    metrics.fold()
     text = generate_latest(metrics.registry).decode()
     assert 'keypool_cost_usd_total{provider="fake"} 0.75' in text
     assert 'keypool_cache_requests_total{result="hit"} 2.0' in text
+
+
+def test_recordings_reach_the_library_summed_at_each_fold():
+    metrics = Metrics()
+    for _ in range(3):
+        metrics.observe_request("/api/chat", "B", "fake", 200, 0.02)
+    series = 'keypool_requests_total{path="B",provider="fake",route="/api/chat",status="200"}'
+    assert f"{series} 0.0" in generate_latest(metrics.registry).decode()
+    metrics.fold()
+    metrics.observe_request("/api/chat", "B", "fake", 200, 0.02)
+    metrics.fold()
+    metrics.fold()  # nothing new: nothing added twice
+    text = generate_latest(metrics.registry).decode()
+    assert f"{series} 4.0" in text
+    assert 'keypool_request_duration_seconds_count{route="/api/chat"} 4.0' in text

@@ -12,6 +12,7 @@ from app.observability.logs import request_id_var
 
 
 def _registry(hub: Observability) -> CollectorRegistry:
+    hub.flush()  # what is batched, and the batch's sums, reach prometheus-client
     assert hub.metrics is not None
     return hub.metrics.registry
 

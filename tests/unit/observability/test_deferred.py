@@ -103,3 +103,18 @@ def test_without_an_event_loop_calls_run_at_once(direct: None) -> None:
     seen: list[int] = []
     batch.call(seen.append, 1)
     assert seen == [1]
+
+
+async def test_after_runs_once_after_each_batch_and_each_call_run_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    batch = Deferred(delay_s=60, after=lambda: seen.append("after"))
+    monkeypatch.setattr(request_log, "direct", lambda: True)
+    for i in range(3):
+        batch.call(seen.append, str(i))
+    batch.flush()
+    assert seen == ["0", "1", "2", "after"]  # metrics fold once per batch, after it
+    monkeypatch.setattr(request_log, "direct", lambda: False)
+    batch.call(seen.append, "now")
+    assert seen[-2:] == ["now", "after"]

@@ -14,6 +14,7 @@ from app.observability.record import accepted_request_id
 
 
 def _registry(hub: Observability) -> CollectorRegistry:
+    hub.flush()  # what is batched, and the batch's sums, reach prometheus-client
     assert hub.metrics is not None
     return hub.metrics.registry
 
