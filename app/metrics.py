@@ -149,10 +149,6 @@ class Metrics:
             child = self._children[key] = self._fast(family.labels(*labels))
         return child
 
-    def observe_upstream(self, provider: str, seconds: float) -> None:
-        """One upstream attempt's duration (the settlement hook calls this)."""
-        self._child(self.upstream_duration, provider).observe(seconds)
-
     def observe_ttft(self, provider: str, seconds: float) -> None:
         self._child(self.ttft, provider).observe(seconds)
 
@@ -180,9 +176,12 @@ class Metrics:
                 self._child(self.attempts, event.provider, event.key_label, result),
                 self._child(self.tokens, event.provider, "prompt"),
                 self._child(self.tokens, event.provider, "completion"),
+                self._child(self.upstream_duration, event.provider),
             )
-        attempts, prompt, completion = children
+        attempts, prompt, completion, duration = children
         attempts.inc(1)
+        if event.seconds is not None:
+            duration.observe(event.seconds)
         if event.prompt_tokens:
             prompt.inc(event.prompt_tokens)
         if event.completion_tokens:

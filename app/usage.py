@@ -37,6 +37,7 @@ class UsageEvent:
 
     cost_usd: float = 0.0
     outcome: str = ""  # the attempt's Outcome value, for metrics ("" when not known)
+    seconds: float | None = None  # the attempt's duration (the upstream duration histogram)
 
     @property
     def key_label(self) -> str:

@@ -18,8 +18,10 @@ from app.metrics import Metrics
 from app.observability import logs
 from app.observability.hub import Observability
 from app.observability.summary import RequestRecord
+from app.usage import UsageEvent
 
 N = 50_000
+ATTEMPT = UsageEvent("alpha", 0, "alpha:0:ab", None, 3, 4, outcome="ok", seconds=0.01)
 
 
 def per_call_us(fn: Any, number: int = N) -> float:
@@ -32,9 +34,7 @@ def main() -> None:
     record = RequestRecord("/api/chat", 200, 12.5, "alpha", None, None, 0, 0.0, "miss")
     request = per_call_us(lambda: metrics.observe_request("/api/chat", "A", "alpha", 200, 0.0125))
     print(f"metrics.observe_request     {request:6.2f} us")
-    print(
-        f"metrics.observe_upstream    {per_call_us(lambda: metrics.observe_upstream('alpha', 0.01)):6.2f} us"
-    )
+    print(f"metrics.observe (attempt)   {per_call_us(lambda: metrics.observe(ATTEMPT)):6.2f} us")
     print(
         f"metrics.add_cost            {per_call_us(lambda: metrics.add_cost('alpha', 0.0001)):6.2f} us"
     )

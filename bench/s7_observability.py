@@ -79,7 +79,7 @@ class Comparison:
 
 
 COMPARISONS = (
-    Comparison("on vs off (request logging + /metrics)", ON, OFF, 4, 5, GOAL),
+    Comparison("on vs off (request logging + /metrics)", ON, OFF, 6, 5, GOAL),
     Comparison("on vs bare (the whole observability layer)", ON, BARE, 2, 5, None),
     Comparison("off vs off (same build: the method's error)", OFF, OFF, 2, 5, None),
 )

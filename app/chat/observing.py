@@ -15,13 +15,13 @@ class ChatObserver(Protocol):
         provider: str,
         fingerprint: str,
         *,
-        seconds: float | None = None,
         key_state: str | None = None,
         circuit: str | None = None,
         quota_exceeded: bool = False,
         reason: str | None = None,
     ) -> None:
-        """One upstream attempt settled: its duration and, when known, the states after it."""
+        """One upstream attempt settled that has something to tell: the states after it when
+        they were read, or a key out of quota (its duration reaches metrics with its usage)."""
         ...
 
     def provider_exhausted(self, provider: str) -> None:

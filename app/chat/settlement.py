@@ -142,7 +142,7 @@ class Settlement:
         if outcome is Outcome.CANCELLED and usage is None:
             return
         if self.observer is not None:
-            self._observe(lease, outcome, latency, now)
+            self._observe(lease, outcome, now)
         self.sink.record(
             UsageEvent(
                 provider=provider,
@@ -158,10 +158,11 @@ class Settlement:
                 user_id=lease.user_id,
                 byok=lease.byok,
                 outcome=outcome.value,
+                seconds=latency,
             )
         )
 
-    def _observe(self, lease: Lease, outcome: Outcome, latency: float | None, now: float) -> None:
+    def _observe(self, lease: Lease, outcome: Outcome, now: float) -> None:
         """Report the attempt; never fails the request (an observer bug is logged instead)."""
         assert self.observer is not None
         provider, index = lease.provider.name, lease.key_index
@@ -176,13 +177,15 @@ class Settlement:
                     key_state, circuit = seen
                     if outcome is Outcome.OK and seen == _CALM:
                         self._calm[(provider, index)] = now
+            quota_exceeded = outcome is Outcome.QUOTA_EXCEEDED
+            if key_state is None and circuit is None and not quota_exceeded:
+                return  # a calm key's success: nothing to report (its duration is in the usage)
             self.observer.attempt_settled(
                 provider,
                 "byok" if lease.byok else lease.provider.keys[index].fingerprint,
-                seconds=latency,
                 key_state=key_state,
                 circuit=circuit,
-                quota_exceeded=outcome is Outcome.QUOTA_EXCEEDED,
+                quota_exceeded=quota_exceeded,
                 reason=outcome.value,
             )
         except Exception as exc:

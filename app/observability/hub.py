@@ -33,8 +33,6 @@ class Observability:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics  # None with METRICS_ENABLED=false: nothing for Prometheus
-        # bound once, not per attempt
-        self._observe_upstream = metrics.observe_upstream if metrics is not None else None
         # Metrics are summed per batch and handed to prometheus-client after it (`fold`).
         self.deferred = Deferred(after=metrics.fold if metrics is not None else None)
         self.summary = RollingSummary(clock)
@@ -146,47 +144,33 @@ class Observability:
         provider: str,
         fingerprint: str,
         *,
-        seconds: float | None = None,
         key_state: str | None = None,
         circuit: str | None = None,
         quota_exceeded: bool = False,
         reason: str | None = None,
     ) -> None:
-        """What the settlement hook reports after each upstream attempt; O(1), never blocks.
+        """What the settlement hook reports after an attempt whose states it read; O(1).
 
         `key_state` / `circuit` are the states after the attempt: a change is logged once
         (shared with the watcher's dedupe), a breaker that opened raises `circuit_open`, and a
-        key out of quota raises `quota_exceeded`.
+        key out of quota raises `quota_exceeded`. (Durations come with the usage, through
+        `metrics.MeteredSink`.)
         """
         if key_state is None and circuit is None and not quota_exceeded:
-            # The usual attempt (its key's state unread: calm lately): only its duration, a
-            # two-item record in the batch instead of seven (nothing with metrics off).
-            if seconds is not None and self._observe_upstream is not None:
-                self.deferred.call(self._observe_upstream, provider, seconds)
             return
         self.deferred.call(
-            self._attempt_settled,
-            provider,
-            fingerprint,
-            seconds,
-            key_state,
-            circuit,
-            quota_exceeded,
-            reason,
+            self._attempt_settled, provider, fingerprint, key_state, circuit, quota_exceeded, reason
         )
 
     def _attempt_settled(
         self,
         provider: str,
         fingerprint: str,
-        seconds: float | None,
         key_state: str | None,
         circuit: str | None,
         quota_exceeded: bool,
         reason: str | None,
     ) -> None:
-        if seconds is not None and self.metrics is not None:
-            self.metrics.observe_upstream(provider, seconds)
         if key_state is not None:
             self.transitions.log_transition("key", fingerprint, key_state, reason=reason)
         if circuit is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from app.metrics import LATENCY_BUCKETS, Metrics
+from app.usage import UsageEvent
 
 SECONDS = (0.001, 0.005, 0.0051, 0.3, 2.5, 7.0, 200.0)  # on a bound, between, past the last
 
@@ -35,6 +38,22 @@ def test_requests_and_durations_match_the_library():
     assert 'keypool_request_duration_seconds_bucket{le="0.005",route="/api/chat"} 2.0' in (
         ours.decode()
     )
+
+
+def test_an_attempt_counts_its_tokens_and_its_duration():
+    metrics = Metrics()
+    event = UsageEvent("fake", 0, "fake:0:ab", None, prompt_tokens=3, completion_tokens=4,
+                       outcome="ok", seconds=0.03)  # fmt: skip
+    metrics.observe(event)
+    metrics.observe(replace(event, seconds=None))  # a duration unknown: counted, not timed
+    metrics.fold()
+    text = generate_latest(metrics.registry).decode()
+    assert (
+        'keypool_upstream_attempts_total{key="fake:0:ab",provider="fake",result="ok"} 2.0' in text
+    )
+    assert 'keypool_tokens_total{kind="completion",provider="fake"} 8.0' in text
+    assert 'keypool_upstream_duration_seconds_count{provider="fake"} 1.0' in text
+    assert 'keypool_upstream_duration_seconds_bucket{le="0.05",provider="fake"} 1.0' in text
 
 
 def test_counters_add_their_amounts():

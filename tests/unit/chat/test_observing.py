@@ -21,6 +21,7 @@ from app.providers import errors as upstream
 from app.providers.client import ProviderClient, Usage
 from app.providers.transport import Transport
 from app.state.memory import MemoryStateStore
+from app.usage import UsageEvent
 
 T0 = 1_000.0
 
@@ -54,6 +55,14 @@ class Recorder:
         self.exhausted.append(provider)
 
 
+class Events:
+    def __init__(self, into: list[UsageEvent]) -> None:
+        self.into = into
+
+    def record(self, event: UsageEvent) -> None:
+        self.into.append(event)
+
+
 class Parts:
     def __init__(self, keys: int = 2, threshold: int = 5) -> None:
         self.config = provider(keys=keys)
@@ -61,7 +70,10 @@ class Parts:
         self.store = MemoryStateStore({"alpha": pool}, rng=random.Random(0))
         self.clock = Clock()
         self.observer = Recorder()
-        self.settlement = Settlement(self.store, clock=self.clock, observer=self.observer)
+        self.usage: list[UsageEvent] = []
+        self.settlement = Settlement(
+            self.store, sink=Events(self.usage), clock=self.clock, observer=self.observer
+        )
 
     async def lease(self) -> Lease:
         grant = await self.store.acquire("alpha", self.clock(), Ask())
@@ -79,7 +91,7 @@ class TestSettled:
         await lease.finish(Outcome.OK, usage=Usage(1, 2, 3))
         [seen] = parts.observer.settled
         assert seen["fingerprint"] == parts.config.keys[0].fingerprint
-        assert seen["seconds"] == pytest.approx(0.4)
+        assert parts.usage[0].seconds == pytest.approx(0.4)  # the duration comes with the usage
         assert (seen["key_state"], seen["circuit"], seen["quota_exceeded"]) == (
             "active",
             "closed",
@@ -123,17 +135,17 @@ class TestSettled:
 
 
 class TestCalmKeys:
-    """A success of a key last read (active, closed) skips the state read for a second; the
-    duration is still reported, and any other outcome makes the next success read again."""
+    """A success of a key last read (active, closed) skips the state read for a second and
+    reports nothing (its duration still comes with its usage); any other outcome makes the next
+    success read again."""
 
-    async def test_a_second_success_of_a_calm_key_reports_its_duration_without_a_state(self):
+    async def test_a_second_success_of_a_calm_key_is_not_reported_but_timed(self):
         parts = Parts(keys=1)
         for _ in range(2):
             await (await parts.lease()).finish(Outcome.OK)
-        first, second = parts.observer.settled
+        [first] = parts.observer.settled
         assert (first["key_state"], first["circuit"]) == ("active", "closed")
-        assert (second["key_state"], second["circuit"]) == (None, None)
-        assert second["seconds"] == 0.0
+        assert [event.seconds for event in parts.usage] == [0.0, 0.0]
 
     async def test_the_state_is_read_again_after_a_failure_and_after_a_second(self):
         parts = Parts(keys=1)

@@ -25,17 +25,16 @@ def hub() -> Observability:
     return Observability(load_settings(env).providers, Metrics(), alert_cooldown_s=300)
 
 
-def test_duration_state_changes_and_alerts(caplog: pytest.LogCaptureFixture):
+def test_state_changes_and_alerts(caplog: pytest.LogCaptureFixture):
     observability = hub()
     with caplog.at_level(logging.INFO):
-        observability.attempt_settled("alpha", "alpha:0:0000", seconds=0.25, key_state="active")
+        observability.attempt_settled("alpha", "alpha:0:0000", key_state="active")
         observability.attempt_settled("alpha", "alpha:0:0000", key_state="failed", reason="401")
         observability.attempt_settled("alpha", "alpha:0:0000", key_state="failed")
         observability.attempt_settled("alpha", "alpha:0:0000", circuit="open")
         observability.attempt_settled("alpha", "alpha:0:0000", circuit="open")
         observability.attempt_settled("alpha", "alpha:0:0000", quota_exceeded=True)
     text = generate_latest(_registry(observability)).decode()
-    assert 'keypool_upstream_duration_seconds_count{provider="alpha"} 1.0' in text
     assert observability.alerts.emitted == {"circuit_open": 1, "quota_exceeded": 1}
     state_lines = [r.getMessage() for r in caplog.records if r.name == "keypool.state"]
     assert state_lines == [
@@ -45,15 +44,12 @@ def test_duration_state_changes_and_alerts(caplog: pytest.LogCaptureFixture):
     assert 'keypool_alerts_total{type="circuit_open"} 1.0' in text
 
 
-def test_a_calm_attempt_records_only_its_duration(caplog: pytest.LogCaptureFixture):
+def test_an_attempt_without_states_records_nothing(caplog: pytest.LogCaptureFixture):
     observability = hub()
     with caplog.at_level(logging.INFO):
-        observability.attempt_settled("alpha", "alpha:0:0000", seconds=0.03, reason="ok")
-        observability.attempt_settled("alpha", "alpha:0:0000", reason="ok")  # no duration
+        observability.attempt_settled("alpha", "alpha:0:0000", reason="ok")
     observability.flush()
-    text = generate_latest(_registry(observability)).decode()
-    assert 'keypool_upstream_duration_seconds_count{provider="alpha"} 1.0' in text
-    assert 'keypool_upstream_duration_seconds_bucket{le="0.05",provider="alpha"} 1.0' in text
+    assert observability.deferred.batches == 0
     assert not [r for r in caplog.records if r.name == "keypool.state"]
     assert observability.alerts.emitted == {}
 

@@ -11,7 +11,10 @@ import re
 import orjson
 import pytest
 
+from app.observability import record
+from app.observability.hub import Observability
 from app.observability.logs import JsonFormatter, make_handler
+from app.observability.record import RequestInfo, finish_record
 from app.observability.requestlog import MAX_PENDING, RequestLog
 
 FIELDS = {
@@ -123,3 +126,36 @@ async def test_a_full_buffer_is_written_without_waiting_for_the_timer(
     assert out.text() == ""  # the timer has an hour to go
     log.emit(MESSAGE, dict(FIELDS))
     assert len(out.text().splitlines()) == MAX_PENDING
+
+
+def _record_one(hub: Observability) -> None:
+    info = RequestInfo("req-7")
+    info.model = "fake-small"
+    answer = [(b"content-type", b"application/json"), (b"x-keypool-provider", b"fake"),
+              (b"x-keypool-key-index", b"0"), (b"x-keypool-path", b"B")]  # fmt: skip
+    finish_record(hub, info, "/api/chat", "POST", [(b"x-user-id", b"ann")], None,
+                  1.0, 1.01, 1.02, 1_700_000_000.25, 200, answer, True, False, b"")  # fmt: skip
+
+
+async def test_a_recorded_request_line_is_the_same_written_directly_or_through_logging(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    hub = Observability([], None)
+    log, out = installed(monkeypatch, "json")
+    monkeypatch.setattr(record, "request_log", log)
+    _record_one(hub)  # the deployed path: one dict written by `write_json`
+    hub.flush()
+    await asyncio.sleep(0)
+    direct = orjson.loads(out.text())
+    monkeypatch.setattr(logging.root, "handlers", [*logging.root.handlers, caplog.handler])
+    with caplog.at_level(logging.INFO, "keypool.request"):  # another handler: through logging
+        _record_one(hub)
+        hub.flush()
+    [entry] = [r for r in caplog.records if r.name == "keypool.request"]
+    via_logging = orjson.loads(JsonFormatter().format(entry))
+    assert list(direct) == list(via_logging)  # same keys, same order
+    assert {k: v for k, v in direct.items() if k != "time"} == {
+        k: v for k, v in via_logging.items() if k != "time"
+    }
+    assert direct["message"] == "POST /api/chat 200"
+    assert (direct["user"], direct["latency_ms"], direct["provider"]) == ("ann", 20.0, "fake")
