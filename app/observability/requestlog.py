@@ -154,21 +154,6 @@ class RequestLog:
             return None
         return buffer
 
-    def json_direct(self) -> bool:
-        """True while lines are JSON and written here: then `write_json` takes whole entries."""
-        return self.json and self._direct() is not None
-
-    def iso(self, now: float) -> str:
-        """A line's `time`, as the JSON handler writes it."""
-        return self._clock.iso(now)
-
-    def write_json(self, entry: dict[str, Any]) -> None:
-        """One whole entry (`time`, `level`, `logger`, `message`, then the fields) while
-        `json_direct()`: one dict built by the caller, not fields merged into a second one."""
-        buffer = self.buffer
-        assert buffer is not None
-        buffer.append(orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE))
-
     def emit(self, message: str, fields: dict[str, Any], now: float | None = None) -> None:
         """One INFO line of logger `keypool.request`: `message`, plus `fields` in JSON.
 

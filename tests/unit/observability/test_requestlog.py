@@ -143,7 +143,7 @@ async def test_a_recorded_request_line_is_the_same_written_directly_or_through_l
     hub = Observability([], None)
     log, out = installed(monkeypatch, "json")
     monkeypatch.setattr(record, "request_log", log)
-    _record_one(hub)  # the deployed path: one dict written by `write_json`
+    _record_one(hub)  # the deployed path: written here, not through logging
     hub.flush()
     await asyncio.sleep(0)
     direct = orjson.loads(out.text())
