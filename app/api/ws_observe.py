@@ -14,7 +14,7 @@ from typing import Any
 
 from app.observability.hub import Observability
 from app.observability.logs import new_request_id, request_id_var
-from app.observability.record import PRINCIPAL_KEY, accepted_request_id
+from app.observability.record import PRINCIPAL_KEY, accepted_request_id, write_line
 from app.observability.requestlog import request_log
 
 WS_ROUTE = "/api/chat/ws"
@@ -115,28 +115,18 @@ class WsRequest:
             request_id=self.request_id,
         )
         if request_log.enabled():
-            self._log(hub, seconds * 1000)
-
-    def _log(self, hub: Observability, latency_ms: float) -> None:
-        key = (
-            hub.fingerprint(self.provider, str(self.key_index))
-            if self.provider is not None and self.key_index is not None
-            else None
-        )
-        fields = {
-            "request_id": self.request_id,
-            "route": WS_ROUTE,
-            "path": self.path or "none",
-            "provider": self.provider,
-            "model": self.model,
-            "key": key,
-            "status": self.status,
-            "latency_ms": round(latency_ms, 2),
-            "attempts": self.attempts,
-            "user": self.user,
-        }
-        message = (
-            f"WS {WS_ROUTE} {self.status} {latency_ms:.1f} ms id={self.request_id} "
-            f"provider={self.provider} key={key} user={self.user}"
-        )
-        request_log.emit(message, fields)
+            index = str(self.key_index) if self.key_index is not None else None
+            write_line(
+                hub,
+                "WS",
+                WS_ROUTE,
+                self.status,
+                seconds * 1000,
+                self.request_id,
+                self.path or "none",
+                self.provider,
+                index,
+                self.model,
+                self.attempts,
+                self.user,
+            )

@@ -163,18 +163,50 @@ def finish_record(
     if not request_log.enabled():
         return
     user = info.user or _principal(principal) or _header(request_headers, b"x-user-id")
+    write_line(
+        hub,
+        method,
+        route,
+        status,
+        seconds * 1000,
+        info.request_id,
+        path,
+        provider,
+        key_index,
+        info.model,
+        info.attempts,
+        user,
+        ended_at,
+    )
+
+
+def write_line(
+    hub: Observability,
+    method: str,
+    route: str,
+    status: int,
+    latency_ms: float,
+    request_id: str,
+    path: str,
+    provider: str | None,
+    key_index: str | None,
+    model: str | None,
+    attempts: int | None,
+    user: str | None,
+    now: float | None = None,
+) -> None:
+    """A chat request's one log line (HTTP here, each websocket frame in api/ws_observe.py)."""
     key = hub.fingerprint(provider, key_index) if provider and key_index else None
-    latency_ms = seconds * 1000
     fields = {
-        "request_id": info.request_id,
+        "request_id": request_id,
         "route": route,
         "path": path,
         "provider": provider,
-        "model": info.model,
+        "model": model,
         "key": key,
         "status": status,
         "latency_ms": round(latency_ms, 2),
-        "attempts": info.attempts,
+        "attempts": attempts,
         "user": user,
     }
     if request_log.json:
@@ -183,10 +215,10 @@ def finish_record(
         message = f"{method} {route} {status}"
     else:
         message = (
-            f"{method} {route} {status} {latency_ms:.1f} ms id={info.request_id} "
+            f"{method} {route} {status} {latency_ms:.1f} ms id={request_id} "
             f"provider={provider} key={key} user={user}"
         )
-    request_log.emit(message, fields, ended_at)
+    request_log.emit(message, fields, now)
 
 
 def _principal(principal: Any) -> str | None:
