@@ -15,7 +15,7 @@ from app.observability import record
 from app.observability.hub import Observability
 from app.observability.logs import JsonFormatter, make_handler
 from app.observability.record import RequestInfo, finish_record
-from app.observability.requestlog import MAX_PENDING, RequestLog
+from app.observability.requestlog import MAX_PENDING, RequestLog, _Clock
 
 FIELDS = {
     "request_id": "req-1",
@@ -30,6 +30,13 @@ FIELDS = {
     "user": "ann",
 }
 MESSAGE = "POST /api/chat 200 1.2 ms id=req-1 provider=fake key=fake:0:abcd12 user=ann"
+WHEN = 1_700_000_000.25
+
+
+def entry(**fields: object) -> dict[str, object]:
+    """A request line as `RequestLog.emit` takes it: the head keys, then FIELDS (+ `fields`)."""
+    head = {"time": WHEN, "level": "INFO", "logger": "keypool.request", "message": MESSAGE}
+    return {**head, **FIELDS, **fields}
 
 
 class Output(io.TextIOWrapper):
@@ -60,7 +67,7 @@ def installed(
 
 async def test_a_json_line_has_the_handlers_shape(monkeypatch: pytest.MonkeyPatch):
     log, out = installed(monkeypatch, "json")
-    log.emit(MESSAGE, dict(FIELDS))
+    log.emit(entry())
     await asyncio.sleep(0)  # one loop iteration: the flush is due
     [line] = out.text().splitlines()
     direct = orjson.loads(line)
@@ -76,7 +83,7 @@ async def test_a_json_line_has_the_handlers_shape(monkeypatch: pytest.MonkeyPatc
 
 async def test_a_text_line_has_the_handlers_shape(monkeypatch: pytest.MonkeyPatch):
     log, out = installed(monkeypatch, "text")
-    log.emit(MESSAGE, dict(FIELDS))
+    log.emit(entry())
     await asyncio.sleep(0)
     [line] = out.text().splitlines()
     pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO keypool\.request: " + re.escape(MESSAGE)
@@ -86,7 +93,7 @@ async def test_a_text_line_has_the_handlers_shape(monkeypatch: pytest.MonkeyPatc
 async def test_lines_of_one_loop_iteration_are_one_write(monkeypatch: pytest.MonkeyPatch):
     log, out = installed(monkeypatch, "json")
     for index in range(50):
-        log.emit(MESSAGE, {**FIELDS, "request_id": f"req-{index}"})
+        log.emit(entry(request_id=f"req-{index}"))
     assert out.text() == ""  # nothing written on the request path itself
     await asyncio.sleep(0)
     lines = out.text().splitlines()
@@ -97,7 +104,7 @@ async def test_lines_of_one_loop_iteration_are_one_write(monkeypatch: pytest.Mon
 
 def test_outside_a_loop_the_line_is_written_at_once(monkeypatch: pytest.MonkeyPatch):
     log, out = installed(monkeypatch, "json")
-    log.emit(MESSAGE, dict(FIELDS))
+    log.emit(entry())
     assert orjson.loads(out.text())["request_id"] == "req-1"
 
 
@@ -110,7 +117,7 @@ def test_another_handler_gets_the_line_through_logging(
     log = RequestLog()
     log.install(handler, "json")  # but pytest's capture handler is on the root too
     with caplog.at_level(logging.INFO, "keypool.request"):
-        log.emit(MESSAGE, dict(FIELDS))
+        log.emit(entry())
     [record] = [r for r in caplog.records if r.name == "keypool.request"]
     assert record.getMessage() == MESSAGE
     assert record.__dict__["user"] == "ann"
@@ -122,9 +129,9 @@ async def test_a_full_buffer_is_written_without_waiting_for_the_timer(
 ):
     log, out = installed(monkeypatch, "json", delay_s=3600)
     for index in range(MAX_PENDING - 1):
-        log.emit(MESSAGE, {**FIELDS, "request_id": f"req-{index}"})
+        log.emit(entry(request_id=f"req-{index}"))
     assert out.text() == ""  # the timer has an hour to go
-    log.emit(MESSAGE, dict(FIELDS))
+    log.emit(entry())
     assert len(out.text().splitlines()) == MAX_PENDING
 
 
@@ -159,3 +166,16 @@ async def test_a_recorded_request_line_is_the_same_written_directly_or_through_l
     }
     assert direct["message"] == "POST /api/chat 200"
     assert (direct["user"], direct["latency_ms"], direct["provider"]) == ("ann", 20.0, "fake")
+
+
+@pytest.mark.parametrize(
+    "when",
+    [1_700_000_000.0, 1_700_000_000.000123, 1_700_000_000.5, 1_700_000_000.999_999_7, 86_399.01],
+)
+def test_the_direct_time_is_the_formatters_time(when: float):
+    """Leading zeros of the microseconds, a whole second (no fraction), a fraction that rounds
+    up to the next second (kept in its second, as the formatter's datetime does)."""
+    record = logging.LogRecord("keypool.request", logging.INFO, __file__, 1, "m", (), None)
+    record.created = when
+    expected = orjson.loads(JsonFormatter().format(record))["time"]
+    assert _Clock().iso(when) == expected
