@@ -34,7 +34,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # No `*_created` series (when each counter and histogram was first recorded, an OpenMetrics
 # extra Prometheus does not need to compute rates): a fifth of every scrape's lines and of its
 # rendering time. A prometheus-client setting for the whole process.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
