@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from app.api.deps import RuntimeDep
+from app.api.deps import runtime_of
 from app.errors import MetricsDisabled, Unauthorized
 
 
@@ -24,8 +24,12 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics")
-async def metrics(runtime: RuntimeDep, request: Request) -> Response:
-    """With METRICS_TOKEN set, only `Authorization: Bearer <METRICS_TOKEN>` may scrape."""
+async def metrics(request: Request) -> Response:
+    """With METRICS_TOKEN set, only `Authorization: Bearer <METRICS_TOKEN>` may scrape.
+
+    Served by the fast lane (api/fastlane.py) like the chat routes: a scrape every few seconds
+    would otherwise pay FastAPI's dependency solving each time."""
+    runtime = runtime_of(request)
     token = runtime.settings.metrics_token
     if token is not None and not bearer_matches(request, token.get_secret_value()):
         raise Unauthorized("missing or wrong metrics token", headers={"WWW-Authenticate": "Bearer"})
