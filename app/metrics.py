@@ -140,19 +140,29 @@ class Metrics:
     # (into the child's cell, folded into prometheus-client later: see `_cell` and `Tallies`).
 
     def observe_request(
-        self, route: str, path: str, provider: str, status: int, seconds: float
+        self,
+        route: str,
+        path: str,
+        provider: str,
+        status: int,
+        seconds: float,
+        cache: str | None = None,
     ) -> None:
-        key = ("req", route, path, provider, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
+        """One answered chat request; `cache` is its cache result (hit, miss, bypass) if any."""
+        key = ("req", route, path, provider, status, cache)
+        cells = self._children.get(key)
+        if cells is None:
+            cells = (
                 self._fast(self.requests.labels(route, path, provider, str(status))),
                 self._fast(self.request_duration.labels(route)),
+                self._child(self.cache, cache) if cache else None,
             )
-            self._children[key] = children
-        counter, histogram = children
+            self._children[key] = cells
+        counter, histogram, cached = cells
         counter.inc(1)
         histogram.observe(seconds)
+        if cached is not None:
+            cached.inc(1)
 
     def _child(self, family: Counter | Histogram, *labels: str) -> Any:
         key = (id(family), *labels)

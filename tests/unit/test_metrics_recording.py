@@ -81,3 +81,18 @@ def test_recordings_reach_the_library_summed_at_each_fold():
     text = generate_latest(metrics.registry).decode()
     assert f"{series} 4.0" in text
     assert 'keypool_request_duration_seconds_count{route="/api/chat"} 4.0' in text
+
+
+def test_a_request_counts_its_cache_result_with_it():
+    metrics = Metrics()
+    metrics.observe_request("/api/chat", "B", "fake", 200, 0.02, "hit")
+    metrics.observe_request("/api/chat", "B", "fake", 200, 0.02, "miss")
+    metrics.observe_request("/api/chat", "B", "fake", 200, 0.02)  # no cache in the way
+    metrics.fold()
+    text = generate_latest(metrics.registry).decode()
+    assert 'keypool_cache_requests_total{result="hit"} 1.0' in text
+    assert 'keypool_cache_requests_total{result="miss"} 1.0' in text
+    assert (
+        'keypool_requests_total{path="B",provider="fake",route="/api/chat",status="200"} 3.0'
+        in (text)
+    )
