@@ -81,8 +81,8 @@ class Metrics:
         self.tallies = Tallies()
 
     def fold(self) -> None:
-        """Hand every value what was recorded since the last fold (the observability batch calls
-        this after each batch, readers before they read)."""
+        """Hand every value what was recorded since the last fold (readers call this before they
+        read; with several workers the observability batch also calls it after each batch)."""
         self.tallies.fold()
 
     def _add_request_families(self) -> None:

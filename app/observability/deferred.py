@@ -87,7 +87,7 @@ class Deferred:
         if self.after is not None:
             _safely(self.after, ())
         self.batches += 1
-        # The batch's log lines wait in the log's own buffer (written per 64 lines or 50 ms
+        # The batch's log lines wait in the log's own buffer (written per 256 lines or 200 ms
         # after the first): a write per batch of a couple of dozen requests was three times
         # the system calls.
 
