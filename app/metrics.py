@@ -235,7 +235,7 @@ class Tallies:
 
     A prometheus-client value's own `inc` takes a lock each time (0.33 us on the bench host,
     seven times per chat request); a cell adds to plain attributes, and `fold` hands each value
-    its sum once per batch. Everything runs on the event loop's thread."""
+    its sum once per read (`Metrics.fold`). Everything runs on the event loop's thread."""
 
     __slots__ = ("cells",)
 
