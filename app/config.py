@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     metrics_token: SecretStr | None = None
     metrics_enabled: bool = True  # false: nothing recorded for Prometheus, /metrics answers 404
+    # true: FastAPI's own OpenTelemetry instrumentation traces requests when an OpenTelemetry SDK
+    # with providers is installed; off, FastAPI skips looking for providers on every request.
+    opentelemetry_enabled: bool = False
     docs_enabled: bool = False
     new_users_per_minute: int | None = Field(default=600, ge=0)
     max_message_chars: int = Field(default=50_000, ge=1)
