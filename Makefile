@@ -58,7 +58,7 @@ bench: $(STAMP)  ## ~7-8 min; writes bench/results.md + bench/results.json
 bench-quick: $(STAMP)  ## ~2.5 min, for checking the harness
 	$(BIN)/python -m bench.run --quick
 
-bench-obs: $(STAMP)  ## ~5 min: scenario 7 alone (observability on vs off, side by side, one worker each)
+bench-obs: $(STAMP)  ## ~6 min: scenario 7 alone (observability on vs off, side by side, one worker each)
 	$(BIN)/python -m bench.run --only observability --out-dir bench/results-obs
 
 soak: $(STAMP)  ## 10-min fault soak; writes bench/soak-results.md + .json (SOAK_ARGS="--duration 60")
