@@ -178,9 +178,6 @@ class Metrics:
         if usd > 0:
             self._child(self.cost, provider).inc(usd)
 
-    def count_cache(self, result: str) -> None:
-        self._child(self.cache, result).inc(1)
-
     def count_rejection(self, reason: str) -> None:
         self._child(self.user_rejections, reason).inc(1)
 

@@ -38,8 +38,8 @@ class Observability:
         # batch too, so another worker answering a scrape finds this one's files at most a
         # batch behind. One worker alone folds once per scrape instead of once per batch
         # (~15 locked adds each; measured inline, ~1 us a request at ~30 requests a batch).
-        shared = metrics is not None and multiprocess_dir() is not None
-        self.deferred = Deferred(after=metrics.fold if shared and metrics is not None else None)
+        fold = metrics.fold if metrics is not None and multiprocess_dir() else None
+        self.deferred = Deferred(after=fold)
         self.summary = RollingSummary(clock)
         self.errors = RecentErrors()
         self.alerts = Alerts(

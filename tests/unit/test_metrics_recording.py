@@ -60,8 +60,8 @@ def test_counters_add_their_amounts():
     metrics = Metrics()
     metrics.add_cost("fake", 0.25)
     metrics.add_cost("fake", 0.5)
-    metrics.count_cache("hit")
-    metrics.count_cache("hit")
+    metrics.observe_request("/api/chat", "B", "fake", 200, 0.02, "hit")
+    metrics.observe_request("/api/chat", "B", "fake", 200, 0.02, "hit")
     metrics.fold()
     text = generate_latest(metrics.registry).decode()
     assert 'keypool_cost_usd_total{provider="fake"} 0.75' in text
